@@ -1,0 +1,258 @@
+"""Compressors C: R^d -> R^d applied row-wise to an (n, d) array (SPEC.md section 2).
+
+Every call returns a :class:`Message`: the decoded values, the exact number of bits of
+each worker's message, and the number of coordinates it carries.
+
+Bit accounting (``float_bits`` = F, default 32; index width I = ceil(log2 d)):
+
+* dense float vector: F d;
+* sparse message of k values: the cheaper of an index list, k (F + I), and a bitmap
+  plus values, d + k F. With ``index_bits=false`` (the authors' reference code) only
+  the values, k F, are charged;
+* sign: F + d (one norm and one bit per coordinate, sign(0) sent as +);
+* natural: (1 + exponent bits) per coordinate: 9 d for F = 32, 12 d for F = 64;
+* qsgd(s): F + d (1 + ceil(log2(s + 1)));  ternary: F + 2 d;
+* rounding(Delta): the sparse rule with value width ceil(log2 levels), levels =
+  2 max|q| + 1 for the integers q = round(x / Delta) of that message.
+
+Adding a compressor = one subclass here plus one YAML file in ``conf/compressor``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from efbench.errors import ConfigError, check_positive
+
+KINDS = ("identity", "contractive", "unbiased", "absolute")
+
+
+class Message(NamedTuple):
+    values: np.ndarray  # (n, d) decoded message
+    bits: np.ndarray  # (n,) int64 exact size of each worker's message
+    nnz: np.ndarray  # (n,) coordinates carried
+
+
+def index_width(d: int) -> int:
+    """ceil(log2 d): bits to name one of d coordinates."""
+    return (d - 1).bit_length()
+
+
+def sparse_bits(nnz: np.ndarray, d: int, value_bits: int | np.ndarray, index_bits: bool) -> np.ndarray:
+    """Bits of a sparse message: min(index list, bitmap + values), or values only."""
+    nnz = np.asarray(nnz, dtype=np.int64)
+    if not index_bits:
+        return nnz * value_bits
+    return np.minimum(nnz * (value_bits + index_width(d)), d + nnz * value_bits)
+
+
+@dataclass(kw_only=True)
+class Compressor:
+    """Base class: subclasses implement ``compress`` and set ``kind``."""
+
+    float_bits: int = 32
+    index_bits: bool = True
+    kind: ClassVar[str] = "contractive"
+    key: ClassVar[str] = "compressor"
+
+    def __post_init__(self) -> None:
+        if self.float_bits not in (16, 32, 64):
+            raise ConfigError("bits.float_bits", f"got {self.float_bits}", (16, 32, 64))
+
+    def validate(self, d: int) -> None:
+        """Check parameters against the dimension; raise ConfigError naming the key."""
+
+    def __call__(self, X: np.ndarray, rng: np.random.Generator) -> Message:
+        return self.compress(X, rng)
+
+    def compress(self, X: np.ndarray, rng: np.random.Generator) -> Message:
+        raise NotImplementedError
+
+    def dense(self, X: np.ndarray) -> np.ndarray:
+        return np.full(X.shape[0], self.float_bits * X.shape[1], dtype=np.int64)
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(kw_only=True)
+class Identity(Compressor):
+    """C(x) = x; 32 d bits."""
+
+    kind: ClassVar[str] = "identity"
+
+    def compress(self, X, rng):
+        return Message(X.copy(), self.dense(X), np.full(X.shape[0], X.shape[1]))
+
+
+@dataclass(kw_only=True)
+class TopK(Compressor):
+    """Keep the K coordinates of largest |x_j|; contractive with delta = K/d
+    (Alistarh et al. 2018; Stich et al. 2018)."""
+
+    k: int = 1
+
+    def validate(self, d):
+        _check_k(self.k, d)
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        k = self.k
+        out = np.zeros_like(X)
+        if k >= d:
+            out[:] = X
+        else:
+            idx = np.argpartition(np.abs(X), d - k, axis=1)[:, d - k:]
+            np.put_along_axis(out, idx, np.take_along_axis(X, idx, axis=1), axis=1)
+        nnz = np.full(n, k)
+        return Message(out, sparse_bits(nnz, d, self.float_bits, self.index_bits), nnz)
+
+
+@dataclass(kw_only=True)
+class RandK(Compressor):
+    """Keep K coordinates drawn uniformly without replacement; ``scaled`` multiplies by d/K,
+    which makes it unbiased (E C(x) = x) with variance factor d/K - 1."""
+
+    k: int = 1
+    scaled: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.kind = "unbiased" if self.scaled else "contractive"
+
+    def validate(self, d):
+        _check_k(self.k, d)
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        k = self.k
+        idx = np.argpartition(rng.random((n, d)), k - 1, axis=1)[:, :k] if k < d else None
+        out = np.zeros_like(X)
+        if idx is None:
+            out[:] = X
+        else:
+            np.put_along_axis(out, idx, np.take_along_axis(X, idx, axis=1), axis=1)
+        if self.scaled:
+            out *= d / k
+        nnz = np.full(n, k)
+        return Message(out, sparse_bits(nnz, d, self.float_bits, self.index_bits), nnz)
+
+
+@dataclass(kw_only=True)
+class HardThreshold(Compressor):
+    """Hard threshold: keep x_j with |x_j| >= lambda. Absolute compressor:
+    ||C(x) - x||^2 <= d lambda^2 (Danilova & Gorbunov 2022; Sahu et al. 2021)."""
+
+    lam: float = 0.01
+    kind: ClassVar[str] = "absolute"
+
+    def validate(self, d):
+        check_positive("compressor.lam", self.lam, allow_zero=True)
+
+    def compress(self, X, rng):
+        mask = np.abs(X) >= self.lam
+        nnz = np.count_nonzero(mask, axis=1)
+        out = np.where(mask, X, 0.0)
+        return Message(out, sparse_bits(nnz, X.shape[1], self.float_bits, self.index_bits), nnz)
+
+    @property
+    def delta2_per_coord(self) -> float:
+        return self.lam**2
+
+
+@dataclass(kw_only=True)
+class Sign(Compressor):
+    """Scaled sign (||x||_1 / d) sign(x) (Karimireddy et al. 2019); contractive with
+    ||C(x) - x||^2 = ||x||^2 - ||x||_1^2 / d."""
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        scale = np.abs(X).sum(axis=1, keepdims=True) / d
+        out = np.where(X >= 0, scale, -scale)
+        return Message(out, np.full(n, self.float_bits + d, dtype=np.int64), np.full(n, d))
+
+
+@dataclass(kw_only=True)
+class Natural(Compressor):
+    """Natural compression (Horvath et al. 2019): |x_j| in [2^a, 2^(a+1)] is rounded to
+    2^(a+1) with probability |x_j| / 2^a - 1, else to 2^a: unbiased, omega = 1/8."""
+
+    kind: ClassVar[str] = "unbiased"
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        mant, expo = np.frexp(np.abs(X))  # |x| = mant * 2^expo, mant in [0.5, 1)
+        low = np.ldexp(1.0, expo - 1)
+        up = rng.random(X.shape) < (2.0 * mant - 1.0)
+        out = np.sign(X) * low * np.where(up, 2.0, 1.0)
+        exponent_bits = {16: 5, 32: 8, 64: 11}[self.float_bits]
+        return Message(out, np.full(n, (1 + exponent_bits) * d, dtype=np.int64), np.full(n, d))
+
+
+@dataclass(kw_only=True)
+class QSGD(Compressor):
+    """QSGD (Alistarh et al. 2017): ||x||_2 sign(x_j) xi_j(s), xi_j stochastic rounding of
+    s|x_j|/||x|| to the grid {0, 1/s, ..., 1}; unbiased, omega = min(d/s^2, sqrt(d)/s)."""
+
+    s: int = 1
+    kind: ClassVar[str] = "unbiased"
+
+    def validate(self, d):
+        if int(self.s) != self.s or self.s < 1:
+            raise ConfigError("compressor.s", f"number of levels must be an integer >= 1, got {self.s}")
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        norm = np.linalg.norm(X, axis=1, keepdims=True)
+        r = np.divide(self.s * np.abs(X), norm, out=np.zeros_like(X), where=norm > 0)
+        lvl = np.floor(r)
+        lvl += rng.random(X.shape) < (r - lvl)
+        out = norm * np.sign(X) * lvl / self.s
+        bits = self.float_bits + d * (1 + index_width(self.s + 1))
+        return Message(out, np.full(n, bits, dtype=np.int64), np.count_nonzero(lvl, axis=1))
+
+
+@dataclass(kw_only=True)
+class Ternary(Compressor):
+    """TernGrad (Wen et al. 2017): ||x||_inf sign(x_j) b_j, b_j ~ Bernoulli(|x_j| / ||x||_inf)."""
+
+    kind: ClassVar[str] = "unbiased"
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        M = np.abs(X).max(axis=1, keepdims=True)
+        p = np.divide(np.abs(X), M, out=np.zeros_like(X), where=M > 0)
+        b = rng.random(X.shape) < p
+        out = np.where(b, np.sign(X) * M, 0.0)
+        return Message(out, np.full(n, self.float_bits + 2 * d, dtype=np.int64),
+                       np.count_nonzero(b, axis=1))
+
+
+@dataclass(kw_only=True)
+class Rounding(Compressor):
+    """Deterministic rounding to the grid Delta Z: absolute compressor with
+    ||C(x) - x||^2 <= d Delta^2 / 4."""
+
+    delta: float = 0.01
+    kind: ClassVar[str] = "absolute"
+
+    def validate(self, d):
+        check_positive("compressor.delta", self.delta)
+
+    def compress(self, X, rng):
+        d = X.shape[1]
+        q = np.rint(X / self.delta)
+        nnz = np.count_nonzero(q, axis=1)
+        levels = 2 * np.abs(q).max(axis=1) + 1
+        width = np.ceil(np.log2(levels)).astype(np.int64)
+        return Message(q * self.delta, sparse_bits(nnz, d, width, self.index_bits), nnz)
+
+
+def _check_k(k: object, d: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise ConfigError("compressor.k", f"must be an integer, got {k!r}", f"1..{d}")
+    if not 1 <= k <= d:
+        raise ConfigError("compressor.k", f"K={k} is out of range for d={d}", f"1 <= K <= {d}")

@@ -1,0 +1,270 @@
+"""One run: build the problem from a config, iterate a method, log metrics, write results.
+
+Results in the run directory, each written atomically (temporary file + rename):
+``trace.parquet`` (SPEC.md section 5 metrics every ``log_every`` steps, step 0 and the
+last step) and ``summary.json`` (status, final metrics, constants, stepsize, timing,
+resolved config and its hash). A run whose summary says completed or diverged for the
+same config hash is skipped when launched again, which makes sweeps resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from efbench.compressors import Compressor
+from efbench.datasets import atomic_write_bytes, load_dataset, partition
+from efbench.errors import ConfigError, check_choice, check_positive
+from efbench.methods import Method, State
+from efbench.problems import LogisticProblem, optimum
+from efbench.stepsize import make_schedule
+
+log = logging.getLogger("efbench")
+
+FINISHED = ("completed", "diverged")
+# Keys that do not change a run's result: excluded from the config hash used to resume.
+VOLATILE_KEYS = ("progress", "data.dir", "data.mirror")
+X0_CHOICES = ("zero", "shift")
+L2_MODES = ("relative", "absolute")
+
+
+@dataclass
+class Setup:
+    problem: LogisticProblem
+    constants: dict[str, float]
+    xstar: np.ndarray
+    fstar: float
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config (without Hydra's own node and volatile keys)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("hydra", None)
+    for key in VOLATILE_KEYS:
+        head, _, tail = key.partition(".")
+        node = c.get(head) if tail else c
+        if isinstance(node, dict):
+            node.pop(tail or head, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_setup(cfg: DictConfig) -> Setup:
+    """Load and split the data, fix l2, compute the constants and (cached) x*, f*."""
+    X, y = load_dataset(cfg)
+    n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
+    A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
+    problem = LogisticProblem(A, Y, 0.0)
+    mode = cfg.problem.l2_mode
+    check_choice("problem.l2_mode", mode, L2_MODES)
+    l2 = check_positive("problem.l2", cfg.problem.l2, allow_zero=False)
+    problem.l2 = l2 * problem.data_smoothness if mode == "relative" else l2
+    constants = problem.constants()
+    cache = Path(cfg.data.dir or "data") / "cache" if cfg.dataset.source == "libsvm" else None
+    xstar, fstar = optimum(problem, cache)
+    constants["f_star"] = fstar
+    return Setup(problem, constants, xstar, fstar)
+
+
+def initial_point(cfg: DictConfig, setup: Setup) -> np.ndarray:
+    check_choice("x0", cfg.x0, X0_CHOICES)
+    if cfg.x0 == "zero":
+        return np.zeros(setup.problem.d)
+    return setup.xstar + float(cfg.dataset.x0_shift)
+
+
+def build_method(cfg: DictConfig, d: int) -> Method:
+    comp: Compressor = instantiate(cfg.compressor, float_bits=cfg.bits.float_bits,
+                                   index_bits=cfg.bits.index_bits)
+    comp.validate(d)
+    # partial, then call: a dataclass passed through instantiate would become a DictConfig
+    return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp)
+
+
+class Tracer:
+    """Accumulates per-round counters and evaluates the metrics at log points."""
+
+    def __init__(self, setup: Setup, x0: np.ndarray):
+        self.s = setup
+        self.n = setup.problem.n
+        self.f0 = setup.problem.loss(x0)
+        self.bits = np.zeros(self.n, dtype=np.int64)
+        self.bits_down = 0
+        self.nnz = np.zeros(self.n, dtype=np.int64)
+        self.calls = 0.0
+        self.rows: list[dict[str, float]] = []
+
+    def add(self, rnd) -> None:
+        self.bits += rnd.bits_up
+        self.bits_down += rnd.bits_down
+        self.nnz += rnd.nnz
+        self.calls += float(np.mean(rnd.calls))
+
+    @property
+    def epochs(self) -> float:
+        return self.calls / self.s.problem.m
+
+    def record(self, k: int, state: State, gamma: float, elapsed: float) -> dict[str, float]:
+        p, x = self.s.problem, state.x
+        f = p.loss(x) if np.all(np.isfinite(x)) else math.inf
+        gap = f - self.s.fstar
+        g = p.grad(x) if math.isfinite(f) else np.full(p.d, np.inf)
+        row = {
+            "step": k,
+            "epochs": self.epochs,
+            "f": f,
+            "gap": gap,
+            "rel_gap": gap / (self.f0 - self.s.fstar),
+            "grad_norm2": float(g @ g),
+            "dist2": float(np.sum((x - self.s.xstar) ** 2)),
+            "bits_up_mean": float(self.bits.mean()),
+            "bits_up_max": float(self.bits.max()),
+            "bits_down": float(self.bits_down),
+            "nnz_mean": float(self.nnz.mean() / k) if k else 0.0,
+            "err2": float(np.mean(np.sum(state.e**2, axis=1))) if state.e is not None else math.nan,
+            "gamma": gamma,
+            "time": elapsed,
+        }
+        self.rows.append(row)
+        return row
+
+    def diverged(self, row: dict[str, float], factor: float) -> bool:
+        f = row["f"]
+        return not math.isfinite(f) or f > factor * self.f0
+
+
+def check_budget(cfg: DictConfig) -> tuple[float, float, float]:
+    b = cfg.budget
+    lims = []
+    for key in ("iters", "bits", "epochs"):
+        v = b.get(key)
+        lims.append(math.inf if v is None else check_positive(f"budget.{key}", v))
+    if all(math.isinf(v) for v in lims):
+        raise ConfigError("budget", "set at least one of budget.iters, budget.bits, budget.epochs")
+    return lims[0], lims[1], lims[2]
+
+
+def write_results(out_dir: Path, trace: pd.DataFrame | None, summary: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if trace is not None:
+        buf = io.BytesIO()
+        trace.to_parquet(buf, index=False)
+        atomic_write_bytes(out_dir / "trace.parquet", buf.getvalue())
+    payload = json.dumps(summary, indent=2, default=_json_default, allow_nan=True)
+    atomic_write_bytes(out_dir / "summary.json", payload.encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def read_summary(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """Execute the run described by ``cfg`` and write its results into ``out_dir``."""
+    out_dir = Path(out_dir)
+    chash = config_hash(cfg)
+    prev = read_summary(out_dir)
+    if prev and prev.get("status") in FINISHED and prev.get("config_hash") == chash:
+        if (out_dir / "trace.parquet").is_file():
+            log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
+            prev["skipped"] = True
+            return prev
+    summary: dict[str, Any] = {
+        "status": "running", "config_hash": chash, "choices": choices or {},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    summary["config"].pop("hydra", None)
+    try:
+        max_it, max_bits, max_ep = check_budget(cfg)
+        log_every = int(cfg.log_every)
+        if log_every < 1:
+            raise ConfigError("log_every", f"must be an integer >= 1, got {cfg.log_every}")
+        check_positive("seed", cfg.seed, allow_zero=True)
+        setup = build_setup(cfg)
+        p = setup.problem
+        method = build_method(cfg, p.d)
+        schedule = make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True),
+                                 setup.constants, method.estimator)
+    except Exception as exc:
+        summary.update(status="error", error=str(exc))
+        write_results(out_dir, None, summary)
+        raise
+    c = setup.constants
+    log.info("problem: n=%d m=%d d=%d  l2=%.3e  L=%.6g  mu=%.3e  L_US=%.6g  L_IS=%.6g  "
+             "max L_i=%.6g  f*=%.12g", c["n"], c["m"], c["d"], c["l2"], c["L"], c["mu"],
+             c["L_US"], c["L_IS"], c["L_i_max"], c["f_star"])
+    log.info("method=%s compressor=%s stepsize gamma0=%.6g (%s)", method.name,
+             type(method.compressor).__name__, schedule.gamma0, schedule.formula)
+    summary.update(constants=c, gamma0=schedule.gamma0, stepsize_formula=schedule.formula)
+
+    rng = np.random.default_rng(int(cfg.seed))
+    x0 = initial_point(cfg, setup)
+    state = method.init(p, x0, rng)
+    tracer = Tracer(setup, x0)
+    factor = float(cfg.diverge_factor)
+    status = "completed"
+    t_start = time.perf_counter()
+    step_time = 0.0
+    row = tracer.record(0, state, schedule(0), 0.0)
+    k = 0
+    bar = tqdm(total=None if math.isinf(max_it) else int(max_it), disable=not cfg.progress,
+               mininterval=0.5, desc=f"{method.name}", unit="it", leave=False)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            while k < max_it and tracer.bits.mean() < max_bits and tracer.epochs < max_ep:
+                t0 = time.perf_counter()
+                gamma = schedule(k)
+                state, rnd = method.step(p, state, gamma, rng)
+                tracer.add(rnd)
+                k += 1
+                step_time += time.perf_counter() - t0
+                if k % log_every == 0:
+                    row = tracer.record(k, state, gamma, time.perf_counter() - t_start)
+                    bar.update(log_every)
+                    if tracer.diverged(row, factor):
+                        status = "diverged"
+                        break
+            if tracer.rows[-1]["step"] != k:
+                row = tracer.record(k, state, schedule(max(k - 1, 0)), time.perf_counter() - t_start)
+                if status == "completed" and tracer.diverged(row, factor):
+                    status = "diverged"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        row = tracer.record(k, state, schedule(max(k - 1, 0)), time.perf_counter() - t_start)
+    finally:
+        bar.close()
+    trace = pd.DataFrame(tracer.rows)
+    summary.update(
+        status=status, steps=k, wall_time=time.perf_counter() - t_start, step_time=step_time,
+        iters_per_sec=k / step_time if step_time > 0 else math.nan,
+        final={key: row[key] for key in ("f", "gap", "rel_gap", "grad_norm2", "dist2",
+                                         "bits_up_mean", "bits_down", "nnz_mean", "epochs")},
+    )
+    write_results(out_dir, trace, summary)
+    log.info("%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s)", status, k,
+             row["gap"], row["rel_gap"], row["bits_up_mean"], summary["iters_per_sec"])
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return summary

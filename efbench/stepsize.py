@@ -1,0 +1,71 @@
+"""Stepsize rules (SPEC.md section 4): constant, theory, reference and decreasing.
+
+``theory`` reads the constants: 1/L for full gradients; 1/(L + L_S/(n tau)) for
+stochastic estimators with sampling constant L_S = L_US (uniform) or L_IS (importance),
+the EC-SGD rule of Danilova & Gorbunov (2022) up to absolute factors. ``reference`` is
+1/L, the authors' code's 1/(L_data + l2). ``decreasing`` is gamma_0 / (1 + k/k0) or
+gamma_0 / sqrt(1 + k/k0), gamma_0 from ``base`` (theory, reference or a number).
+A ``multiplier`` scales every rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from efbench.errors import ConfigError, check_choice, check_positive
+
+RULES = ("constant", "theory", "reference", "decreasing")
+DECAYS = ("inv", "inv_sqrt")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    gamma0: float
+    formula: str
+    decay: str | None = None
+    k0: float = 1.0
+
+    def __call__(self, k: int) -> float:
+        if self.decay is None:
+            return self.gamma0
+        t = 1.0 + k / self.k0
+        return self.gamma0 / (t if self.decay == "inv" else math.sqrt(t))
+
+
+def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
+    """The theory stepsize for a method's estimator block, with its formula."""
+    L = constants["L"]
+    if estimator.get("kind", "full") == "full":
+        return 1.0 / L, "1/L"
+    tau = estimator.get("batch", 1)
+    key = "L_IS" if estimator.get("sampling") == "importance" else "L_US"
+    n = constants["n"]
+    return 1.0 / (L + constants[key] / (n * tau)), f"1/(L + {key}/(n*tau)), tau={tau}"
+
+
+def make_schedule(cfg: dict, constants: dict, estimator: dict) -> Schedule:
+    """Build the stepsize schedule from the ``stepsize`` config block."""
+    rule = cfg.get("rule")
+    check_choice("stepsize.rule", rule, RULES)
+    mult = check_positive("stepsize.multiplier", cfg.get("multiplier", 1.0))
+
+    def base(which: object) -> tuple[float, str]:
+        if which == "theory":
+            return theory_gamma(constants, estimator)
+        if which == "reference":
+            return 1.0 / constants["L"], "1/L"
+        key = "stepsize.gamma" if rule == "constant" else "stepsize.base"
+        if which is None:
+            raise ConfigError(key, "a stepsize value is required", "a number > 0")
+        return check_positive(key, which), "constant"
+
+    if rule == "decreasing":
+        decay = cfg.get("decay", "inv")
+        check_choice("stepsize.decay", decay, DECAYS)
+        k0 = check_positive("stepsize.k0", cfg.get("k0", 1.0))
+        g0, formula = base(cfg.get("base", "theory"))
+        shape = "/(1+k/k0)" if decay == "inv" else "/sqrt(1+k/k0)"
+        return Schedule(mult * g0, f"{mult} * {formula}{shape}, k0={k0}", decay, k0)
+    g0, formula = base(cfg.get("gamma") if rule == "constant" else rule)
+    return Schedule(mult * g0, f"{mult} * {formula}" if mult != 1.0 else formula)
