@@ -31,6 +31,11 @@ class Sampler:
     flat_cdf: np.ndarray | None = None
     weights: np.ndarray | None = None  # (n, m): 1 / (m p_ij)
 
+    def __post_init__(self) -> None:
+        self.offsets_i = np.arange(self.n)[:, None]
+        self.offsets = self.offsets_i.astype(float)
+        self.offsets_m = self.offsets_i * self.m
+
     @classmethod
     def build(cls, kind: str, problem: LogisticProblem) -> Sampler:
         check_choice("sampling.name", kind, SAMPLINGS)
@@ -52,10 +57,12 @@ class Sampler:
         """Indices (n, tau) and importance weights (n, tau) (None for uniform)."""
         if self.flat_cdf is None:
             return rng.integers(0, self.m, size=(self.n, tau)), None
-        base = np.arange(self.n)[:, None]
-        pos = np.searchsorted(self.flat_cdf, rng.random((self.n, tau)) + base, side="right")
-        idx = np.minimum(pos - base * self.m, self.m - 1)
-        return idx, np.take_along_axis(self.weights, idx, axis=1)
+        u = rng.random((self.n, tau))
+        u += self.offsets
+        idx = np.searchsorted(self.flat_cdf, u, side="right")
+        idx -= self.offsets_m
+        np.minimum(idx, self.m - 1, out=idx)  # guards u + i rounding up to the next block
+        return idx, self.weights[self.offsets_i, idx]
 
 
 @dataclass
@@ -108,7 +115,7 @@ class LSVRG:
 
     def __call__(self, problem, state: LSVRGState, x, rng):
         idx, wts = self.sampler.draw(rng, self.batch)
-        rows = problem.A[np.arange(problem.n)[:, None], idx]
+        rows = problem.A[problem.worker_index, idx]
         g = problem.sample_grads(x, idx, wts, rows) - problem.sample_grads(state.w, idx, wts, rows)
         g += state.gw
         calls = np.full(problem.n, 2.0 * self.batch)

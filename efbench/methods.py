@@ -86,7 +86,7 @@ class Uncompressed(Method):
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
-        state.x -= gamma * g.mean(axis=0)
+        state.x -= (gamma / problem.n) * g.sum(axis=0)
         msg_bits = self.compressor.dense(g)
         return state, Round(msg_bits, self.downlink(problem.d), np.full(problem.n, problem.d), calls)
 
@@ -99,7 +99,7 @@ class CompressedGD(Method):
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
         v, msg = self.compress_step(gamma, gamma * g, rng)
-        state.x -= v.mean(axis=0)
+        state.x -= v.sum(axis=0) / problem.n
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
 
@@ -126,5 +126,5 @@ class ErrorCompensated(Method):
         u += gamma * g  # e + gamma g, in place: e is rebuilt from it below
         v, msg = self.compress_step(gamma, u, rng)
         u -= v
-        state.x -= v.mean(axis=0)
+        state.x -= v.sum(axis=0) / problem.n
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)

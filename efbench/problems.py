@@ -44,6 +44,7 @@ class LogisticProblem:
     flat: np.ndarray = field(init=False, repr=False)
     yflat: np.ndarray = field(init=False, repr=False)
     row_norm2: np.ndarray = field(init=False, repr=False)
+    worker_index: np.ndarray = field(init=False, repr=False)  # (n, 1) for fancy indexing
 
     def __post_init__(self) -> None:
         self.A = np.ascontiguousarray(self.A, dtype=np.float64)
@@ -51,6 +52,7 @@ class LogisticProblem:
         self.flat = self.A.reshape(-1, self.d)
         self.yflat = self.y.reshape(-1)
         self.row_norm2 = np.einsum("nmd,nmd->nm", self.A, self.A)
+        self.worker_index = np.arange(self.n)[:, None]
 
     @property
     def n(self) -> int:
@@ -90,21 +92,26 @@ class LogisticProblem:
         """Mean over t of w_it * grad f_{i, idx_it}(x_i): minibatch gradients, shape (n, d).
 
         ``idx`` is (n, tau); ``weights`` (n, tau) are importance weights 1/(m p_ij)
-        (None: all ones); ``rows`` are the gathered a_{i, idx} when the caller has them.
+        (None: all ones); ``rows`` are the gathered a_{i, idx} (n, tau, d) when the caller
+        has them already (L-SVRG evaluates two points on the same samples).
         """
-        a = self.A[np.arange(self.n)[:, None], idx] if rows is None else rows
-        yy = np.take_along_axis(self.y, idx, axis=1)
-        z = np.einsum("ntd,d->nt", a, x) if x.ndim == 1 else np.einsum("ntd,nd->nt", a, x)
+        a = self.A[self.worker_index, idx] if rows is None else rows
+        yy = self.y[self.worker_index, idx]
+        if idx.shape[1] == 1:  # the common tau = 1 case without einsum's overhead
+            a1 = a[:, 0, :]
+            z = a1 @ x if x.ndim == 1 else np.einsum("nd,nd->n", a1, x)
+            coef = -yy[:, 0] * expit(-yy[:, 0] * z)
+            if weights is None:
+                return coef[:, None] * a1 + self.l2 * x
+            w = weights[:, 0]
+            return (coef * w)[:, None] * a1 + self.l2 * w[:, None] * x
+        z = a @ x if x.ndim == 1 else np.einsum("ntd,nd->nt", a, x)
         coef = -yy * expit(-yy * z)
         wbar = 1.0
         if weights is not None:
             coef = coef * weights
             wbar = weights.mean(axis=1, keepdims=True)
-        tau = idx.shape[1]
-        g = np.einsum("nt,ntd->nd", coef, a) if tau > 1 else coef * a[:, 0, :]
-        if tau > 1:
-            g /= tau
-        return g + self.l2 * wbar * x
+        return np.einsum("nt,ntd->nd", coef, a) / idx.shape[1] + self.l2 * wbar * x
 
     def hess_vec(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Hessian-vector product: (1/N) A^T diag(s(1-s)) A v + l2 v."""

@@ -110,7 +110,7 @@ class Tracer:
         self.bits += rnd.bits_up
         self.bits_down += rnd.bits_down
         self.nnz += rnd.nnz
-        self.calls += float(np.mean(rnd.calls))
+        self.calls += rnd.calls if np.isscalar(rnd.calls) else float(rnd.calls.mean())
 
     @property
     def epochs(self) -> float:
@@ -233,7 +233,11 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
                mininterval=0.5, desc=f"{method.name}", unit="it", leave=False)
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            while k < max_it and tracer.bits.mean() < max_bits and tracer.epochs < max_ep:
+            check_bits, check_epochs = math.isfinite(max_bits), math.isfinite(max_ep)
+            while k < max_it:
+                if (check_bits and tracer.bits.mean() >= max_bits) or (
+                        check_epochs and tracer.epochs >= max_ep):
+                    break
                 t0 = time.perf_counter()
                 gamma = schedule(k)
                 state, rnd = method.step(p, state, gamma, rng)

@@ -1,0 +1,112 @@
+"""The logistic problem: gradients, stability, constants and x*, f* (SPEC.md section 1)."""
+
+import numpy as np
+import pytest
+from conftest import small_problem
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from efbench.problems import LogisticProblem, lambda_max_gram, optimum, solve
+
+
+def fd_grad(f, x, h=1e-6):
+    e = np.eye(x.size)
+    return np.array([(f(x + h * e[k]) - f(x - h * e[k])) / (2 * h) for k in range(x.size)])
+
+
+def test_full_gradient_matches_finite_differences(problem, rng):
+    x = rng.standard_normal(problem.d)
+    np.testing.assert_allclose(problem.grad(x), fd_grad(problem.loss, x), rtol=1e-6, atol=1e-8)
+
+
+def test_worker_and_sample_gradients_match_finite_differences(problem, rng):
+    x = rng.standard_normal(problem.d)
+    G = problem.worker_grads(x)
+    for i in range(problem.n):
+        sub = LogisticProblem(problem.A[i:i + 1], problem.y[i:i + 1], problem.l2)
+        np.testing.assert_allclose(G[i], fd_grad(sub.loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(G.mean(axis=0), problem.grad(x), rtol=1e-12, atol=1e-14)
+    j = rng.integers(0, problem.m, size=(problem.n, 1))
+    g = problem.sample_grads(x, j)
+    for i in range(problem.n):
+        a, yy = problem.A[i, j[i, 0]], problem.y[i, j[i, 0]]
+        fij = lambda x, a=a, yy=yy: np.logaddexp(0, -yy * a @ x) + problem.l2 / 2 * x @ x  # noqa: E731
+        np.testing.assert_allclose(g[i], fd_grad(fij, x), rtol=1e-6, atol=1e-8)
+
+
+def test_minibatch_and_per_worker_points(problem, rng):
+    X = rng.standard_normal((problem.n, problem.d))
+    idx = rng.integers(0, problem.m, size=(problem.n, 3))
+    w = rng.random((problem.n, 3)) + 0.5
+    got = problem.sample_grads(X, idx, w)
+    for i in range(problem.n):
+        want = np.zeros(problem.d)
+        for t in range(3):
+            a, yy = problem.A[i, idx[i, t]], problem.y[i, idx[i, t]]
+            want += w[i, t] * (-yy * expit(-yy * a @ X[i]) * a + problem.l2 * X[i]) / 3
+        np.testing.assert_allclose(got[i], want, rtol=1e-12)
+    G = problem.worker_grads(X)
+    for i in range(problem.n):
+        np.testing.assert_allclose(G[i], problem.worker_grads(X[i])[i], rtol=1e-12)
+
+
+def test_numerically_stable_far_from_zero(problem):
+    x = np.full(problem.d, 1e4)
+    f, g = problem.loss(x), problem.grad(x)
+    assert np.isfinite(f) and np.all(np.isfinite(g))
+    assert np.all(np.isfinite(problem.worker_grads(-x)))
+    idx = np.zeros((problem.n, 1), dtype=int)
+    assert np.all(np.isfinite(problem.sample_grads(x, idx)))
+
+
+def test_constants_against_brute_force(problem):
+    c = problem.constants()
+    A = problem.A.reshape(-1, problem.d)
+    L = np.linalg.eigvalsh(A.T @ A).max() / (4 * A.shape[0]) + problem.l2
+    assert c["L"] == pytest.approx(L, rel=1e-10)
+    L_ij = np.array([[a @ a / 4 + problem.l2 for a in Ai] for Ai in problem.A])
+    assert c["L_US"] == pytest.approx(L_ij.max())
+    assert c["L_IS"] == pytest.approx(L_ij.mean(axis=1).max())
+    L_i = [np.linalg.eigvalsh(Ai.T @ Ai).max() / (4 * problem.m) + problem.l2 for Ai in problem.A]
+    assert c["L_i_max"] == pytest.approx(max(L_i), rel=1e-10)
+    assert c["mu"] == problem.l2
+    # smoothness really bounds the Hessian: largest eigenvalue at x = 0 is L (s(1-s) = 1/4)
+    H = np.column_stack([problem.hess_vec(np.zeros(problem.d), e) for e in np.eye(problem.d)])
+    assert np.linalg.eigvalsh(H).max() == pytest.approx(L, rel=1e-10)
+
+
+def test_lambda_max_lanczos_branch_agrees_with_dense(rng):
+    A = rng.standard_normal((1600, 1700))
+    want = np.linalg.svd(A, compute_uv=False)[0] ** 2
+    assert lambda_max_gram(A) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("l2", [1e-2, 1e-4])
+def test_fstar_agrees_with_sklearn(l2):
+    problem = small_problem(n=5, m=40, d=10, l2=l2, seed=3)
+    x = solve(problem)
+    assert np.linalg.norm(problem.grad(x)) <= 1e-10 * np.linalg.norm(problem.grad(np.zeros(10)))
+    N = problem.n * problem.m
+    clf = LogisticRegression(C=1.0 / (l2 * N), fit_intercept=False, tol=1e-14, max_iter=10000)
+    clf.fit(problem.A.reshape(N, -1), problem.y.reshape(-1))
+    f_sk = problem.loss(clf.coef_.ravel())
+    assert problem.loss(x) == pytest.approx(f_sk, rel=1e-8)
+    assert problem.loss(x) <= f_sk + 1e-15
+
+
+def test_newton_cg_branch_for_large_d():
+    problem = small_problem(n=3, m=400, d=2100, l2=1e-3, seed=1, density=0.01)
+    x = solve(problem)
+    g0 = np.linalg.norm(problem.grad(np.zeros(problem.d)))
+    assert np.linalg.norm(problem.grad(x)) <= 1e-10 * g0
+
+
+def test_optimum_is_cached(tmp_path, problem):
+    x1, f1 = optimum(problem, tmp_path)
+    files = list(tmp_path.glob("xstar-*.npz"))
+    assert len(files) == 1
+    x2, f2 = optimum(problem, tmp_path)
+    np.testing.assert_array_equal(x1, x2)
+    other = LogisticProblem(problem.A, problem.y, problem.l2 * 2)
+    optimum(other, tmp_path)
+    assert len(list(tmp_path.glob("xstar-*.npz"))) == 2
