@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> float | None:
     """Run one configuration; in a multirun a failing job is recorded and the sweep goes on."""
     hc = HydraConfig.get()
     try:
-        summary = run(cfg, hc.runtime.output_dir, {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")})
+        choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+        summary = run(cfg, hc.runtime.output_dir, choices)
     except EfbenchError as exc:
         log.error("efbench: error: %s", exc)
         if hc.mode == RunMode.MULTIRUN:

@@ -235,7 +235,7 @@ def partition(X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffl
     ``dirichlet``: worker i's share of positive labels ~ Dirichlet(alpha) (small alpha:
     strong label skew), rows drawn without replacement.
     """
-    check_choice("dataset.split", split, SPLITS)
+    check_choice("data.split", split, SPLITS)
     N, d = X.shape
     if n < 1 or m < 1:
         raise ConfigError("dataset.n_workers" if n < 1 else "dataset.m", "must be >= 1")
@@ -251,7 +251,7 @@ def partition(X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffl
             rows = rows[np.argsort(y[rows], kind="stable")]
     else:
         if alpha <= 0:
-            raise ConfigError("dataset.alpha", f"must be > 0, got {alpha}")
+            raise ConfigError("data.alpha", f"must be > 0, got {alpha}")
         pools = [list(rng.permutation(np.flatnonzero(y > 0))),
                  list(rng.permutation(np.flatnonzero(y <= 0)))]
         chosen = []

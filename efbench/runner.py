@@ -207,6 +207,7 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
         method = build_method(cfg, p.d)
         schedule = make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True),
                                  setup.constants, method.estimator)
+        x0 = initial_point(cfg, setup)
     except Exception as exc:
         summary.update(status="error", error=str(exc))
         write_results(out_dir, None, summary)
@@ -220,7 +221,6 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
     summary.update(constants=c, gamma0=schedule.gamma0, stepsize_formula=schedule.formula)
 
     rng = np.random.default_rng(int(cfg.seed))
-    x0 = initial_point(cfg, setup)
     state = method.init(p, x0, rng)
     tracer = Tracer(setup, x0)
     factor = float(cfg.diverge_factor)
