@@ -9,6 +9,8 @@ same config hash is skipped when launched again, which makes sweeps resumable.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -47,6 +49,22 @@ class Setup:
     constants: dict[str, float]
     xstar: np.ndarray
     fstar: float
+
+
+@functools.cache
+def keep_large_allocations_on_heap() -> bool:
+    """Raise glibc's mmap threshold so the (n, d) temporaries of each step reuse heap memory.
+
+    By default glibc serves blocks over ~128 KiB to a few MiB with fresh mmap pages and
+    unmaps them on free, so every step of a gisette-sized run pays page faults for each
+    temporary: this alone halves the iteration rate there. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 256 << 20) and libc.mallopt(m_trim_threshold, 512 << 20))
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -184,6 +202,7 @@ def read_summary(out_dir: Path) -> dict[str, Any] | None:
 def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Execute the run described by ``cfg`` and write its results into ``out_dir``."""
     out_dir = Path(out_dir)
+    keep_large_allocations_on_heap()
     chash = config_hash(cfg)
     prev = read_summary(out_dir)
     if prev and prev.get("status") in FINISHED and prev.get("config_hash") == chash:
