@@ -74,9 +74,14 @@ class LogisticProblem:
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """grad f(x), shape (d,)."""
+        return self.loss_grad(x)[1]
+
+    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """f(x) and grad f(x) from one pass over the data."""
         z = self.yflat * (self.flat @ x)
+        f = float(np.mean(np.logaddexp(0.0, -z)) + 0.5 * self.l2 * (x @ x))
         coef = -self.yflat * expit(-z) / self.yflat.size
-        return self.flat.T @ coef + self.l2 * x
+        return f, self.flat.T @ coef + self.l2 * x
 
     def worker_grads(self, x: np.ndarray) -> np.ndarray:
         """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d)."""
@@ -123,7 +128,7 @@ class LogisticProblem:
         """SPEC.md constants: L, mu, L_US = max L_ij, L_IS = max Lbar_i, max/mean L_i."""
         L_ij = self.row_norm2 / 4 + self.l2
         Lbar = L_ij.mean(axis=1)
-        L_i = np.array([lambda_max_gram(self.A[i]) for i in range(self.n)]) / (4 * self.m) + self.l2
+        L_i = self.worker_smoothness + self.l2
         L = self.data_smoothness + self.l2
         return {
             "n": self.n, "m": self.m, "d": self.d, "l2": self.l2,
@@ -138,12 +143,18 @@ class LogisticProblem:
         """L of the unregularized loss: lambda_max(A^T A) / (4 n m)."""
         return lambda_max_gram(self.flat) / (4 * self.n * self.m)
 
-    def fingerprint(self) -> str:
+    @functools.cached_property
+    def worker_smoothness(self) -> np.ndarray:
+        """L_i of the unregularized local losses: lambda_max(A_i^T A_i) / (4 m), shape (n,)."""
+        return np.array([lambda_max_gram(self.A[i]) for i in range(self.n)]) / (4 * self.m)
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """Hash of the split data (not of l2): the key of everything cached about it."""
         h = hashlib.blake2b(digest_size=16)
         h.update(np.asarray(self.A.shape).tobytes())
         h.update(self.A.tobytes())
         h.update(self.y.tobytes())
-        h.update(np.float64(self.l2).tobytes())
         return h.hexdigest()
 
 
@@ -180,11 +191,28 @@ def solve(problem: LogisticProblem, tol: float = 1e-10, max_iter: int = 100) -> 
     return x
 
 
+def load_spectra(problem: LogisticProblem, cache_dir: str | Path | None) -> None:
+    """Fill the data-only eigenvalue constants of ``problem`` from the cache, or compute and
+    cache them: on w8a they cost a second per run otherwise."""
+    path = None if cache_dir is None else Path(cache_dir) / f"spectra-{problem.data_fingerprint}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                lam, lam_i = float(z["L"]), z["L_i"]
+            if lam_i.shape == (problem.n,):
+                problem.__dict__.update(data_smoothness=lam, worker_smoothness=lam_i)
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+    if path is not None:
+        save_npz(path, L=np.float64(problem.data_smoothness), L_i=problem.worker_smoothness)
+
+
 def optimum(problem: LogisticProblem, cache_dir: str | Path | None) -> tuple[np.ndarray, float]:
     """(x*, f*) solved once per data partition and l2, cached on disk under ``cache_dir``."""
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"xstar-{problem.fingerprint()}.npz"
+        path = Path(cache_dir) / f"xstar-{problem.data_fingerprint}-{problem.l2!r}.npz"
         if path.is_file():
             try:
                 with np.load(path) as z:

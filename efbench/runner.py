@@ -31,7 +31,7 @@ from efbench.compressors import Compressor
 from efbench.datasets import atomic_write_bytes, load_dataset, partition
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods import Method, State
-from efbench.problems import LogisticProblem, optimum
+from efbench.problems import LogisticProblem, load_spectra, optimum
 from efbench.stepsize import make_schedule
 
 log = logging.getLogger("efbench")
@@ -85,12 +85,13 @@ def build_setup(cfg: DictConfig) -> Setup:
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
     problem = LogisticProblem(A, Y, 0.0)
+    cache = Path(cfg.data.dir or "data") / "cache" if cfg.dataset.source == "libsvm" else None
+    load_spectra(problem, cache)
     mode = cfg.problem.l2_mode
     check_choice("problem.l2_mode", mode, L2_MODES)
     l2 = check_positive("problem.l2", cfg.problem.l2, allow_zero=False)
     problem.l2 = l2 * problem.data_smoothness if mode == "relative" else l2
     constants = problem.constants()
-    cache = Path(cfg.data.dir or "data") / "cache" if cfg.dataset.source == "libsvm" else None
     xstar, fstar = optimum(problem, cache)
     constants["f_star"] = fstar
     return Setup(problem, constants, xstar, fstar)
@@ -136,9 +137,8 @@ class Tracer:
 
     def record(self, k: int, state: State, gamma: float, elapsed: float) -> dict[str, float]:
         p, x = self.s.problem, state.x
-        f = p.loss(x) if np.all(np.isfinite(x)) else math.inf
+        f, g = p.loss_grad(x) if np.all(np.isfinite(x)) else (math.inf, np.full(p.d, np.inf))
         gap = f - self.s.fstar
-        g = p.grad(x) if math.isfinite(f) else np.full(p.d, np.inf)
         row = {
             "step": k,
             "epochs": self.epochs,

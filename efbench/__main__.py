@@ -1,0 +1,5 @@
+"""``python -m efbench`` is the ``efbench`` command."""
+
+from efbench.cli import main
+
+main()

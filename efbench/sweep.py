@@ -1,0 +1,123 @@
+"""Collect every run under a directory into tidy pandas frames.
+
+``collect(root)`` returns ``(trace, runs)``: ``runs`` has one row per run (status, final
+metrics, constants, stepsize, timing and its config), ``trace`` one row per logged step
+of every run with the run's identifying columns joined in. Identifying columns are the
+standard ones (dataset, method, compressor, sampling, stepsize, seed, label, run) plus
+every config value that differs between the runs found (the swept ones), under their
+dotted config names. Reading is per-file JSON and parquet: no YAML is parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STANDARD = ["run", "dataset", "method", "compressor", "sampling", "stepsize", "seed", "label", "status"]
+IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
+    cfg = _flatten(summ.get("config", {}))
+    choices = summ.get("choices") or {}
+    est = summ.get("config", {}).get("method", {}).get("estimator", {})
+    row: dict[str, object] = {
+        "run": str(path.parent.relative_to(root)) if path.parent != root else ".",
+        "dataset": cfg.get("dataset.name"),
+        "method": cfg.get("method.name"),
+        "compressor": choices.get("compressor") or str(cfg.get("compressor._target_", "")).split(".")[-1],
+        "sampling": est.get("sampling") if est.get("kind", "full") != "full" else "full",
+        "stepsize": cfg.get("stepsize.rule"),
+        "seed": cfg.get("seed"),
+        "status": summ.get("status"),
+        "gamma0": summ.get("gamma0"),
+        "stepsize_formula": summ.get("stepsize_formula"),
+        "steps": summ.get("steps"),
+        "wall_time": summ.get("wall_time"),
+        "iters_per_sec": summ.get("iters_per_sec"),
+        "error": summ.get("error"),
+    }
+    row["label"] = f"{row['method']} + {row['compressor']}"
+    for k, v in (summ.get("final") or {}).items():
+        row[f"final_{k}"] = v
+    for k, v in (summ.get("constants") or {}).items():
+        row[f"const_{k}"] = v
+    for k, v in cfg.items():
+        if not k.startswith(IGNORED_PREFIXES):
+            row[f"cfg.{k}"] = v
+    return row
+
+
+def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load every run (``summary.json`` + ``trace.parquet``) below ``root``.
+
+    ``statuses`` keeps only runs with these statuses (None: all). Returns (trace, runs).
+    """
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("summary.json")):
+        try:
+            summ = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a summary being written right now, or damaged: not a result
+        if statuses is None or summ.get("status") in statuses:
+            rows.append(_run_row(path, root, summ))
+    runs = pd.DataFrame(rows)
+    if runs.empty:
+        return pd.DataFrame(), runs
+    cfg_cols = [c for c in runs.columns if c.startswith("cfg.")]
+    # swept values = config leaves that differ between runs (seed is a standard column)
+    varying = [c for c in cfg_cols if runs[c].astype(str).nunique(dropna=False) > 1
+               and c[4:] not in runs.columns]
+    runs = runs.drop(columns=[c for c in cfg_cols if c not in varying])
+    runs = runs.rename(columns={c: c[4:] for c in varying})
+    keys = [c for c in STANDARD if c in runs.columns] + [c[4:] for c in varying]
+    tables = []
+    for i, run in enumerate(runs["run"]):
+        f = root / run / "trace.parquet"
+        if f.is_file():
+            t = pq.read_table(f)
+            tables.append(t.append_column("_i", pa.array([i] * t.num_rows, pa.int32())))
+    if not tables:
+        return pd.DataFrame(), runs
+    trace = pa.concat_tables(tables, promote_options="default").to_pandas()
+    ids = runs[keys].reset_index(drop=True)
+    trace = ids.iloc[trace.pop("_i").to_numpy()].reset_index(drop=True).join(trace)
+    return trace, runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``efbench-collect DIR``: print the per-run table; optionally save both frames."""
+    ap = argparse.ArgumentParser(prog="efbench-collect", description=main.__doc__)
+    ap.add_argument("root", help="a run or multirun directory")
+    ap.add_argument("-o", "--out", help="write <out>_trace.parquet and <out>_runs.csv")
+    args = ap.parse_args(argv)
+    trace, runs = collect(args.root)
+    if runs.empty:
+        raise SystemExit(f"efbench-collect: no runs (summary.json) under {args.root}")
+    show = [c for c in ("run", "status", "steps", "final_rel_gap", "final_bits_up_mean",
+                        "iters_per_sec") if c in runs.columns]
+    with pd.option_context("display.max_rows", 200, "display.width", 200):
+        print(runs[show].to_string(index=False))
+    print(f"{len(runs)} runs, {len(trace)} trace rows")
+    if args.out:
+        trace.to_parquet(f"{args.out}_trace.parquet", index=False)
+        runs.to_csv(f"{args.out}_runs.csv", index=False)
