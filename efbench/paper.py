@@ -248,14 +248,15 @@ def main(argv: list[str] | None = None) -> None:
                 notes.append(f"- {ds}: skipped, data not available ({reason})")
                 print(f"efbench-paper: skipping {ds}: {reason}", file=sys.stderr)
                 continue
-            extra = list(args.overrides)
+            extra = []
             if args.quick:
                 iters, every = QUICK[ds]
                 extra += [f"budget.iters={iters}", f"log_every={every}", "seed=0,1"]
+            extra += args.overrides  # the user's overrides win over the quick settings
             if not args.no_calibrate:
                 # density falls as the error shrinks: pilot over the run's length (at most 20000)
-                iters = QUICK[ds][0] if args.quick else int(_compose(ds, args.overrides).budget.iters)
-                pilot = min(iters, 20000)
+                single = [o for o in extra if not o.startswith("seed=")]  # no sweep syntax
+                pilot = min(int(_compose(ds, single).budget.iters), 20000)
                 lam, nnz, k = calibrate_threshold(ds, args.overrides, iters=pilot)
                 extra.append(f"dataset.paper.ht_lam={lam:.6g}")
                 notes.append(f"- {ds}: HT lambda calibrated to {lam:.4g} (mean nnz {nnz:.3g} over a "

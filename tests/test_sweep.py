@@ -1,0 +1,148 @@
+"""Sweeps through Hydra, resuming, collection into pandas, figures and the paper report."""
+
+import json
+import time
+
+import pandas as pd
+import pytest
+from test_cli import efbench
+
+from efbench import paper, plots
+from efbench.sweep import collect
+from efbench.sweep import main as collect_main
+
+SWEEP = ["-m", "seed=0,1", "compressor=topk,ht", "budget.iters=60", "log_every=20", "progress=false"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "multi"
+    r = efbench(*SWEEP, f"hydra.sweep.dir={root}", cwd=root.parent)
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def test_multirun_runs_every_combination_in_readable_dirs(sweep_dir):
+    dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    assert dirs == [f"budget.iters=60,compressor={c},log_every=20,seed={s}"
+                    for c in ("ht", "topk") for s in (0, 1)]
+    for d in dirs:
+        assert json.loads((sweep_dir / d / "summary.json").read_text())["status"] == "completed"
+
+
+def test_collect_gives_tidy_frames(sweep_dir):
+    trace, runs = collect(sweep_dir)
+    assert len(runs) == 4 and set(runs.status) == {"completed"}
+    assert set(runs.compressor) == {"topk", "ht"} and set(runs.seed) == {0, 1}
+    for col in ("dataset", "method", "compressor", "sampling", "stepsize", "seed", "label",
+                "compressor.k", "compressor.lam", "step", "rel_gap", "bits_up_mean", "epochs"):
+        assert col in trace.columns, col
+    assert len(trace) == 4 * 4  # steps 0, 20, 40, 60 of each run
+    topk = trace[trace.compressor == "topk"]
+    assert set(topk["compressor.k"]) == {1} and topk["compressor.lam"].isna().all()
+    assert set(trace.sampling) == {"importance"} and set(trace.method) == {"ec_sgd_is"}
+    # trace values are the runs' own
+    name = "budget.iters=60,compressor=ht,log_every=20,seed=1"
+    one = pd.read_parquet(sweep_dir / name / "trace.parquet")
+    got = trace[trace.run == name].reset_index(drop=True)
+    pd.testing.assert_series_equal(got["gap"], one["gap"], check_names=False)
+    assert {"final_rel_gap", "const_L", "gamma0", "iters_per_sec"} <= set(runs.columns)
+
+
+def test_resume_skips_finished_and_reruns_broken(sweep_dir):
+    stamp = {p: (p / "trace.parquet").stat().st_mtime_ns for p in sweep_dir.iterdir() if p.is_dir()}
+    broken = sweep_dir / "budget.iters=60,compressor=ht,log_every=20,seed=0"
+    s = json.loads((broken / "summary.json").read_text())
+    s["status"] = "running"  # as if the sweep had been killed during this run
+    (broken / "summary.json").write_text(json.dumps(s))
+    r = efbench(*SWEEP, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("skipping") + r.stdout.count("skipping") == 3
+    for p, t in stamp.items():
+        changed = (p / "trace.parquet").stat().st_mtime_ns != t
+        assert changed == (p == broken), p
+    assert json.loads((broken / "summary.json").read_text())["status"] == "completed"
+
+
+def test_joblib_launcher_runs_in_parallel_processes(tmp_path):
+    root = tmp_path / "jl"
+    r = efbench("-m", "seed=0,1", "budget.iters=30", "log_every=10", "progress=false",
+                "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={root}",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Joblib" in r.stderr + r.stdout
+    _, runs = collect(root)
+    assert sorted(runs.seed) == [0, 1] and set(runs.status) == {"completed"}
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    root = tmp_path / "bad"
+    r = efbench("-m", "compressor=topk", "compressor.k=1,99", "budget.iters=20", "progress=false",
+                f"hydra.sweep.dir={root}", cwd=tmp_path)
+    assert r.returncode == 0
+    _, runs = collect(root)
+    assert sorted(runs.status) == ["completed", "error"]
+    assert "compressor.k" in runs.loc[runs.status == "error", "error"].iloc[0]
+
+
+def test_plots_and_cli(sweep_dir, tmp_path, capsys):
+    trace, _ = collect(sweep_dir)
+    for x in ("step", "epochs", "bits_up_mean"):
+        paths = plots.save(plots.plot_curves(trace, x=x), tmp_path / f"fig_{x}")
+        for p in paths:
+            assert p.stat().st_size > 5000
+    plots.main([str(sweep_dir), "--out", str(tmp_path / "cli"), "--x", "bits", "iterations"])
+    assert {p.name for p in (tmp_path / "cli").iterdir()} == {
+        "rel_gap_vs_bits.png", "rel_gap_vs_bits.pdf", "rel_gap_vs_iterations.png",
+        "rel_gap_vs_iterations.pdf"}
+    collect_main([str(sweep_dir), "-o", str(tmp_path / "all")])
+    assert "4 runs, 16 trace rows" in capsys.readouterr().out
+    assert len(pd.read_parquet(tmp_path / "all_trace.parquet")) == 16
+
+
+def test_band_over_seeds_interpolates_unshared_grids():
+    import numpy as np
+
+    a = (np.array([0.0, 10.0, 20.0]), np.array([1.0, 1e-2, 1e-4]))
+    b = (np.array([0.0, 15.0, 30.0]), np.array([1.0, 1e-1, 1e-5]))
+    grid, mean, lo, hi = plots.band([a, b], points=3)
+    assert grid.tolist() == [0.0, 10.0, 20.0]
+    assert np.all(lo <= mean) and np.all(mean <= hi)
+    assert lo[1] == pytest.approx(1e-2) and hi[1] == pytest.approx(10 ** (-10 / 15))
+
+
+def test_collect_many_runs_quickly(tmp_path):
+    """Collection reads JSON and parquet only: 300 runs well within seconds."""
+    src = pd.DataFrame({"step": range(50), "rel_gap": [0.5**k for k in range(50)]})
+    for i in range(300):
+        d = tmp_path / f"seed={i}"
+        d.mkdir()
+        src.to_parquet(d / "trace.parquet")
+        (d / "summary.json").write_text(json.dumps(
+            {"status": "completed", "config": {"seed": i, "dataset": {"name": "x"},
+                                               "method": {"name": "m"}}}))
+    t0 = time.perf_counter()
+    trace, runs = collect(tmp_path)
+    assert time.perf_counter() - t0 < 10
+    assert len(runs) == 300 and len(trace) == 300 * 50 and trace.seed.nunique() == 300
+
+
+def test_calibrated_threshold_matches_topk_density():
+    lam, nnz, k = paper.calibrate_threshold("breast_cancer", [], iters=300)
+    assert k == 1 and abs(nnz - k) <= 0.1 * k
+
+
+def test_paper_quick_pipeline_on_a9a(tmp_path, mirror, data_cache, monkeypatch):
+    monkeypatch.setenv("EFBENCH_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("EFBENCH_DATA_DIR", str(data_cache))
+    out = tmp_path / "paper"
+    paper.main(["--out", str(out), "--quick", "--datasets", "a9a", "--no-calibrate",
+                "budget.iters=300", "log_every=50"])
+    report = (out / "report.md").read_text()
+    for needle in ("## Constants per dataset", "## Stepsizes", "## Final suboptimality",
+                   "### 1. Importance vs uniform", "### 2. EC-LSVRG vs EC-SGD", "### 3. HT vs TopK",
+                   "- a9a: iterations to reach", "exp3_ht_vs_topk_vs_bits.png", "3.50016"):
+        assert needle in report, needle
+    _, runs = collect(out / "paper_exp3")
+    assert len(runs) == 4 and set(runs.compressor) == {"ht_paper", "topk_paper"}
+    assert (out / "exp1_is_vs_us_vs_iterations.pdf").stat().st_size > 5000
