@@ -56,7 +56,6 @@ class Compressor:
     float_bits: int = 32
     index_bits: bool = True
     kind: ClassVar[str] = "contractive"
-    key: ClassVar[str] = "compressor"
 
     def __post_init__(self) -> None:
         if self.float_bits not in (16, 32, 64):
@@ -74,8 +73,11 @@ class Compressor:
     def dense(self, X: np.ndarray) -> np.ndarray:
         return np.full(X.shape[0], self.float_bits * X.shape[1], dtype=np.int64)
 
-    def describe(self) -> str:
-        return type(self).__name__
+    def omega(self, d: int) -> float:
+        """Variance factor of an unbiased compressor: E||C(x) - x||^2 <= omega ||x||^2."""
+        if self.kind == "identity":
+            return 0.0
+        raise NotImplementedError(f"{type(self).__name__} is not unbiased")
 
 
 @dataclass(kw_only=True)
@@ -126,6 +128,11 @@ class RandK(Compressor):
     def validate(self, d):
         _check_k(self.k, d)
 
+    def omega(self, d):
+        if not self.scaled:
+            return super().omega(d)
+        return d / self.k - 1.0
+
     def compress(self, X, rng):
         n, d = X.shape
         k = self.k
@@ -158,10 +165,6 @@ class HardThreshold(Compressor):
         out = np.where(mask, X, 0.0)
         return Message(out, sparse_bits(nnz, X.shape[1], self.float_bits, self.index_bits), nnz)
 
-    @property
-    def delta2_per_coord(self) -> float:
-        return self.lam**2
-
 
 @dataclass(kw_only=True)
 class Sign(Compressor):
@@ -181,6 +184,9 @@ class Natural(Compressor):
     2^(a+1) with probability |x_j| / 2^a - 1, else to 2^a: unbiased, omega = 1/8."""
 
     kind: ClassVar[str] = "unbiased"
+
+    def omega(self, d):
+        return 1.0 / 8.0
 
     def compress(self, X, rng):
         n, d = X.shape
@@ -204,6 +210,9 @@ class QSGD(Compressor):
         if int(self.s) != self.s or self.s < 1:
             raise ConfigError("compressor.s", f"number of levels must be an integer >= 1, got {self.s}")
 
+    def omega(self, d):
+        return min(d / self.s**2, np.sqrt(d) / self.s)
+
     def compress(self, X, rng):
         n, d = X.shape
         norm = np.linalg.norm(X, axis=1, keepdims=True)
@@ -217,9 +226,13 @@ class QSGD(Compressor):
 
 @dataclass(kw_only=True)
 class Ternary(Compressor):
-    """TernGrad (Wen et al. 2017): ||x||_inf sign(x_j) b_j, b_j ~ Bernoulli(|x_j| / ||x||_inf)."""
+    """TernGrad (Wen et al. 2017): ||x||_inf sign(x_j) b_j, b_j ~ Bernoulli(|x_j| / ||x||_inf);
+    E||C(x)||^2 = ||x||_inf ||x||_1 <= sqrt(d) ||x||^2, so omega = sqrt(d) - 1."""
 
     kind: ClassVar[str] = "unbiased"
+
+    def omega(self, d):
+        return np.sqrt(d) - 1.0
 
     def compress(self, X, rng):
         n, d = X.shape

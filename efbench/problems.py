@@ -225,3 +225,53 @@ def optimum(problem: LogisticProblem, cache_dir: str | Path | None) -> tuple[np.
     if path is not None:
         save_npz(path, x=x)
     return x, problem.loss(x)
+
+
+class QuadraticProblem(LogisticProblem):
+    """One quadratic per worker, f_i(x) = <a_i, x>^2 + (l2/2) ||x||^2 (m = 1 "sample" each):
+    the setting of the counterexamples for compressed GD (Beznosikov et al. 2020). x* = 0.
+
+    ``A`` is (n, 1, d) holding a_i; labels are unused.
+    """
+
+    @classmethod
+    def counterexample(cls) -> QuadraticProblem:
+        """n = d = 3, a_1 = (-5, 3, 3) and its permutations, l2 = 1. At x = t (1, 1, 1), t > 0,
+        grad f_i(x) = t (2 <a_i, 1> a_i + 1) has its largest entry, -9t, at coordinate i, so
+        Top1 compressed GD moves x to t (1 + 3 gamma) (1, 1, 1): it diverges for every
+        gamma > 0, while f is 1-strongly convex with minimizer 0 and every grad f_i(0) = 0."""
+        a = np.full((3, 3), 3.0)
+        np.fill_diagonal(a, -5.0)
+        return cls(a[:, None, :], np.ones((3, 1)), 1.0)
+
+    def loss(self, x):
+        z = self.A[:, 0, :] @ x
+        return float(np.mean(z**2) + 0.5 * self.l2 * (x @ x))
+
+    def loss_grad(self, x):
+        return self.loss(x), self.worker_grads(x).mean(axis=0)
+
+    def worker_grads(self, x):
+        a = self.A[:, 0, :]
+        z = a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
+        return 2.0 * z[:, None] * a + self.l2 * x
+
+    def sample_grads(self, x, idx, weights=None, rows=None):
+        return self.worker_grads(x)  # m = 1: the only sample is the worker's whole function
+
+    def hess_vec(self, x, v):
+        a = self.A[:, 0, :]
+        return 2.0 * a.T @ (a @ v) / self.n + self.l2 * v
+
+    def constants(self):
+        a = self.A[:, 0, :]
+        H = 2.0 * a.T @ a / self.n + self.l2 * np.eye(self.d)
+        ev = np.linalg.eigvalsh(H)
+        L_i = 2.0 * np.sum(a * a, axis=1) + self.l2
+        return {
+            "n": self.n, "m": self.m, "d": self.d, "l2": self.l2,
+            "L": float(ev[-1]), "mu": float(ev[0]), "kappa": float(ev[-1] / ev[0]),
+            "L_US": float(L_i.max()), "L_IS": float(L_i.max()),
+            "L_i_max": float(L_i.max()), "L_i_mean": float(L_i.mean()),
+            "Lbar_i_min": float(L_i.min()), "Lbar_i_mean": float(L_i.mean()),
+        }

@@ -31,7 +31,7 @@ from efbench.compressors import Compressor
 from efbench.datasets import atomic_write_bytes, load_dataset, partition
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods import Method, State
-from efbench.problems import LogisticProblem, load_spectra, optimum
+from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
 from efbench.stepsize import make_schedule
 
 log = logging.getLogger("efbench")
@@ -81,6 +81,11 @@ def config_hash(cfg: DictConfig) -> str:
 
 def build_setup(cfg: DictConfig) -> Setup:
     """Load and split the data, fix l2, compute the constants and (cached) x*, f*."""
+    if cfg.dataset.source == "counterexample":
+        problem = QuadraticProblem.counterexample()
+        constants = problem.constants()
+        constants["f_star"] = 0.0
+        return Setup(problem, constants, np.zeros(problem.d), 0.0)
     X, y = load_dataset(cfg)
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
@@ -123,9 +128,13 @@ class Tracer:
         self.bits_down = 0
         self.nnz = np.zeros(self.n, dtype=np.int64)
         self.calls = 0.0
+        self.skipped = 0
+        self.rounds = 0
         self.rows: list[dict[str, float]] = []
 
     def add(self, rnd) -> None:
+        self.skipped += rnd.skipped
+        self.rounds += 1
         self.bits += rnd.bits_up
         self.bits_down += rnd.bits_down
         self.nnz += rnd.nnz
@@ -152,9 +161,18 @@ class Tracer:
             "bits_down": float(self.bits_down),
             "nnz_mean": float(self.nnz.mean() / k) if k else 0.0,
             "err2": float(np.mean(np.sum(state.e**2, axis=1))) if state.e is not None else math.nan,
+            "skipped_frac": self.skipped / (self.rounds * self.n) if self.rounds else 0.0,
+            "consensus": math.nan,
+            "gap_avg": math.nan,
             "gamma": gamma,
             "time": elapsed,
         }
+        X = state.extra.get("X")
+        if X is not None:  # decentralized: (1/n) sum_i ||x_i - xbar||^2
+            row["consensus"] = float(np.mean(np.sum((X - x) ** 2, axis=1)))
+        x_avg = state.extra.get("x_avg")
+        if x_avg is not None:  # Mem-SGD's weighted average of the iterates
+            row["gap_avg"] = p.loss(x_avg) - self.s.fstar
         self.rows.append(row)
         return row
 
@@ -224,8 +242,10 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
         setup = build_setup(cfg)
         p = setup.problem
         method = build_method(cfg, p.d)
-        schedule = make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True),
-                                 setup.constants, method.estimator)
+        schedule = method.schedule(
+            make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True), setup.constants,
+                          method.estimator, method.theory_factor(p.n, p.d)),
+            setup.constants)
         x0 = initial_point(cfg, setup)
     except Exception as exc:
         summary.update(status="error", error=str(exc))
@@ -241,6 +261,9 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
 
     rng = np.random.default_rng(int(cfg.seed))
     state = method.init(p, x0, rng)
+    if method.info():
+        log.info("method constants: %s", "  ".join(f"{k}={v:.6g}" for k, v in method.info().items()))
+        c.update(method.info())
     tracer = Tracer(setup, x0)
     factor = float(cfg.diverge_factor)
     status = "completed"

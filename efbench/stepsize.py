@@ -44,15 +44,18 @@ def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
     return 1.0 / (L + constants[key] / (n * tau)), f"1/(L + {key}/(n*tau)), tau={tau}"
 
 
-def make_schedule(cfg: dict, constants: dict, estimator: dict) -> Schedule:
-    """Build the stepsize schedule from the ``stepsize`` config block."""
+def make_schedule(cfg: dict, constants: dict, estimator: dict,
+                  theory_factor: tuple[float, str] = (1.0, "")) -> Schedule:
+    """Build the stepsize schedule from the ``stepsize`` config block; ``theory_factor``
+    is a method's extra factor on the theory rule (DIANA: 1/(1 + 2 omega/n))."""
     rule = cfg.get("rule")
     check_choice("stepsize.rule", rule, RULES)
     mult = check_positive("stepsize.multiplier", cfg.get("multiplier", 1.0))
 
     def base(which: object) -> tuple[float, str]:
         if which == "theory":
-            return theory_gamma(constants, estimator)
+            g, formula = theory_gamma(constants, estimator)
+            return g * theory_factor[0], formula + theory_factor[1]
         if which == "reference":
             return 1.0 / constants["L"], "1/L"
         key = "stepsize.gamma" if rule == "constant" else "stepsize.base"

@@ -16,7 +16,8 @@ from efbench.errors import ConfigError, DataError
 from efbench.runner import config_hash, run
 
 METRICS = ["step", "epochs", "f", "gap", "rel_gap", "grad_norm2", "dist2", "bits_up_mean",
-           "bits_up_max", "bits_down", "nnz_mean", "err2", "gamma", "time"]
+           "bits_up_max", "bits_down", "nnz_mean", "err2", "skipped_frac", "consensus", "gap_avg",
+           "gamma", "time"]
 
 
 def cfg_of(*overrides):
