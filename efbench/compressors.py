@@ -46,7 +46,8 @@ def sparse_bits(nnz: np.ndarray, d: int, value_bits: int | np.ndarray, index_bit
     nnz = np.asarray(nnz, dtype=np.int64)
     if not index_bits:
         return nnz * value_bits
-    return np.minimum(nnz * (value_bits + index_width(d)), d + nnz * value_bits)
+    # min(k (F + I), d + k F) = k F + min(k I, d)
+    return nnz * value_bits + np.minimum(nnz * index_width(d), d)
 
 
 @dataclass(kw_only=True)
@@ -64,8 +65,18 @@ class Compressor:
     def validate(self, d: int) -> None:
         """Check parameters against the dimension; raise ConfigError naming the key."""
 
+    homogeneous: ClassVar[bool] = True  # C(t x) = t C(x) for t > 0
+
     def __call__(self, X: np.ndarray, rng: np.random.Generator) -> Message:
         return self.compress(X, rng)
+
+    def compress_scaled(self, U: np.ndarray, gamma: float, rng: np.random.Generator) -> Message:
+        """The message gamma C(U / gamma) (error feedback in gradient units), without the two
+        extra passes where C is positively homogeneous."""
+        if self.homogeneous:
+            return self.compress(U, rng)
+        msg = self.compress(U / gamma, rng)
+        return Message(gamma * msg.values, msg.bits, msg.nnz)
 
     def compress(self, X: np.ndarray, rng: np.random.Generator) -> Message:
         raise NotImplementedError
@@ -107,10 +118,22 @@ class TopK(Compressor):
         if k >= d:
             out[:] = X
         else:
-            idx = np.argpartition(np.abs(X), d - k, axis=1)[:, d - k:]
-            np.put_along_axis(out, idx, np.take_along_axis(X, idx, axis=1), axis=1)
+            absx = np.abs(X)
+            if k == 1:
+                flat = absx.argmax(axis=1)
+            else:
+                flat = np.argpartition(absx, d - k, axis=1)[:, d - k:]
+            flat += self._row_base(n, d, flat.ndim)
+            out.ravel()[flat] = X.ravel()[flat]
         nnz = np.full(n, k)
         return Message(out, sparse_bits(nnz, d, self.float_bits, self.index_bits), nnz)
+
+    def _row_base(self, n: int, d: int, ndim: int) -> np.ndarray:
+        """Offsets of each row in the flattened (n, d) array, cached across calls."""
+        base = getattr(self, "_base", None)
+        if base is None or base.shape[0] != n or self._base_d != d:
+            self._base, self._base_d = np.arange(n) * d, d
+        return self._base if ndim == 1 else self._base[:, None]
 
 
 @dataclass(kw_only=True)
@@ -159,11 +182,17 @@ class HardThreshold(Compressor):
     def validate(self, d):
         check_positive("compressor.lam", self.lam, allow_zero=True)
 
-    def compress(self, X, rng):
-        mask = np.abs(X) >= self.lam
-        nnz = np.count_nonzero(mask, axis=1)
-        out = np.where(mask, X, 0.0)
-        return Message(out, sparse_bits(nnz, X.shape[1], self.float_bits, self.index_bits), nnz)
+    homogeneous: ClassVar[bool] = False
+
+    def compress(self, X, rng, lam=None):
+        mask = np.abs(X) >= (self.lam if lam is None else lam)
+        nnz = np.add.reduce(mask, axis=-1, dtype=np.int64)
+        out = X * mask
+        return Message(out, sparse_bits(nnz, X.shape[-1], self.float_bits, self.index_bits), nnz)
+
+    def compress_scaled(self, U, gamma, rng):
+        # gamma C(U/gamma) keeps U_j where |U_j| >= gamma lambda
+        return self.compress(U, rng, gamma * self.lam)
 
 
 @dataclass(kw_only=True)
@@ -184,6 +213,7 @@ class Natural(Compressor):
     2^(a+1) with probability |x_j| / 2^a - 1, else to 2^a: unbiased, omega = 1/8."""
 
     kind: ClassVar[str] = "unbiased"
+    homogeneous: ClassVar[bool] = False  # the grid of powers of two is not scale-invariant
 
     def omega(self, d):
         return 1.0 / 8.0
@@ -251,6 +281,7 @@ class Rounding(Compressor):
 
     delta: float = 0.01
     kind: ClassVar[str] = "absolute"
+    homogeneous: ClassVar[bool] = False
 
     def validate(self, d):
         check_positive("compressor.delta", self.delta)

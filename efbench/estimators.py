@@ -21,20 +21,22 @@ COINS = ("shared", "per_worker")
 
 @dataclass
 class Sampler:
-    """Draws j per worker: uniform, or importance p_ij = L_ij / (m Lbar_i) with weights
-    1 / (m p_ij) = Lbar_i / L_ij (Gower et al. 2019). Importance draws use one
-    ``searchsorted`` over the concatenated per-worker CDFs shifted by the worker index."""
+    """Draws one sample per worker and minibatch slot, returned as flat row indices (n, tau).
+
+    Uniform: j = floor(m u). Importance: p_ij = L_ij / (m Lbar_i) with weights
+    1 / (m p_ij) = Lbar_i / L_ij (Gower et al. 2019), drawn by one ``searchsorted`` over the
+    concatenated per-worker CDFs shifted by the worker index, whose position is directly
+    the flat row index."""
 
     kind: str
     n: int
     m: int
-    flat_cdf: np.ndarray | None = None
-    weights: np.ndarray | None = None  # (n, m): 1 / (m p_ij)
+    flat_cdf: np.ndarray | None = None  # (n m,): cumulative p_ij + i
+    flat_weights: np.ndarray | None = None  # (n m,): 1 / (m p_ij)
 
     def __post_init__(self) -> None:
-        self.offsets_i = np.arange(self.n)[:, None]
-        self.offsets = self.offsets_i.astype(float)
-        self.offsets_m = self.offsets_i * self.m
+        self.offsets = np.arange(self.n)[:, None]
+        self.block_last = self.offsets * self.m + self.m - 1
 
     @classmethod
     def build(cls, kind: str, problem: LogisticProblem) -> Sampler:
@@ -46,23 +48,25 @@ class Sampler:
         p = L_ij / L_ij.sum(axis=1, keepdims=True)
         cdf = np.cumsum(p, axis=1)
         cdf[:, -1] = 1.0
-        return cls(kind, n, m, (cdf + np.arange(n)[:, None]).ravel(), 1.0 / (m * p))
+        return cls(kind, n, m, (cdf + np.arange(n)[:, None]).ravel(), (1.0 / (m * p)).ravel())
 
     def probabilities(self) -> np.ndarray:
-        if self.weights is None:
+        if self.flat_weights is None:
             return np.full((self.n, self.m), 1.0 / self.m)
-        return 1.0 / (self.m * self.weights)
+        return 1.0 / (self.m * self.flat_weights.reshape(self.n, self.m))
 
     def draw(self, rng: np.random.Generator, tau: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Indices (n, tau) and importance weights (n, tau) (None for uniform)."""
-        if self.flat_cdf is None:
-            return rng.integers(0, self.m, size=(self.n, tau)), None
+        """Flat row indices (n, tau) and importance weights (n, tau) (None for uniform)."""
         u = rng.random((self.n, tau))
+        if self.flat_cdf is None:
+            u *= self.m
+            rows = u.astype(np.intp)
+            rows += self.offsets * self.m
+            return rows, None
         u += self.offsets
-        idx = np.searchsorted(self.flat_cdf, u, side="right")
-        idx -= self.offsets_m
-        np.minimum(idx, self.m - 1, out=idx)  # guards u + i rounding up to the next block
-        return idx, self.weights[self.offsets_i, idx]
+        rows = np.searchsorted(self.flat_cdf, u, side="right")
+        np.minimum(rows, self.block_last, out=rows)  # guards u + i rounding up to the next block
+        return rows, self.flat_weights.take(rows)
 
 
 @dataclass
@@ -87,8 +91,8 @@ class SGD:
         return None
 
     def __call__(self, problem, state, x, rng):
-        idx, w = self.sampler.draw(rng, self.batch)
-        return problem.sample_grads(x, idx, w), state, self.batch
+        rows, w = self.sampler.draw(rng, self.batch)
+        return problem.sample_grads(x, rows, w), state, self.batch
 
 
 @dataclass
@@ -114,9 +118,10 @@ class LSVRG:
         return LSVRGState(w, problem.worker_grads(w))
 
     def __call__(self, problem, state: LSVRGState, x, rng):
-        idx, wts = self.sampler.draw(rng, self.batch)
-        rows = problem.A[problem.worker_index, idx]
-        g = problem.sample_grads(x, idx, wts, rows) - problem.sample_grads(state.w, idx, wts, rows)
+        rows, wts = self.sampler.draw(rng, self.batch)
+        a = problem.gather(rows)
+        g = problem.sample_grads(x, rows, wts, a)
+        g -= problem.sample_grads(state.w, rows, wts, a)
         g += state.gw
         calls = np.full(problem.n, 2.0 * self.batch)
         if self.coin == "shared":

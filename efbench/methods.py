@@ -82,10 +82,8 @@ class Method:
     def compress_step(self, gamma: float, u: np.ndarray, rng) -> tuple[np.ndarray, Any]:
         """v = gamma C(u / gamma) (``scaled``, lambda in gradient units) or C(u) (``plain``,
         lambda in x units): the two EC forms of SPEC.md section 4."""
-        if self.ec_form == "scaled":
-            msg = self.compressor(u / gamma, rng)
-            return gamma * msg.values, msg
-        msg = self.compressor(u, rng)
+        scaled = self.ec_form == "scaled"
+        msg = self.compressor.compress_scaled(u, gamma, rng) if scaled else self.compressor(u, rng)
         return msg.values, msg
 
     def step(self, problem: LogisticProblem, state: State, gamma: float,
@@ -101,7 +99,7 @@ class Uncompressed(Method):
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
-        state.x -= (gamma / problem.n) * g.sum(axis=0)
+        state.x -= gamma * problem.worker_mean(g)
         msg_bits = self.compressor.dense(g)
         return state, Round(msg_bits, self.downlink(problem.d), np.full(problem.n, problem.d), calls)
 
@@ -114,7 +112,7 @@ class CompressedGD(Method):
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
         v, msg = self.compress_step(gamma, gamma * g, rng)
-        state.x -= v.sum(axis=0) / problem.n
+        state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
 
@@ -141,7 +139,7 @@ class ErrorCompensated(Method):
         u += gamma * g  # e + gamma g, in place: e is rebuilt from it below
         v, msg = self.compress_step(gamma, u, rng)
         u -= v
-        state.x -= v.sum(axis=0) / problem.n
+        state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
 
@@ -175,7 +173,7 @@ class EF21(Method):
             msg = self.compressor(grad - g, rng)
             g += msg.values
             rnd = Round(msg.bits, 0, msg.nnz, calls)
-        state.x -= (gamma / problem.n) * g.sum(axis=0)
+        state.x -= gamma * problem.worker_mean(g)
         rnd.bits_down = self.downlink(problem.d)
         return state, rnd
 
@@ -219,7 +217,7 @@ class CLAG(Method):
                 g[fire] += msg.values
                 bits[fire], nnz[fire] = msg.bits, msg.nnz
             rnd = Round(bits, 0, nnz, problem.m, skipped=int(n - fire.sum()))
-        state.x -= (gamma / n) * g.sum(axis=0)
+        state.x -= gamma * problem.worker_mean(g)
         rnd.bits_down = self.downlink(problem.d)
         return state, rnd
 
@@ -266,7 +264,7 @@ class DIANA(Method):
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
         h, hbar = state.extra["h"], state.extra["hbar"]
         msg = self.compressor(g - h, rng)
-        qbar = msg.values.sum(axis=0) / problem.n
+        qbar = problem.worker_mean(msg.values)
         state.x -= gamma * (hbar + qbar)
         h += self._alpha * msg.values
         hbar += self._alpha * qbar
@@ -348,7 +346,7 @@ class DoubleSqueeze(Method):
         v, msg = self.compress_step(gamma, u, rng)
         u -= v
         es = state.extra["e_server"]
-        es += v.sum(axis=0) / problem.n
+        es += problem.worker_mean(v)
         w, down = self.compress_step(gamma, es, rng)
         es -= w
         state.x -= w[0]

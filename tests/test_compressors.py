@@ -185,3 +185,13 @@ def test_negative_threshold_and_delta_rejected():
         QSGD(s=0).validate(5)
     with pytest.raises(ConfigError, match=r"bits\.float_bits"):
         TopK(k=1, float_bits=12)
+
+
+@pytest.mark.parametrize("comp", ALL, ids=lambda c: repr(c))
+def test_compress_scaled_is_gamma_c_of_u_over_gamma(comp):
+    U = _x(np.random.default_rng(3), n=6, d=9)
+    for gamma in (0.3, 7.0):
+        fast = comp.compress_scaled(U, gamma, np.random.default_rng(11))
+        ref = comp(U / gamma, np.random.default_rng(11))
+        np.testing.assert_allclose(fast.values, gamma * ref.values, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(fast.bits, ref.bits)

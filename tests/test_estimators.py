@@ -21,15 +21,19 @@ def test_importance_probabilities(skewed):
     s = Sampler.build("importance", skewed)
     L_ij = skewed.row_norm2 / 4 + skewed.l2
     np.testing.assert_allclose(s.probabilities(), L_ij / (skewed.m * L_ij.mean(axis=1, keepdims=True)))
-    np.testing.assert_allclose(s.weights, L_ij.mean(axis=1, keepdims=True) / L_ij)
+    np.testing.assert_allclose(s.flat_weights.reshape(L_ij.shape), L_ij.mean(axis=1, keepdims=True) / L_ij)
 
 
 @pytest.mark.parametrize("kind", ["uniform", "importance"])
 def test_sampler_frequencies(kind, skewed, rng):
     s = Sampler.build(kind, skewed)
     T = 60000
-    idx, _ = s.draw(rng, T)
+    rows, w = s.draw(rng, T)
+    idx = rows - skewed.row_offsets
+    assert idx.min() >= 0 and idx.max() < skewed.m  # each worker samples its own block
     p = s.probabilities()
+    if w is not None:
+        np.testing.assert_allclose(w, 1 / (skewed.m * np.take_along_axis(p, idx, axis=1)))
     for i in range(skewed.n):
         freq = np.bincount(idx[i], minlength=skewed.m) / T
         assert np.all(np.abs(freq - p[i]) <= 5 * np.sqrt(p[i] * (1 - p[i]) / T))
@@ -41,12 +45,12 @@ def test_sgd_estimator_exactly_unbiased(kind, skewed, rng):
     s = Sampler.build(kind, skewed)
     x = rng.standard_normal(skewed.d)
     p = s.probabilities()
-    w = None if s.weights is None else s.weights
+    w = None if s.flat_weights is None else s.flat_weights.reshape(skewed.n, skewed.m)
     expect = np.zeros((skewed.n, skewed.d))
     for j in range(skewed.m):
-        idx = np.full((skewed.n, 1), j)
+        rows = skewed.rows(np.full((skewed.n, 1), j))
         wj = None if w is None else w[:, j:j + 1]
-        expect += p[:, j:j + 1] * skewed.sample_grads(x, idx, wj)
+        expect += p[:, j:j + 1] * skewed.sample_grads(x, rows, wj)
     np.testing.assert_allclose(expect, skewed.worker_grads(x), rtol=1e-10, atol=1e-13)
 
 

@@ -27,7 +27,7 @@ def test_worker_and_sample_gradients_match_finite_differences(problem, rng):
         np.testing.assert_allclose(G[i], fd_grad(sub.loss, x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(G.mean(axis=0), problem.grad(x), rtol=1e-12, atol=1e-14)
     j = rng.integers(0, problem.m, size=(problem.n, 1))
-    g = problem.sample_grads(x, j)
+    g = problem.sample_grads(x, problem.rows(j))
     for i in range(problem.n):
         a, yy = problem.A[i, j[i, 0]], problem.y[i, j[i, 0]]
         fij = lambda x, a=a, yy=yy: np.logaddexp(0, -yy * a @ x) + problem.l2 / 2 * x @ x  # noqa: E731
@@ -38,7 +38,7 @@ def test_minibatch_and_per_worker_points(problem, rng):
     X = rng.standard_normal((problem.n, problem.d))
     idx = rng.integers(0, problem.m, size=(problem.n, 3))
     w = rng.random((problem.n, 3)) + 0.5
-    got = problem.sample_grads(X, idx, w)
+    got = problem.sample_grads(X, problem.rows(idx), w)
     for i in range(problem.n):
         want = np.zeros(problem.d)
         for t in range(3):
@@ -56,7 +56,23 @@ def test_numerically_stable_far_from_zero(problem):
     assert np.isfinite(f) and np.all(np.isfinite(g))
     assert np.all(np.isfinite(problem.worker_grads(-x)))
     idx = np.zeros((problem.n, 1), dtype=int)
-    assert np.all(np.isfinite(problem.sample_grads(x, idx)))
+    assert np.all(np.isfinite(problem.sample_grads(x, problem.rows(idx))))
+
+
+def test_sparse_and_dense_full_passes_agree(rng):
+    dense = small_problem(n=3, m=40, d=12, l2=0.01, seed=5)
+    sparse = small_problem(n=3, m=40, d=12, l2=0.01, seed=5, density=0.1)
+    assert dense.csr is None and sparse.csr is not None
+    for p in (dense, sparse):
+        x, X = rng.standard_normal(p.d), rng.standard_normal((p.n, p.d))
+        as_dense = LogisticProblem(p.A, p.y, p.l2)
+        as_dense.csr = None  # the dense code path on the same data
+        assert p.loss(x) == pytest.approx(as_dense.loss(x), rel=1e-13)
+        np.testing.assert_allclose(p.grad(x), as_dense.grad(x), rtol=1e-12, atol=1e-15)
+        for point in (x, X):
+            np.testing.assert_allclose(p.worker_grads(point), as_dense.worker_grads(point),
+                                       rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(p.hess_vec(x, X[0]), as_dense.hess_vec(x, X[0]), rtol=1e-12, atol=1e-15)
 
 
 def test_constants_against_brute_force(problem):
