@@ -6,7 +6,8 @@ For a9a, w8a and gisette at the paper's n = 20 and m (gisette-shaped synthetic d
 gisette cannot be loaded offline) it measures iterations per second of ec_sgd_us+ht,
 ec_sgd_is+topk, ec_lsvrg+ht and ef21+topk (median of --repeats timings, metrics off the
 clock), the cost of one full metric evaluation, the same methods written as a per-worker
-Python loop (benchmarks/baseline.py) and the ratio, and two floors for one step:
+Python loop (benchmarks/baseline.py) and the ratio, the speed-up per seed of 4 seeds
+batched in one process (efbench.batched) over separate runs, and two floors for one step:
 bytes touched / measured memory bandwidth, and numpy calls per step x the measured cost
 of one numpy call. It ends with the peak RSS of a gisette-sized run in a subprocess.
 Set EFBENCH_DATA_MIRROR for offline use.
@@ -15,6 +16,7 @@ Set EFBENCH_DATA_MIRROR for offline use.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -30,6 +32,7 @@ from hydra import compose, initialize_config_module
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline import LoopEC  # noqa: E402
 
+from efbench.batched import SeedGenerators  # noqa: E402
 from efbench.datasets import load_dataset  # noqa: E402
 from efbench.errors import DataError  # noqa: E402
 from efbench.runner import Tracer, build_method, build_setup, keep_large_allocations_on_heap  # noqa: E402
@@ -176,11 +179,20 @@ def main() -> None:
             floor_bw = bytes_per_step(method, p.n, p.m, p.d) / bw
             floor_calls = calls * overhead
             floor = max(floor_bw, floor_calls)
+            batched = math.nan
+            if method in ("ec_sgd_us", "ec_sgd_is", "ec_lsvrg"):
+                S = 4
+                bstate = m.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
+                brng = SeedGenerators(list(range(S)))
+                b_its, _ = rate(lambda m=m, p=p, s=bstate, g=gamma, r=brng: m.step(p, s, g, r),
+                                args.seconds, args.repeats)
+                batched = S * b_its / its  # seed-steps per second, batched vs separate
             rows.append({
                 "dataset": cfg.dataset.name, "n": p.n, "m": p.m, "d": p.d, "method": method,
                 "compressor": comp.replace("_paper", ""), "param": param,
                 "efbench_it_s": round(its, 1), "loop_it_s": round(loop_its, 1),
                 "speedup_vs_loop": round(its / loop_its, 2),
+                "batched4_speedup_per_seed": round(batched, 2),
                 "metric_eval_ms": round(metric * 1e3, 3),
                 "numpy_calls_per_step": calls,
                 "floor_bandwidth_us": round(floor_bw * 1e6, 2),

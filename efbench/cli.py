@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from efbench.batched import run_batched
 from efbench.errors import EfbenchError
 from efbench.runner import run
 
@@ -22,6 +23,9 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     try:
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+        if cfg.get("seeds"):
+            summaries = run_batched(cfg, list(cfg.seeds), hc.runtime.output_dir, choices)
+            return float(sum(s["final"]["gap"] for s in summaries) / len(summaries))
         summary = run(cfg, hc.runtime.output_dir, choices)
     except EfbenchError as exc:
         log.error("efbench: error: %s", exc)

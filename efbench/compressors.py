@@ -67,22 +67,29 @@ class Compressor:
 
     homogeneous: ClassVar[bool] = True  # C(t x) = t C(x) for t > 0
 
+    randomized: ClassVar[bool] = False  # draws from the generator
+
     def __call__(self, X: np.ndarray, rng: np.random.Generator) -> Message:
-        return self.compress(X, rng)
+        if X.ndim == 2:
+            return self.compress(X, rng)
+        # leading seed axes: rows of all seeds at once (deterministic compressors only)
+        msg = self.compress(X.reshape(-1, X.shape[-1]), rng)
+        lead = X.shape[:-1]
+        return Message(msg.values.reshape(X.shape), msg.bits.reshape(lead), msg.nnz.reshape(lead))
 
     def compress_scaled(self, U: np.ndarray, gamma: float, rng: np.random.Generator) -> Message:
         """The message gamma C(U / gamma) (error feedback in gradient units), without the two
         extra passes where C is positively homogeneous."""
         if self.homogeneous:
-            return self.compress(U, rng)
-        msg = self.compress(U / gamma, rng)
+            return self(U, rng)
+        msg = self(U / gamma, rng)
         return Message(gamma * msg.values, msg.bits, msg.nnz)
 
     def compress(self, X: np.ndarray, rng: np.random.Generator) -> Message:
         raise NotImplementedError
 
     def dense(self, X: np.ndarray) -> np.ndarray:
-        return np.full(X.shape[0], self.float_bits * X.shape[1], dtype=np.int64)
+        return np.full(X.shape[:-1], self.float_bits * X.shape[-1], dtype=np.int64)
 
     def omega(self, d: int) -> float:
         """Variance factor of an unbiased compressor: E||C(x) - x||^2 <= omega ||x||^2."""
@@ -141,6 +148,7 @@ class RandK(Compressor):
     """Keep K coordinates drawn uniformly without replacement; ``scaled`` multiplies by d/K,
     which makes it unbiased (E C(x) = x) with variance factor d/K - 1."""
 
+    randomized: ClassVar[bool] = True
     k: int = 1
     scaled: bool = False
 
@@ -212,6 +220,7 @@ class Natural(Compressor):
     """Natural compression (Horvath et al. 2019): |x_j| in [2^a, 2^(a+1)] is rounded to
     2^(a+1) with probability |x_j| / 2^a - 1, else to 2^a: unbiased, omega = 1/8."""
 
+    randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
     homogeneous: ClassVar[bool] = False  # the grid of powers of two is not scale-invariant
 
@@ -234,6 +243,7 @@ class QSGD(Compressor):
     s|x_j|/||x|| to the grid {0, 1/s, ..., 1}; unbiased, omega = min(d/s^2, sqrt(d)/s)."""
 
     s: int = 1
+    randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
     def validate(self, d):
@@ -259,6 +269,7 @@ class Ternary(Compressor):
     """TernGrad (Wen et al. 2017): ||x||_inf sign(x_j) b_j, b_j ~ Bernoulli(|x_j| / ||x||_inf);
     E||C(x)||^2 = ||x||_inf ||x||_1 <= sqrt(d) ||x||^2, so omega = sqrt(d) - 1."""
 
+    randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
     def omega(self, d):

@@ -114,7 +114,7 @@ class LSVRG:
     coin: str = "shared"
 
     def init(self, problem, x, rng):
-        w = np.broadcast_to(x, (problem.n, problem.d)).copy()
+        w = np.broadcast_to(x, worker_shape(problem, x)).copy()
         return LSVRGState(w, problem.worker_grads(w))
 
     def __call__(self, problem, state: LSVRGState, x, rng):
@@ -123,16 +123,21 @@ class LSVRG:
         g = problem.sample_grads(x, rows, wts, a)
         g -= problem.sample_grads(state.w, rows, wts, a)
         g += state.gw
-        calls = np.full(problem.n, 2.0 * self.batch)
         if self.coin == "shared":
-            refresh = np.full(problem.n, rng.random() < self.p)
+            coin = np.asarray(rng.random() < self.p)  # one coin, or one per seed
+            refresh = np.broadcast_to(coin[..., None], coin.shape + (problem.n,))
         else:
             refresh = rng.random(problem.n) < self.p
+        calls = 2.0 * self.batch + refresh * problem.m
         if refresh.any():
-            state.w[refresh] = x if x.ndim == 1 else x[refresh]
+            state.w[refresh] = np.broadcast_to(x, state.w.shape)[refresh]
             state.gw[refresh] = problem.worker_grads(state.w)[refresh]
-            calls += refresh * problem.m
         return g, state, calls
+
+
+def worker_shape(problem: LogisticProblem, x: np.ndarray) -> tuple[int, ...]:
+    """Shape of per-worker arrays for the model x: (n, d), or (S, n, d) for x (S, 1, d)."""
+    return (*x.shape[:-2], problem.n, problem.d) if x.ndim == 3 else (problem.n, problem.d)
 
 
 def make_estimator(spec: dict, problem: LogisticProblem) -> Full | SGD | LSVRG:

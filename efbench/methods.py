@@ -15,7 +15,7 @@ import numpy as np
 
 from efbench.compressors import Compressor, Identity, Sign
 from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.estimators import make_estimator
+from efbench.estimators import make_estimator, worker_shape
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 from efbench.topology import mixing_matrix, spectral_gap
@@ -101,7 +101,7 @@ class Uncompressed(Method):
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
         state.x -= gamma * problem.worker_mean(g)
         msg_bits = self.compressor.dense(g)
-        return state, Round(msg_bits, self.downlink(problem.d), np.full(problem.n, problem.d), calls)
+        return state, Round(msg_bits, self.downlink(problem.d), np.full(g.shape[:-1], problem.d), calls)
 
 
 @dataclass(kw_only=True)
@@ -130,7 +130,7 @@ class ErrorCompensated(Method):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.e = np.zeros((problem.n, problem.d))
+        state.e = np.zeros(worker_shape(problem, x0))
         return state
 
     def step(self, problem, state, gamma, rng):

@@ -83,8 +83,9 @@ class LogisticProblem:
         return self.A.shape[2]
 
     def worker_mean(self, V: np.ndarray) -> np.ndarray:
-        """(1/n) sum_i V_i for V (n, d): one BLAS call."""
-        return self._mean_weights @ V
+        """(1/n) sum_i V_i for V (n, d): one BLAS call; (S, n, d) gives (S, 1, d)."""
+        mean = self._mean_weights @ V
+        return mean if V.ndim == 2 else mean[..., None, :]
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """Flat row indices (into the n*m rows) of within-worker sample indices idx (n, tau)."""
@@ -127,7 +128,10 @@ class LogisticProblem:
         return float(loss_sum / N + 0.5 * self.l2 * (x @ x)), g + self.l2 * x
 
     def worker_grads(self, x: np.ndarray) -> np.ndarray:
-        """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d)."""
+        """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d).
+        With a leading seed axis, x (S, 1, d) or (S, n, d) gives (S, n, d)."""
+        if x.ndim == 3:
+            return np.stack([self.worker_grads(xs[0] if xs.shape[0] == 1 else xs) for xs in x])
         if self.csr is not None and x.ndim == 1:
             z = (self.csr @ x).reshape(self.n, self.m)
             self._blocks.data = (-self.y * expit(-self.y * z) / self.m).reshape(-1)
@@ -159,26 +163,28 @@ class LogisticProblem:
         """
         a = self.gather(rows) if gathered is None else gathered
         yy = self.yflat.take(rows)
-        if rows.shape[1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
-            a1 = a[:, 0, :]
-            yy = yy[:, 0]
-            z = a1 @ x if x.ndim == 1 else np.einsum("nd,nd->n", a1, x)
+        if rows.shape[-1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
+            a1 = a[..., 0, :]
+            yy = yy[..., 0]
+            # einsum, not BLAS: the same summation order with or without a seed axis, so
+            # batched seeds reproduce separate runs bit for bit
+            z = np.einsum("...d,...d->...", a1, x)
             coef = yy * (expit(yy * z) - 1.0)  # = -y sigmoid(-y z)
             l2x = self.l2 * x
             if weights is not None:
-                w = weights[:, 0]
+                w = weights[..., 0]
                 coef *= w
-                l2x = w[:, None] * l2x
-            g = a1 * coef[:, None]
+                l2x = w[..., None] * l2x
+            g = a1 * coef[..., None]
             g += l2x
             return g
-        z = a @ x if x.ndim == 1 else np.einsum("ntd,nd->nt", a, x)
+        z = np.einsum("...td,...d->...t", a, x)
         coef = yy * (expit(yy * z) - 1.0)
         wbar = 1.0
         if weights is not None:
             coef = coef * weights
-            wbar = weights.mean(axis=1, keepdims=True)
-        return np.einsum("nt,ntd->nd", coef, a) / rows.shape[1] + self.l2 * wbar * x
+            wbar = weights.mean(axis=-1, keepdims=True)
+        return np.einsum("...t,...td->...d", coef, a) / rows.shape[-1] + self.l2 * wbar * x
 
     def hess_vec(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Hessian-vector product: (1/N) A^T diag(s(1-s)) A v + l2 v."""
@@ -314,6 +320,8 @@ class QuadraticProblem(LogisticProblem):
         return self.loss(x), self.worker_grads(x).mean(axis=0)
 
     def worker_grads(self, x):
+        if x.ndim == 3:
+            return np.stack([self.worker_grads(xs[0] if xs.shape[0] == 1 else xs) for xs in x])
         a = self.A[:, 0, :]
         z = a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
         return 2.0 * z[:, None] * a + self.l2 * x

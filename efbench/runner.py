@@ -32,13 +32,13 @@ from efbench.datasets import atomic_write_bytes, load_dataset, partition
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods import Method, State
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
-from efbench.stepsize import make_schedule
+from efbench.stepsize import Schedule, make_schedule
 
 log = logging.getLogger("efbench")
 
 FINISHED = ("completed", "diverged")
 # Keys that do not change a run's result: excluded from the config hash used to resume.
-VOLATILE_KEYS = ("progress", "data.dir", "data.mirror")
+VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds")
 X0_CHOICES = ("zero", "shift")
 L2_MODES = ("relative", "absolute")
 
@@ -217,46 +217,86 @@ def read_summary(out_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
-    """Execute the run described by ``cfg`` and write its results into ``out_dir``."""
-    out_dir = Path(out_dir)
-    keep_large_allocations_on_heap()
-    chash = config_hash(cfg)
-    prev = read_summary(out_dir)
-    if prev and prev.get("status") in FINISHED and prev.get("config_hash") == chash:
-        if (out_dir / "trace.parquet").is_file():
-            log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
-            prev["skipped"] = True
-            return prev
-    summary: dict[str, Any] = {
-        "status": "running", "config_hash": chash, "choices": choices or {},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    summary["config"].pop("hydra", None)
-    try:
-        max_it, max_bits, max_ep = check_budget(cfg)
-        log_every = int(cfg.log_every)
-        if log_every < 1:
-            raise ConfigError("log_every", f"must be an integer >= 1, got {cfg.log_every}")
-        check_positive("seed", cfg.seed, allow_zero=True)
-        setup = build_setup(cfg)
-        p = setup.problem
-        method = build_method(cfg, p.d)
-        schedule = method.schedule(
-            make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True), setup.constants,
-                          method.estimator, method.theory_factor(p.n, p.d)),
-            setup.constants)
-        x0 = initial_point(cfg, setup)
-    except Exception as exc:
-        summary.update(status="error", error=str(exc))
-        write_results(out_dir, None, summary)
-        raise
+@dataclass
+class Prepared:
+    setup: Setup
+    method: Method
+    schedule: Schedule
+    x0: np.ndarray
+    limits: tuple[float, float, float]  # iterations, bits per worker, epochs
+    log_every: int
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Validate the run settings and build everything a run needs; print the constants."""
+    limits = check_budget(cfg)
+    log_every = int(cfg.log_every)
+    if log_every < 1:
+        raise ConfigError("log_every", f"must be an integer >= 1, got {cfg.log_every}")
+    check_positive("seed", cfg.seed, allow_zero=True)
+    setup = build_setup(cfg)
+    p = setup.problem
+    method = build_method(cfg, p.d)
+    schedule = method.schedule(
+        make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True), setup.constants,
+                      method.estimator, method.theory_factor(p.n, p.d)),
+        setup.constants)
+    x0 = initial_point(cfg, setup)
     c = setup.constants
     log.info("problem: n=%d m=%d d=%d  l2=%.3e  L=%.6g  mu=%.3e  L_US=%.6g  L_IS=%.6g  "
              "max L_i=%.6g  f*=%.12g", c["n"], c["m"], c["d"], c["l2"], c["L"], c["mu"],
              c["L_US"], c["L_IS"], c["L_i_max"], c["f_star"])
     log.info("method=%s compressor=%s stepsize gamma0=%.6g (%s)", method.name,
              type(method.compressor).__name__, schedule.gamma0, schedule.formula)
+    return Prepared(setup, method, schedule, x0, limits, log_every)
+
+
+def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
+    """The summary of a completed or diverged run of the same config in ``out_dir``, if any."""
+    prev = read_summary(out_dir)
+    if prev and prev.get("status") in FINISHED and prev.get("config_hash") == chash:
+        if (out_dir / "trace.parquet").is_file():
+            log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
+            prev["skipped"] = True
+            return prev
+    return None
+
+
+def final_summary(summary: dict[str, Any], status: str, steps: int, wall: float, step_time: float,
+                  row: dict[str, float]) -> dict[str, Any]:
+    summary.update(
+        status=status, steps=steps, wall_time=wall, step_time=step_time,
+        iters_per_sec=steps / step_time if step_time > 0 else math.nan,
+        final={key: row[key] for key in ("f", "gap", "rel_gap", "grad_norm2", "dist2",
+                                         "bits_up_mean", "bits_down", "nnz_mean", "epochs")},
+    )
+    log.info("%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s)", status, steps,
+             row["gap"], row["rel_gap"], row["bits_up_mean"], summary["iters_per_sec"])
+    return summary
+
+
+def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """Execute the run described by ``cfg`` and write its results into ``out_dir``."""
+    out_dir = Path(out_dir)
+    keep_large_allocations_on_heap()
+    chash = config_hash(cfg)
+    prev = finished_before(out_dir, chash)
+    if prev:
+        return prev
+    summary: dict[str, Any] = {
+        "status": "running", "config_hash": chash, "choices": choices or {},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    summary["config"].pop("hydra", None)
+    try:
+        prep = prepare(cfg)
+    except Exception as exc:
+        summary.update(status="error", error=str(exc))
+        write_results(out_dir, None, summary)
+        raise
+    setup, method, schedule, x0 = prep.setup, prep.method, prep.schedule, prep.x0
+    p, c = setup.problem, setup.constants
+    (max_it, max_bits, max_ep), log_every = prep.limits, prep.log_every
     summary.update(constants=c, gamma0=schedule.gamma0, stepsize_formula=schedule.formula)
 
     rng = np.random.default_rng(int(cfg.seed))
@@ -301,16 +341,8 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
         row = tracer.record(k, state, schedule(max(k - 1, 0)), time.perf_counter() - t_start)
     finally:
         bar.close()
-    trace = pd.DataFrame(tracer.rows)
-    summary.update(
-        status=status, steps=k, wall_time=time.perf_counter() - t_start, step_time=step_time,
-        iters_per_sec=k / step_time if step_time > 0 else math.nan,
-        final={key: row[key] for key in ("f", "gap", "rel_gap", "grad_norm2", "dist2",
-                                         "bits_up_mean", "bits_down", "nnz_mean", "epochs")},
-    )
-    write_results(out_dir, trace, summary)
-    log.info("%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s)", status, k,
-             row["gap"], row["rel_gap"], row["bits_up_mean"], summary["iters_per_sec"])
+    final_summary(summary, status, k, time.perf_counter() - t_start, step_time, row)
+    write_results(out_dir, pd.DataFrame(tracer.rows), summary)
     if status == "interrupted":
         raise KeyboardInterrupt
     return summary
