@@ -28,6 +28,15 @@ SPARSE_DENSITY = 0.25  # below this fraction of nonzeros, full passes use CSR
 CACHE_BLOCK_BYTES = 8 << 20  # dense full passes go through the rows in blocks of this size
 
 
+def _row_dots(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """<a_i, x_i> for rows a (n, d) or (S, n, d) and x (d,), (n, d), (S, 1, d) or (S, n, d).
+    A seed axis is looped over with the very call a single run makes, so batched seeds
+    reproduce separate runs bit for bit."""
+    if x.ndim == 3:
+        return np.stack([_row_dots(a[s], x[s, 0] if x.shape[1] == 1 else x[s]) for s in range(x.shape[0])])
+    return a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
+
+
 def lambda_max_gram(A: np.ndarray) -> float:
     """Largest eigenvalue of A^T A (= sigma_max(A)^2), via the smaller Gram matrix or Lanczos."""
     r, c = A.shape
@@ -166,9 +175,7 @@ class LogisticProblem:
         if rows.shape[-1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
             a1 = a[..., 0, :]
             yy = yy[..., 0]
-            # einsum, not BLAS: the same summation order with or without a seed axis, so
-            # batched seeds reproduce separate runs bit for bit
-            z = np.einsum("...d,...d->...", a1, x)
+            z = _row_dots(a1, x)
             coef = yy * (expit(yy * z) - 1.0)  # = -y sigmoid(-y z)
             l2x = self.l2 * x
             if weights is not None:
