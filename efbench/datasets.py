@@ -214,7 +214,7 @@ def make_synthetic(rows: int, features: int, seed: int, density: float = 1.0,
 def load_dataset(cfg) -> tuple[np.ndarray, np.ndarray]:
     """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source)."""
     source = cfg.dataset.source
-    check_choice("dataset.source", source, ("libsvm", "sklearn", "synthetic", "counterexample"))
+    check_choice("dataset.source", source, ("libsvm", "sklearn", "synthetic"))
     if source == "libsvm":
         data_dir = cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data"
         mirror = cfg.data.mirror or os.environ.get(MIRROR_ENV) or None

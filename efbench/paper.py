@@ -130,21 +130,24 @@ def _faster(name_a: str, xa: float, name_b: str, xb: float, factor: float = 1.5)
     return f"similar (within {factor:g}x)"
 
 
+def by_dataset(trace: pd.DataFrame, exp: str):
+    """(dataset, its rows) for one experiment, datasets in order."""
+    t = trace[trace.experiment == exp]
+    for ds in sorted(t.dataset.unique()):
+        yield ds, t[t.dataset == ds]
+
+
 def findings(trace: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """The paper's three qualitative claims, each checked on the seed-mean curves."""
     lines = ["### 1. Importance vs uniform sampling (EC-SGD + HT)",
              "Paper: IS faster on w8a (L_IS ~ 3.05 vs L_US ~ 28.5), similar on a9a and gisette."]
-    t1 = trace[trace.experiment == "paper_exp1"]
-    for ds in sorted(t1.dataset.unique()):
-        sub = t1[t1.dataset == ds]
+    for ds, sub in by_dataset(trace, "paper_exp1"):
         target, us, is_ = race(sub[sub.method == "ec_sgd_us"], sub[sub.method == "ec_sgd_is"], "step")
         lines.append(f"- {ds}: iterations to reach rel. gap {target:.2e}: US {us:.4g}, IS {is_:.4g}: "
                      f"{_faster('IS', is_, 'US', us)}.")
     lines += ["", "### 2. EC-LSVRG vs EC-SGD (HT, same stepsize)",
               "Paper: EC-LSVRG reaches better accuracy."]
-    t2 = trace[trace.experiment == "paper_exp2"]
-    for ds in sorted(t2.dataset.unique()):
-        sub = t2[t2.dataset == ds]
+    for ds, sub in by_dataset(trace, "paper_exp2"):
         sgd = mean_curve(sub[sub.method == "ec_sgd_is"], "step")[1][-1]
         vr = mean_curve(sub[sub.method == "ec_lsvrg"], "step")[1][-1]
         holds = "holds" if vr < sgd else "does not hold"
@@ -152,9 +155,7 @@ def findings(trace: pd.DataFrame, table: pd.DataFrame) -> list[str]:
                      f"({sgd / vr:.3g}x): the claim {holds}.")
     lines += ["", "### 3. HT vs TopK per bit (EC-LSVRG, comparable mean density)",
               "Paper: HT reaches a reasonable accuracy with fewer bits."]
-    t3 = trace[trace.experiment == "paper_exp3"]
-    for ds in sorted(t3.dataset.unique()):
-        sub = t3[t3.dataset == ds]
+    for ds, sub in by_dataset(trace, "paper_exp3"):
         nnz = table[(table.experiment == "paper_exp3") & (table.dataset == ds)].set_index("label").mean_nnz
         ht, tk = sub[sub.compressor == "ht_paper"], sub[sub.compressor == "topk_paper"]
         target, b_ht, b_tk = race(ht, tk, "bits_up_mean")

@@ -40,6 +40,7 @@ FINISHED = ("completed", "diverged")
 # Keys that do not change a run's result: excluded from the config hash used to resume.
 VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds")
 X0_CHOICES = ("zero", "shift")
+SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
 L2_MODES = ("relative", "absolute")
 
 
@@ -81,6 +82,7 @@ def config_hash(cfg: DictConfig) -> str:
 
 def build_setup(cfg: DictConfig) -> Setup:
     """Load and split the data, fix l2, compute the constants and (cached) x*, f*."""
+    check_choice("dataset.source", cfg.dataset.source, SOURCES)
     if cfg.dataset.source == "counterexample":
         problem = QuadraticProblem.counterexample()
         constants = problem.constants()
