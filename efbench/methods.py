@@ -300,6 +300,8 @@ class MemSGD(ErrorCompensated):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
+        if not hasattr(self, "_b"):  # not built through the runner, which calls schedule() first
+            self.schedule(None, problem.constants())
         state.extra.update(x_avg=x0.copy(), w_sum=0.0, t=0)
         return state
 
