@@ -6,7 +6,8 @@ For a9a, w8a and gisette at the paper's n = 20 and m (gisette-shaped synthetic d
 gisette cannot be loaded offline) it measures iterations per second of ec_sgd_us+ht,
 ec_sgd_is+topk, ec_lsvrg+ht and ef21+topk (median of --repeats timings, metrics off the
 clock), the cost of one full metric evaluation, the same methods written as a per-worker
-Python loop (benchmarks/baseline.py) and the ratio, the speed-up per seed of 4 seeds
+Python loop (benchmarks/baseline.py) and the ratio, the same with ``engine=numba`` (the
+compiled fused step, for the EC-SGD family), the speed-up per seed of 4 seeds
 batched in one process (efbench.batched) over separate runs, and two floors for one step:
 bytes touched / measured memory bandwidth, and numpy calls per step x the measured cost
 of one numpy call. It ends with the peak RSS of a gisette-sized run in a subprocess.
@@ -179,8 +180,14 @@ def main() -> None:
             floor_bw = bytes_per_step(method, p.n, p.m, p.d) / bw
             floor_calls = calls * overhead
             floor = max(floor_bw, floor_calls)
-            batched = math.nan
+            batched = numba_its = math.nan
             if method in ("ec_sgd_us", "ec_sgd_is", "ec_lsvrg"):
+                fast = build_method(compose_cfg([*ov, f"method={method}", f"compressor={comp}",
+                                                 "engine=numba"]), p.d)
+                fstate = fast.init(p, np.zeros(p.d), np.random.default_rng(0))
+                frng = np.random.default_rng(0)
+                numba_its, _ = rate(lambda f=fast, p=p, s=fstate, g=gamma, r=frng: f.step(p, s, g, r),
+                                    args.seconds, args.repeats)
                 S = 4
                 bstate = m.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
                 brng = SeedGenerators(list(range(S)))
@@ -192,6 +199,8 @@ def main() -> None:
                 "compressor": comp.replace("_paper", ""), "param": param,
                 "efbench_it_s": round(its, 1), "loop_it_s": round(loop_its, 1),
                 "speedup_vs_loop": round(its / loop_its, 2),
+                "numba_it_s": round(numba_its, 1),
+                "numba_speedup_vs_loop": round(numba_its / loop_its, 2),
                 "batched4_speedup_per_seed": round(batched, 2),
                 "metric_eval_ms": round(metric * 1e3, 3),
                 "numpy_calls_per_step": calls,

@@ -123,16 +123,21 @@ class LSVRG:
         g = problem.sample_grads(x, rows, wts, a)
         g -= problem.sample_grads(state.w, rows, wts, a)
         g += state.gw
+        return g, state, self.refresh(problem, state, x, rng)
+
+    def refresh(self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+        """Flip the coin(s); move refreshed w_i to x and recompute grad f_i there. Returns
+        the step's oracle calls per worker (2 tau, plus m where refreshed)."""
         if self.coin == "shared":
             coin = np.asarray(rng.random() < self.p)  # one coin, or one per seed
             refresh = np.broadcast_to(coin[..., None], coin.shape + (problem.n,))
         else:
             refresh = rng.random(problem.n) < self.p
-        calls = 2.0 * self.batch + refresh * problem.m
         if refresh.any():
             state.w[refresh] = np.broadcast_to(x, state.w.shape)[refresh]
             state.gw[refresh] = problem.worker_grads(state.w)[refresh]
-        return g, state, calls
+        return 2.0 * self.batch + refresh * problem.m
 
 
 def worker_shape(problem: LogisticProblem, x: np.ndarray) -> tuple[int, ...]:

@@ -13,14 +13,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from efbench.compressors import Compressor, Identity, Sign
+from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK, index_width
 from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.estimators import make_estimator, worker_shape
+from efbench.estimators import LSVRG, SGD, make_estimator, worker_shape
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 from efbench.topology import mixing_matrix, spectral_gap
 
 EC_FORMS = ("scaled", "plain")
+ENGINES = ("numpy", "numba")
 
 
 @dataclass
@@ -128,12 +129,22 @@ class ErrorCompensated(Method):
     With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG.
     """
 
+    engine: str = "numpy"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("engine", self.engine, ENGINES)
+
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
         state.e = np.zeros(worker_shape(problem, x0))
+        if self.engine == "numba":
+            self._fused = FusedEC.build(self, problem, x0)
         return state
 
     def step(self, problem, state, gamma, rng):
+        if self.engine == "numba":
+            return self._fused.step(problem, state, gamma, rng)
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
         u = state.e
         u += gamma * g  # e + gamma g, in place: e is rebuilt from it below
@@ -141,6 +152,62 @@ class ErrorCompensated(Method):
         u -= v
         state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
+
+
+@dataclass
+class FusedEC:
+    """The ``engine=numba`` step of :class:`ErrorCompensated` (see :mod:`efbench.kernels`):
+    SGD or L-SVRG estimator with tau = 1, identity / hard-threshold / TopK compressor."""
+
+    method: ErrorCompensated
+    comp: int
+    lam: float
+    k: int
+    ones: np.ndarray
+    bits: np.ndarray
+    nnz: np.ndarray
+
+    @classmethod
+    def build(cls, method: ErrorCompensated, problem: LogisticProblem, x0: np.ndarray) -> FusedEC:
+        try:
+            from efbench import kernels
+        except ImportError:  # pragma: no cover - numba is a dependency
+            raise ConfigError("engine", "numba is not installed", ("numpy",)) from None
+        est, comp = method.est, method.compressor
+        supported = (isinstance(est, (SGD, LSVRG)) and est.batch == 1 and x0.ndim == 1
+                     and isinstance(comp, (Identity, HardThreshold, TopK))
+                     and type(method) is ErrorCompensated)
+        if not supported:
+            raise ConfigError("engine", f"numba runs ec_sgd*/ec_lsvrg with sampling.batch=1 and the "
+                              f"identity, ht or topk compressor in single runs, not {method.name} + "
+                              f"{type(comp).__name__}", ("numpy",))
+        code = {Identity: kernels.IDENTITY, HardThreshold: kernels.THRESHOLD, TopK: kernels.TOPK}[type(comp)]
+        n = problem.n
+        fused = cls(method, code, float(getattr(comp, "lam", 0.0)), int(getattr(comp, "k", 0)),
+                    np.ones(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+        # compile (or load from numba's cache) now, off the clock, on throwaway copies
+        state = State(x=x0.copy(), e=np.zeros((n, problem.d)))
+        if isinstance(est, LSVRG):
+            state.est = est.init(problem, x0, np.random.default_rng(0))
+        fused.step(problem, state, 1.0, np.random.default_rng(0))
+        return fused
+
+    def step(self, problem, state, gamma, rng):
+        from efbench.kernels import ec_step
+
+        m = self.method
+        est = m.est
+        rows, w = est.sampler.draw(rng, 1)
+        lsvrg = isinstance(est, LSVRG)
+        snap, snap_grad = (state.est.w, state.est.gw) if lsvrg else (state.e, state.e)
+        thr = gamma * self.lam if m.ec_form == "scaled" else self.lam
+        comp = m.compressor
+        x_k = state.x.copy() if lsvrg else None  # w^{k+1} = x^k on a refresh
+        ec_step(problem.flat, problem.yflat, rows[:, 0], self.ones if w is None else w[:, 0], state.x,
+                state.e, gamma, problem.l2, self.comp, thr, self.k, comp.float_bits,
+                index_width(problem.d), comp.index_bits, snap, snap_grad, lsvrg, self.bits, self.nnz)
+        calls = est.refresh(problem, state.est, x_k, rng) if lsvrg else 1
+        return state, Round(self.bits.copy(), m.downlink(problem.d), self.nnz.copy(), calls)
 
 
 def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:

@@ -75,3 +75,8 @@ def test_cli_seeds_list_writes_one_dir_per_seed(tmp_path):
     assert r.returncode == 0, r.stderr
     _, runs = collect(out)
     assert sorted(runs.seed) == [0, 1, 2] and set(runs.status) == {"completed"}
+
+
+def test_numba_engine_is_single_run_only(tmp_path):
+    with pytest.raises(ConfigError, match="engine: numba runs"):
+        run_batched(cfg_of("engine=numba"), [0, 1], tmp_path)

@@ -62,6 +62,15 @@ def test_every_method_and_compressor_runs(method, compressor, tmp_path):
     assert s["final"]["gap"] < s["constants"]["f_star"] + 1  # finite, not absurd
 
 
+@pytest.mark.parametrize("method", ["ec_sgd_us", "ec_sgd_is", "ec_lsvrg"])
+def test_numba_engine_from_the_config(method, tmp_path):
+    a = run(cfg_of(f"method={method}", "budget.iters=300"), tmp_path / "numpy")
+    b = run(cfg_of(f"method={method}", "budget.iters=300", "engine=numba"), tmp_path / "numba")
+    assert b["status"] == "completed" and b["config"]["method"]["engine"] == "numba"
+    assert b["final"]["gap"] == pytest.approx(a["final"]["gap"], rel=1e-8)
+    assert b["final"]["bits_up_mean"] == a["final"]["bits_up_mean"]
+
+
 def test_budgets_in_bits_and_epochs(tmp_path):
     s = run(cfg_of("budget.iters=null", "budget.bits=20000", "compressor=topk"), tmp_path / "a")
     # top-1 on d = 30: 1 * (32 + 5) = 37 bits a round
