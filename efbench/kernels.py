@@ -28,9 +28,14 @@ def _expit(t: float) -> float:
 
 
 @njit(cache=True)
-def ec_step(flat, yflat, rows, weights, x, e, gamma, l2, comp, thr, k, float_bits, index_width,
-            index_bits, snap, snap_grad, lsvrg, bits, nnz):  # pragma: no cover - compiled
-    """One EC step for all workers, in place on x (d,) and e (n, d); fills bits, nnz (n,).
+def ec_step(flat, yflat, u, m, flat_cdf, flat_weights, x, e, gamma, l2, comp, thr, k, float_bits,
+            index_width, index_bits, snap, snap_grad, lsvrg):  # pragma: no cover - compiled
+    """One EC step for all workers, in place on x (d,) and e (n, d); returns the bits and
+    the coordinates of each worker's message, (n,) each.
+
+    Worker i's sample comes from its uniform draw u_i exactly as
+    :meth:`efbench.estimators.Sampler.draw` makes it: row i m + floor(m u_i), or (importance,
+    ``flat_cdf`` non-empty) the position of u_i + i in the shifted CDFs, weight 1/(m p_ij).
 
     g_i = w_i [grad f_{i r_i}(x) - grad f_{i r_i}(snap_i)] + snap_grad_i   (L-SVRG)
     g_i = w_i grad f_{i r_i}(x)                                             (SGD)
@@ -39,10 +44,16 @@ def ec_step(flat, yflat, rows, weights, x, e, gamma, l2, comp, thr, k, float_bit
     """
     n, d = e.shape
     vsum = np.zeros(d)
+    bits = np.empty(n, dtype=np.int64)
+    nnz = np.empty(n, dtype=np.int64)
     for i in range(n):
-        r = rows[i]
+        if flat_cdf.size == 0:
+            r = i * m + int(u[i] * m)
+            w = 1.0
+        else:
+            r = min(np.searchsorted(flat_cdf, u[i] + i, side="right"), i * m + m - 1)
+            w = flat_weights[r]
         yy = yflat[r]
-        w = weights[i]
         z = 0.0
         for j in range(d):
             z += flat[r, j] * x[j]
@@ -70,12 +81,28 @@ def ec_step(flat, yflat, rows, weights, x, e, gamma, l2, comp, thr, k, float_bit
                     vsum[j] += e[i, j]
                     e[i, j] = 0.0
                     count += 1
+        elif k <= 8:  # k scans for the largest remaining |u_j|: cheaper than a partition
+            for _ in range(k):
+                best = 0
+                for j in range(1, d):
+                    if abs(e[i, j]) > abs(e[i, best]):
+                        best = j
+                vsum[best] += e[i, best]
+                e[i, best] = 0.0
+            count = k
         else:
-            order = np.argsort(np.abs(e[i]))
-            for t in range(d - k, d):
-                j = order[t]
-                vsum[j] += e[i, j]
-                e[i, j] = 0.0
+            mag = np.abs(e[i])
+            kth = np.partition(mag, d - k)[d - k]  # the k-th largest |u_j|
+            for j in range(d):  # those above it, then ties in index order up to k
+                if mag[j] > kth:
+                    vsum[j] += e[i, j]
+                    e[i, j] = 0.0
+                    count += 1
+            for j in range(d):
+                if count < k and mag[j] == kth:
+                    vsum[j] += e[i, j]
+                    e[i, j] = 0.0
+                    count += 1
             count = k
         nnz[i] = count
         if comp == IDENTITY:
@@ -86,3 +113,4 @@ def ec_step(flat, yflat, rows, weights, x, e, gamma, l2, comp, thr, k, float_bit
             bits[i] = count * float_bits
     for j in range(d):
         x[j] -= vsum[j] / n
+    return bits, nnz

@@ -157,15 +157,18 @@ class ErrorCompensated(Method):
 @dataclass
 class FusedEC:
     """The ``engine=numba`` step of :class:`ErrorCompensated` (see :mod:`efbench.kernels`):
-    SGD or L-SVRG estimator with tau = 1, identity / hard-threshold / TopK compressor."""
+    SGD or L-SVRG estimator with tau = 1, identity / hard-threshold / TopK compressor. Holds
+    the kernel's constant arguments so that a step is one draw and one compiled call."""
 
     method: ErrorCompensated
+    problem: LogisticProblem
     comp: int
     lam: float
     k: int
-    ones: np.ndarray
-    bits: np.ndarray
-    nnz: np.ndarray
+    cdf: np.ndarray  # the sampler's shifted CDFs (empty: uniform sampling)
+    weights: np.ndarray
+    lsvrg: bool
+    args: tuple = ()  # index width, float bits, index bits, scaled form, downlink bits
 
     @classmethod
     def build(cls, method: ErrorCompensated, problem: LogisticProblem, x0: np.ndarray) -> FusedEC:
@@ -182,12 +185,15 @@ class FusedEC:
                               f"identity, ht or topk compressor in single runs, not {method.name} + "
                               f"{type(comp).__name__}", ("numpy",))
         code = {Identity: kernels.IDENTITY, HardThreshold: kernels.THRESHOLD, TopK: kernels.TOPK}[type(comp)]
-        n = problem.n
-        fused = cls(method, code, float(getattr(comp, "lam", 0.0)), int(getattr(comp, "k", 0)),
-                    np.ones(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+        s, empty = est.sampler, np.zeros(0)
+        fused = cls(method, problem, code, float(getattr(comp, "lam", 0.0)), int(getattr(comp, "k", 0)),
+                    empty if s.flat_cdf is None else s.flat_cdf,
+                    empty if s.flat_weights is None else s.flat_weights, isinstance(est, LSVRG))
+        fused.args = (index_width(problem.d), comp.float_bits, comp.index_bits, method.ec_form == "scaled",
+                      method.downlink(problem.d))
         # compile (or load from numba's cache) now, off the clock, on throwaway copies
-        state = State(x=x0.copy(), e=np.zeros((n, problem.d)))
-        if isinstance(est, LSVRG):
+        state = State(x=x0.copy(), e=np.zeros((problem.n, problem.d)))
+        if fused.lsvrg:
             state.est = est.init(problem, x0, np.random.default_rng(0))
         fused.step(problem, state, 1.0, np.random.default_rng(0))
         return fused
@@ -195,19 +201,16 @@ class FusedEC:
     def step(self, problem, state, gamma, rng):
         from efbench.kernels import ec_step
 
-        m = self.method
-        est = m.est
-        rows, w = est.sampler.draw(rng, 1)
-        lsvrg = isinstance(est, LSVRG)
-        snap, snap_grad = (state.est.w, state.est.gw) if lsvrg else (state.e, state.e)
-        thr = gamma * self.lam if m.ec_form == "scaled" else self.lam
-        comp = m.compressor
-        x_k = state.x.copy() if lsvrg else None  # w^{k+1} = x^k on a refresh
-        ec_step(problem.flat, problem.yflat, rows[:, 0], self.ones if w is None else w[:, 0], state.x,
-                state.e, gamma, problem.l2, self.comp, thr, self.k, comp.float_bits,
-                index_width(problem.d), comp.index_bits, snap, snap_grad, lsvrg, self.bits, self.nnz)
-        calls = est.refresh(problem, state.est, x_k, rng) if lsvrg else 1
-        return state, Round(self.bits.copy(), m.downlink(problem.d), self.nnz.copy(), calls)
+        p = self.problem
+        iw, fb, ib, scaled, down = self.args
+        u = rng.random(p.n)  # the draws of Sampler.draw(rng, 1), same stream
+        snap, snap_grad = (state.est.w, state.est.gw) if self.lsvrg else (state.e, state.e)
+        x_k = state.x.copy() if self.lsvrg else None  # w^{k+1} = x^k on a refresh
+        bits, nnz = ec_step(p.flat, p.yflat, u, p.m, self.cdf, self.weights, state.x, state.e, gamma,
+                            p.l2, self.comp, gamma * self.lam if scaled else self.lam, self.k, fb, iw,
+                            ib, snap, snap_grad, self.lsvrg)
+        calls = self.method.est.refresh(p, state.est, x_k, rng) if self.lsvrg else 1
+        return state, Round(bits, down, nnz, calls)
 
 
 def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:
