@@ -23,6 +23,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,9 +135,10 @@ def peak_rss_gisette(extra: list[str]) -> float:
     code = ("import resource, sys; from efbench.cli import main; sys.argv=['efbench']+sys.argv[1:];\n"
             "try:\n  main()\nfinally:\n"
             "  print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
-    args = [sys.executable, "-c", code, *extra, "method=ec_lsvrg", "compressor=topk_paper",
-            "budget.iters=200", "log_every=50", "progress=false", "hydra.run.dir=/tmp/efbench-rss"]
-    r = subprocess.run(args, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as out:  # a fresh run directory: never a skipped run
+        args = [sys.executable, "-c", code, *extra, "method=ec_lsvrg", "compressor=topk_paper",
+                "budget.iters=200", "log_every=50", "progress=false", f"hydra.run.dir={out}"]
+        r = subprocess.run(args, capture_output=True, text=True)
     for line in r.stderr.splitlines():
         if line.startswith("PEAK_RSS_KB"):
             return int(line.split()[1]) / 1024
