@@ -29,6 +29,7 @@ from efbench.runner import (
     final_summary,
     finished_before,
     keep_large_allocations_on_heap,
+    new_summary,
     prepare,
     write_results,
 )
@@ -133,11 +134,9 @@ def run_batched(cfg: DictConfig, seeds: list[int], out_dir: str | Path,
             row = tr.record(steps[i], _seed_view(state, i), schedule(max(steps[i] - 1, 0)), wall)
             if status[i] == "completed" and tr.diverged(row, factor):
                 status[i] = "diverged"
-        summary = {"status": "running", "config_hash": config_hash(cfgs[s]), "choices": choices or {},
-                   "config": OmegaConf.to_container(cfgs[s], resolve=True), "batched_seeds": todo,
-                   "constants": setup.constants, "gamma0": schedule.gamma0,
-                   "stepsize_formula": schedule.formula}
-        summary["config"].pop("hydra", None)
+        summary = new_summary(cfgs[s], config_hash(cfgs[s]), choices)
+        summary.update(batched_seeds=todo, constants=setup.constants, gamma0=schedule.gamma0,
+                       stepsize_formula=schedule.formula)
         # the batch's step time is shared: per seed, the run costs step_time / S
         final_summary(summary, status[i], steps[i], wall, step_time / S if step_time else math.nan,
                       tr.rows[-1])

@@ -37,6 +37,11 @@ def _row_dots(a: np.ndarray, x: np.ndarray) -> np.ndarray:
     return a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
 
 
+def _per_seed(worker_grads, x: np.ndarray) -> np.ndarray:
+    """worker_grads over a leading seed axis: x (S, 1, d) or (S, n, d) gives (S, n, d)."""
+    return np.stack([worker_grads(xs[0] if xs.shape[0] == 1 else xs) for xs in x])
+
+
 def lambda_max_gram(A: np.ndarray) -> float:
     """Largest eigenvalue of A^T A (= sigma_max(A)^2), via the smaller Gram matrix or Lanczos."""
     r, c = A.shape
@@ -140,7 +145,7 @@ class LogisticProblem:
         """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d).
         With a leading seed axis, x (S, 1, d) or (S, n, d) gives (S, n, d)."""
         if x.ndim == 3:
-            return np.stack([self.worker_grads(xs[0] if xs.shape[0] == 1 else xs) for xs in x])
+            return _per_seed(self.worker_grads, x)
         if self.csr is not None and x.ndim == 1:
             z = (self.csr @ x).reshape(self.n, self.m)
             self._blocks.data = (-self.y * expit(-self.y * z) / self.m).reshape(-1)
@@ -328,7 +333,7 @@ class QuadraticProblem(LogisticProblem):
 
     def worker_grads(self, x):
         if x.ndim == 3:
-            return np.stack([self.worker_grads(xs[0] if xs.shape[0] == 1 else xs) for xs in x])
+            return _per_seed(self.worker_grads, x)
         a = self.A[:, 0, :]
         z = a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
         return 2.0 * z[:, None] * a + self.l2 * x

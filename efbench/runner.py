@@ -264,6 +264,13 @@ def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
     return None
 
 
+def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> dict[str, Any]:
+    """The summary of a run that has not finished yet: its resolved config and hash."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return {"status": "running", "config_hash": chash, "choices": choices or {}, "config": config}
+
+
 def final_summary(summary: dict[str, Any], status: str, steps: int, wall: float, step_time: float,
                   row: dict[str, float]) -> dict[str, Any]:
     summary.update(
@@ -285,11 +292,7 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
     prev = finished_before(out_dir, chash)
     if prev:
         return prev
-    summary: dict[str, Any] = {
-        "status": "running", "config_hash": chash, "choices": choices or {},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    summary["config"].pop("hydra", None)
+    summary = new_summary(cfg, chash, choices)
     try:
         prep = prepare(cfg)
     except Exception as exc:
@@ -303,9 +306,10 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
 
     rng = np.random.default_rng(int(cfg.seed))
     state = method.init(p, x0, rng)
-    if method.info():
-        log.info("method constants: %s", "  ".join(f"{k}={v:.6g}" for k, v in method.info().items()))
-        c.update(method.info())
+    info = method.info()
+    if info:
+        log.info("method constants: %s", "  ".join(f"{k}={v:.6g}" for k, v in info.items()))
+        c.update(info)
     tracer = Tracer(setup, x0)
     factor = float(cfg.diverge_factor)
     status = "completed"
