@@ -135,8 +135,8 @@ def run_batched(cfg: DictConfig, seeds: list[int], out_dir: str | Path,
             if status[i] == "completed" and tr.diverged(row, factor):
                 status[i] = "diverged"
         summary = new_summary(cfgs[s], config_hash(cfgs[s]), choices)
-        summary.update(batched_seeds=todo, constants=setup.constants, gamma0=schedule.gamma0,
-                       stepsize_formula=schedule.formula)
+        summary.update(batched_seeds=todo, engine=method.engine_used, constants=setup.constants,
+                       gamma0=schedule.gamma0, stepsize_formula=schedule.formula)
         # the batch's step time is shared: per seed, the run costs step_time / S
         final_summary(summary, status[i], steps[i], wall, step_time / S if step_time else math.nan,
                       tr.rows[-1])

@@ -127,13 +127,23 @@ class LSVRG:
 
     def refresh(self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray:
-        """Flip the coin(s); move refreshed w_i to x and recompute grad f_i there. Returns
-        the step's oracle calls per worker (2 tau, plus m where refreshed)."""
-        if self.coin == "shared":
-            coin = np.asarray(rng.random() < self.p)  # one coin, or one per seed
-            refresh = np.broadcast_to(coin[..., None], coin.shape + (problem.n,))
-        else:
-            refresh = rng.random(problem.n) < self.p
+        """Flip the coin(s), then :meth:`apply` them. Returns the step's oracle calls per worker."""
+        return self.apply(problem, state, x, self.coins(rng, problem.n))
+
+    def coins(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Which workers refresh: one coin for all (broadcast over n, per seed for a
+        generator of seeds) or one per worker, each true with probability p."""
+        if self.coin == "per_worker":
+            return rng.random(n) < self.p
+        coin = rng.random() < self.p  # a bool, or one per seed (efbench.batched)
+        if isinstance(coin, np.ndarray):
+            return np.repeat(coin[:, None], n, axis=1)
+        return np.full(n, coin)  # cheaper than broadcast_to: this runs every step
+
+    def apply(self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray,
+              refresh: np.ndarray) -> np.ndarray:
+        """Move refreshed w_i to x and recompute grad f_i there. Returns the step's oracle
+        calls per worker: 2 tau, plus m where refreshed."""
         if refresh.any():
             state.w[refresh] = np.broadcast_to(x, state.w.shape)[refresh]
             state.gw[refresh] = problem.worker_grads(state.w)[refresh]

@@ -21,7 +21,7 @@ from efbench.stepsize import Schedule
 from efbench.topology import mixing_matrix, spectral_gap
 
 EC_FORMS = ("scaled", "plain")
-ENGINES = ("numpy", "numba")
+ENGINES = ("auto", "numpy", "numba")
 
 
 @dataclass
@@ -68,6 +68,11 @@ class Method:
     def info(self) -> dict[str, float]:
         """Method constants worth printing and storing with the run (after ``init``)."""
         return {}
+
+    @property
+    def engine_used(self) -> str:
+        """The engine that runs the steps (after ``init``): numpy unless a method fuses them."""
+        return "numpy"
 
     def theory_factor(self, n: int, d: int) -> tuple[float, str]:
         """Extra factor of the theory stepsize this method needs, with its formula."""
@@ -129,21 +134,32 @@ class ErrorCompensated(Method):
     With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG.
     """
 
-    engine: str = "numpy"
+    engine: str = "auto"  # auto: the fused numba step where it applies (FusedEC.unsupported)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("engine", self.engine, ENGINES)
+        self._fused: FusedEC | None = None
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
         state.e = np.zeros(worker_shape(problem, x0))
-        if self.engine == "numba":
-            self._fused = FusedEC.build(self, problem, x0)
+        self._fused = None
+        if self.engine != "numpy":
+            why = FusedEC.unsupported(self, problem)
+            if why is None:
+                self._fused = FusedEC.build(self, problem)
+            elif self.engine == "numba":
+                raise ConfigError("engine", f"numba runs ec_sgd*/ec_lsvrg with sampling.batch=1 and the "
+                                  f"identity, ht or topk compressor, not {why}", ("auto", "numpy"))
         return state
 
+    @property
+    def engine_used(self) -> str:
+        return "numpy" if self._fused is None else "numba"
+
     def step(self, problem, state, gamma, rng):
-        if self.engine == "numba":
+        if self._fused is not None:
             return self._fused.step(problem, state, gamma, rng)
         g, state.est, calls = self.est(problem, state.est, state.x, rng)
         u = state.e
@@ -156,12 +172,13 @@ class ErrorCompensated(Method):
 
 @dataclass
 class FusedEC:
-    """The ``engine=numba`` step of :class:`ErrorCompensated` (see :mod:`efbench.kernels`):
-    SGD or L-SVRG estimator with tau = 1, identity / hard-threshold / TopK compressor. Holds
-    the kernel's constant arguments so that a step is one draw and one compiled call."""
+    """The numba step of :class:`ErrorCompensated` (see :mod:`efbench.kernels`): SGD or
+    L-SVRG estimator with tau = 1, identity / hard-threshold / TopK compressor, a single run
+    or batched seeds (x of shape (S, 1, d)). Holds the kernel's constant arguments so that
+    a step is the draws and one compiled call; the draws are those of the numpy engine, in
+    the same order (samples, then the L-SVRG coins)."""
 
     method: ErrorCompensated
-    problem: LogisticProblem
     comp: int
     lam: float
     k: int
@@ -170,29 +187,39 @@ class FusedEC:
     lsvrg: bool
     args: tuple = ()  # index width, float bits, index bits, scaled form, downlink bits
 
-    @classmethod
-    def build(cls, method: ErrorCompensated, problem: LogisticProblem, x0: np.ndarray) -> FusedEC:
-        try:
-            from efbench import kernels
-        except ImportError:  # pragma: no cover - numba is a dependency
-            raise ConfigError("engine", "numba is not installed", ("numpy",)) from None
+    @staticmethod
+    def unsupported(method: ErrorCompensated, problem: LogisticProblem) -> str | None:
+        """Why the fused step cannot run this method (None: it can)."""
         est, comp = method.est, method.compressor
-        supported = (isinstance(est, (SGD, LSVRG)) and est.batch == 1 and x0.ndim == 1
-                     and isinstance(comp, (Identity, HardThreshold, TopK))
-                     and type(method) is ErrorCompensated)
-        if not supported:
-            raise ConfigError("engine", f"numba runs ec_sgd*/ec_lsvrg with sampling.batch=1 and the "
-                              f"identity, ht or topk compressor in single runs, not {method.name} + "
-                              f"{type(comp).__name__}", ("numpy",))
+        if type(method) is not ErrorCompensated:
+            return method.name
+        if not isinstance(est, (SGD, LSVRG)) or est.batch != 1:
+            return f"the {type(est).__name__} estimator with batch {getattr(est, 'batch', None)}"
+        if not isinstance(comp, (Identity, HardThreshold, TopK)):
+            return f"the {type(comp).__name__} compressor"
+        if not isinstance(problem, LogisticProblem):
+            return type(problem).__name__
+        try:
+            import efbench.kernels  # noqa: F401
+        except ImportError:  # pragma: no cover - numba is a dependency
+            return "this installation: numba is missing"
+        return None
+
+    @classmethod
+    def build(cls, method: ErrorCompensated, problem: LogisticProblem) -> FusedEC:
+        from efbench import kernels
+
+        est, comp = method.est, method.compressor
         code = {Identity: kernels.IDENTITY, HardThreshold: kernels.THRESHOLD, TopK: kernels.TOPK}[type(comp)]
         s, empty = est.sampler, np.zeros(0)
-        fused = cls(method, problem, code, float(getattr(comp, "lam", 0.0)), int(getattr(comp, "k", 0)),
+        fused = cls(method, code, float(getattr(comp, "lam", 0.0)), int(getattr(comp, "k", 0)),
                     empty if s.flat_cdf is None else s.flat_cdf,
                     empty if s.flat_weights is None else s.flat_weights, isinstance(est, LSVRG))
         fused.args = (index_width(problem.d), comp.float_bits, comp.index_bits, method.ec_form == "scaled",
                       method.downlink(problem.d))
-        # compile (or load from numba's cache) now, off the clock, on throwaway copies
-        state = State(x=x0.copy(), e=np.zeros((problem.n, problem.d)))
+        # compile (or load from numba's cache) now, off the clock, on throwaway arrays
+        x0 = np.zeros(problem.d)
+        state = State(x=x0, e=np.zeros((problem.n, problem.d)))
         if fused.lsvrg:
             state.est = est.init(problem, x0, np.random.default_rng(0))
         fused.step(problem, state, 1.0, np.random.default_rng(0))
@@ -201,15 +228,31 @@ class FusedEC:
     def step(self, problem, state, gamma, rng):
         from efbench.kernels import ec_step
 
-        p = self.problem
+        p = problem
         iw, fb, ib, scaled, down = self.args
-        u = rng.random(p.n)  # the draws of Sampler.draw(rng, 1), same stream
-        snap, snap_grad = (state.est.w, state.est.gw) if self.lsvrg else (state.e, state.e)
-        x_k = state.x.copy() if self.lsvrg else None  # w^{k+1} = x^k on a refresh
-        bits, nnz = ec_step(p.flat, p.yflat, u, p.m, self.cdf, self.weights, state.x, state.e, gamma,
+        u = rng.random(p.n)  # the draws of Sampler.draw(rng, 1), then the coins: same stream
+        x_k, calls = None, 1
+        if self.lsvrg:
+            snap, snap_grad = state.est.w, state.est.gw
+            refresh = self.method.est.coins(rng, p.n)
+            calls = 2.0
+            if refresh.any():
+                x_k = state.x.copy()  # w^{k+1} = x^k where refreshed
+        else:
+            snap, snap_grad = state.e, state.e
+        single = state.x.ndim == 1  # the kernel takes a leading seed axis: S = 1 here
+        x = state.x[None] if single else state.x[:, 0]
+        if single:
+            u, e, snap, snap_grad = u[None], state.e[None], snap[None], snap_grad[None]
+        else:
+            e = state.e
+        bits, nnz = ec_step(p.flat, p.yflat, u, p.m, self.cdf, self.weights, x, e, gamma,
                             p.l2, self.comp, gamma * self.lam if scaled else self.lam, self.k, fb, iw,
                             ib, snap, snap_grad, self.lsvrg)
-        calls = self.method.est.refresh(p, state.est, x_k, rng) if self.lsvrg else 1
+        if single:
+            bits, nnz = bits[0], nnz[0]
+        if x_k is not None:
+            calls = self.method.est.apply(p, state.est, x_k, refresh)
         return state, Round(bits, down, nnz, calls)
 
 

@@ -306,6 +306,8 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
 
     rng = np.random.default_rng(int(cfg.seed))
     state = method.init(p, x0, rng)
+    summary["engine"] = method.engine_used
+    log.info("engine: %s", method.engine_used)
     info = method.info()
     if info:
         log.info("method constants: %s", "  ".join(f"{k}={v:.6g}" for k, v in info.items()))
@@ -318,7 +320,7 @@ def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = N
     row = tracer.record(0, state, schedule(0), 0.0)
     k = 0
     bar = tqdm(total=None if math.isinf(max_it) else int(max_it), disable=not cfg.progress,
-               mininterval=0.5, desc=f"{method.name}", unit="it", leave=False)
+               mininterval=0.5, delay=1.0, desc=f"{method.name}", unit="it", leave=False)
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             check_bits, check_epochs = math.isfinite(max_bits), math.isfinite(max_ep)

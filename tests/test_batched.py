@@ -33,6 +33,7 @@ def test_batched_seeds_reproduce_separate_runs_exactly(overrides, tmp_path):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
         batched = json.loads((tmp_path / "batch" / f"seed={s}" / "summary.json").read_text())
         assert batched["config_hash"] == sep["config_hash"] and batched["steps"] == sep["steps"]
+        assert batched["engine"] == sep["engine"]
         assert batched["config"]["seed"] == s
 
 
@@ -77,6 +78,15 @@ def test_cli_seeds_list_writes_one_dir_per_seed(tmp_path):
     assert sorted(runs.seed) == [0, 1, 2] and set(runs.status) == {"completed"}
 
 
-def test_numba_engine_is_single_run_only(tmp_path):
-    with pytest.raises(ConfigError, match="engine: numba runs"):
-        run_batched(cfg_of("engine=numba"), [0, 1], tmp_path)
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_batched_seeds_on_either_engine(engine, tmp_path):
+    """Batched seeds run on the engine a separate run would use, with the same traces."""
+    common = ["method=ec_lsvrg", "compressor=topk", "method.estimator.p=0.05", "budget.iters=300",
+              "log_every=50", f"engine={engine}"]
+    out = run_batched(cfg_of(*common), [2, 5], tmp_path / "batch")
+    for s, summary in zip((2, 5), out, strict=True):
+        sep = run(cfg_of(*common, f"seed={s}"), tmp_path / f"sep{s}")
+        assert summary["engine"] == sep["engine"] == engine
+        a = pd.read_parquet(tmp_path / "batch" / f"seed={s}" / "trace.parquet").drop(columns="time")
+        b = pd.read_parquet(tmp_path / f"sep{s}" / "trace.parquet").drop(columns="time")
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
