@@ -59,6 +59,15 @@ def test_numerically_stable_far_from_zero(problem):
     assert np.all(np.isfinite(problem.sample_grads(x, problem.rows(idx))))
 
 
+def test_compiled_sparse_passes_stable_far_from_zero():
+    p = small_problem(n=3, m=40, d=12, l2=0.01, seed=5, density=0.1)
+    assert p.csr is not None
+    for x in (np.full(p.d, 1e4), np.full(p.d, -1e4), np.zeros(p.d)):
+        f, g = p.loss_grad(x)
+        assert f == pytest.approx(p.loss(x), rel=1e-12)  # numpy's logaddexp on the same data
+        assert np.all(np.isfinite(g)) and np.all(np.isfinite(p.worker_grads(x)))
+
+
 def test_sparse_and_dense_full_passes_agree(rng):
     dense = small_problem(n=3, m=40, d=12, l2=0.01, seed=5)
     sparse = small_problem(n=3, m=40, d=12, l2=0.01, seed=5, density=0.1)
