@@ -1,16 +1,18 @@
 """efbench speed benchmark (not part of the test suite).
 
-    python benchmarks/bench.py [--out benchmarks/results.csv] [--repeats 5] [--quick]
+    python benchmarks/bench.py [--out benchmarks/results.csv] [--repeats 5] [--datasets a9a ...]
 
 For a9a, w8a and gisette at the paper's n = 20 and m (gisette-shaped synthetic data when
 gisette cannot be loaded offline) it measures iterations per second of ec_sgd_us+ht,
-ec_sgd_is+topk, ec_lsvrg+ht and ef21+topk (median of --repeats timings, metrics off the
-clock), the cost of one full metric evaluation, the same methods written as a per-worker
-Python loop (benchmarks/baseline.py) and the ratio, the same with ``engine=numba`` (the
-compiled fused step, for the EC-SGD family), the speed-up per seed of 4 seeds
-batched in one process (efbench.batched) over separate runs, and two floors for one step:
-bytes touched / measured memory bandwidth, and numpy calls per step x the measured cost
-of one numpy call. It ends with the peak RSS of a gisette-sized run in a subprocess.
+ec_sgd_is+topk, ec_lsvrg+ht and ef21+topk with efbench's default ``engine=auto`` (the
+fused numba step where it applies; the ``engine`` column says which ran) and with
+``engine=numpy`` (median of --repeats timings, metrics off the clock); the cost of one full
+metric evaluation; the same methods written as a per-worker Python loop
+(benchmarks/baseline.py) and the ratios; the speed-up per seed of 4 seeds batched in one
+process (efbench.batched) over separate runs; and floors for one step: bytes a step must
+touch / measured memory bandwidth, and, for the numpy engine, numpy calls per step x the
+cost of one numpy call, or, for the fused step, the compiled kernel alone (no Python) on
+fresh draws. It ends with the peak RSS of a gisette-sized run in a subprocess.
 Set EFBENCH_DATA_MIRROR for offline use.
 """
 
@@ -121,13 +123,31 @@ def memory_bandwidth() -> float:
 
 
 def bytes_per_step(method: str, n: int, m: int, d: int) -> int:
-    """Bytes a step must touch at least: the rows it reads and the (n, d) arrays it reads and
-    writes (gradient, error memory, compressed message, reduction)."""
+    """Bytes a step must touch at least: the sampled rows, the error memory read and written,
+    and for L-SVRG each worker's reference point and its gradient; EF21 reads all the data."""
     f = 8
     if method == "ef21":
-        return f * (n * m * d + 6 * n * d)  # a full pass over the data per step
-    passes = 14 if method == "ec_lsvrg" else 8  # two gathered gradients and the snapshot for L-SVRG
-    return f * passes * n * d
+        return f * (n * m * d + 3 * n * d)
+    return f * (5 if method == "ec_lsvrg" else 3) * n * d
+
+
+def kernel_alone(method, p, gamma: float, draws: int = 512):
+    """A step of the fused kernel with no Python around it: pre-drawn samples, no coins."""
+    from efbench.kernels import ec_step
+
+    fz, state = method._fused, method.init(p, np.zeros(p.d), np.random.default_rng(1))
+    iw, fb, ib, scaled, _ = fz.args
+    us = np.random.default_rng(2).random((draws, 1, p.n))
+    x, e = state.x[None], state.e[None]
+    snap, sg = (state.est.w[None], state.est.gw[None]) if fz.lsvrg else (e, e)
+    thr = gamma * fz.lam if scaled else fz.lam
+    k = iter(range(1 << 62))
+
+    def step():
+        ec_step(p.flat, p.yflat, us[next(k) % draws], p.m, fz.cdf, fz.weights, x, e, gamma, p.l2,
+                fz.comp, thr, fz.k, fb, iw, ib, snap, sg, fz.lsvrg)
+
+    return step
 
 
 def peak_rss_gisette(extra: list[str]) -> float:
@@ -168,51 +188,57 @@ def main() -> None:
             cfg = compose_cfg([*ov, f"method={method}", f"compressor={comp}"])
             setup = build_setup(cfg)
             p = setup.problem
-            m = build_method(cfg, p.d)
             gamma = 1.0 / setup.constants["L"]
-            rng = np.random.default_rng(0)
-            state = m.init(p, np.zeros(p.d), rng)
+            its = {}
+            for engine in ("auto", "numpy"):
+                m = build_method(compose_cfg([*ov, f"method={method}", f"compressor={comp}",
+                                              f"engine={engine}"]), p.d)
+                rng = np.random.default_rng(0)
+                state = m.init(p, np.zeros(p.d), rng)
 
-            def step(m=m, p=p, state=state, gamma=gamma, rng=rng):
-                m.step(p, state, gamma, rng)
+                def step(m=m, p=p, state=state, gamma=gamma, rng=rng):
+                    m.step(p, state, gamma, rng)
 
-            its, per = rate(step, args.seconds, args.repeats)
-            calls = numpy_calls_per_step(step)
+                if engine == "auto":
+                    used, default, default_step = m.engine_used, m, step
+                if engine == "auto" or used != "numpy":
+                    its[engine], _ = rate(step, args.seconds, args.repeats)
+                else:
+                    its[engine] = its["auto"]
+            calls = numpy_calls_per_step(default_step)
             tracer = Tracer(setup, state.x)
             metric = statistics.median(timed(tracer.record, 1, state, gamma, 0.0) for _ in range(10))
             param = int(cfg.compressor.k) if "k" in cfg.compressor else float(cfg.compressor.lam)
             loop = LoopEC(p.A, p.y, p.l2, loop_name, "topk" if "topk" in comp else "ht", param, gamma)
             loop_its, _ = rate(loop.step, args.seconds, max(3, args.repeats // 2))
             floor_bw = bytes_per_step(method, p.n, p.m, p.d) / bw
-            floor_calls = calls * overhead
-            floor = max(floor_bw, floor_calls)
-            batched = numba_its = math.nan
-            if method in ("ec_sgd_us", "ec_sgd_is", "ec_lsvrg"):
-                fast = build_method(compose_cfg([*ov, f"method={method}", f"compressor={comp}",
-                                                 "engine=numba"]), p.d)
-                fstate = fast.init(p, np.zeros(p.d), np.random.default_rng(0))
-                frng = np.random.default_rng(0)
-                numba_its, _ = rate(lambda f=fast, p=p, s=fstate, g=gamma, r=frng: f.step(p, s, g, r),
-                                    args.seconds, args.repeats)
+            if used == "numba":
+                floor_code, _ = rate(kernel_alone(default, p, gamma), args.seconds, args.repeats)
+                floor_code = 1.0 / floor_code
+            else:
+                floor_code = calls * overhead
+            floor = max(floor_bw, floor_code)
+            batched = math.nan
+            if method != "ef21":
                 S = 4
-                bstate = m.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
+                bstate = default.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
                 brng = SeedGenerators(list(range(S)))
-                b_its, _ = rate(lambda m=m, p=p, s=bstate, g=gamma, r=brng: m.step(p, s, g, r),
+                b_its, _ = rate(lambda m=default, p=p, s=bstate, g=gamma, r=brng: m.step(p, s, g, r),
                                 args.seconds, args.repeats)
-                batched = S * b_its / its  # seed-steps per second, batched vs separate
+                batched = S * b_its / its["auto"]  # seed-steps per second, batched vs separate
             rows.append({
                 "dataset": cfg.dataset.name, "n": p.n, "m": p.m, "d": p.d, "method": method,
-                "compressor": comp.replace("_paper", ""), "param": param,
-                "efbench_it_s": round(its, 1), "loop_it_s": round(loop_its, 1),
-                "speedup_vs_loop": round(its / loop_its, 2),
-                "numba_it_s": round(numba_its, 1),
-                "numba_speedup_vs_loop": round(numba_its / loop_its, 2),
+                "compressor": comp.replace("_paper", ""), "param": param, "engine": used,
+                "efbench_it_s": round(its["auto"], 1), "numpy_it_s": round(its["numpy"], 1),
+                "loop_it_s": round(loop_its, 1),
+                "speedup_vs_loop": round(its["auto"] / loop_its, 2),
+                "numpy_speedup_vs_loop": round(its["numpy"] / loop_its, 2),
                 "batched4_speedup_per_seed": round(batched, 2),
                 "metric_eval_ms": round(metric * 1e3, 3),
                 "numpy_calls_per_step": calls,
                 "floor_bandwidth_us": round(floor_bw * 1e6, 2),
-                "floor_dispatch_us": round(floor_calls * 1e6, 2),
-                "step_us": round(1e6 / its, 2), "x_above_floor": round(1 / its / floor, 2),
+                "floor_code_us": round(floor_code * 1e6, 2),
+                "step_us": round(1e6 / its["auto"], 2), "x_above_floor": round(1 / its["auto"] / floor, 2),
             })
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
     table = pd.DataFrame(rows)

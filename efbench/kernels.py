@@ -12,6 +12,7 @@ order), not bit for bit.
 ``csr_loss_grad`` / ``csr_worker_grads``: full passes over sparse rows (metrics, full
 gradients, L-SVRG refreshes) in one sweep instead of two scipy products and temporaries.
 """
+
 from __future__ import annotations
 
 import math
@@ -130,17 +131,18 @@ def ec_step(flat, yflat, u, m, flat_cdf, flat_weights, x, e, gamma, l2, comp, th
                         count += 1
             else:
                 kth = _kth_largest_abs(ei, k, heap)
-                for j in range(d):  # those above it, then ties in index order up to k
-                    if abs(ei[j]) > kth:
-                        vsum[j] += ei[j]
-                        ei[j] = 0.0
-                        count += 1
+                ties = k  # those above the k-th largest (all in the heap), then ties in index order
+                for h in range(k):
+                    if heap[h] > kth:
+                        ties -= 1
                 for j in range(d):
-                    if count < k and abs(ei[j]) == kth:
+                    a_j = abs(ei[j])
+                    if a_j > kth or (a_j == kth and ties > 0):
+                        if a_j == kth:
+                            ties -= 1
                         vsum[j] += ei[j]
                         ei[j] = 0.0
-                        count += 1
-                count = k  # k values are sent even when nan made the comparisons fail
+                count = k  # k values are sent (even when nan made the comparisons fail)
             nnz[s, i] = count
             if comp == IDENTITY:
                 bits[s, i] = float_bits * d
