@@ -46,9 +46,10 @@ def _kth_largest_abs(row, k, heap):  # pragma: no cover - compiled
             heap[c] = heap[parent]
             c = parent
         heap[c] = a
+    root = heap[0]  # in a register: the common case is one comparison with it
     for j in range(k, row.shape[0]):
         a = abs(row[j])
-        if a <= heap[0]:
+        if a <= root:
             continue
         c = 0
         while True:  # replace the root, sift down
@@ -62,6 +63,7 @@ def _kth_largest_abs(row, k, heap):  # pragma: no cover - compiled
             heap[c] = heap[child]
             c = child
         heap[c] = a
+        root = heap[0]
     return heap[0]
 
 
@@ -102,15 +104,11 @@ def ec_step(flat, yflat, u, m, flat_cdf, flat_weights, x, e, gamma, l2, comp, th
             ei = e[s, i]
             yy = yflat[r]
             wl2 = w * l2
-            z = 0.0
-            for j in range(d):
-                z += a[j] * xs[j]
+            z = np.dot(a, xs)  # BLAS: a plain loop is bound by the latency of its additions
             c = yy * (_expit(yy * z) - 1.0) * w
             if lsvrg:
                 sn, sg = snap[s, i], snap_grad[s, i]
-                z2 = 0.0
-                for j in range(d):
-                    z2 += a[j] * sn[j]
+                z2 = np.dot(a, sn)
                 c2 = yy * (_expit(yy * z2) - 1.0) * w
                 for j in range(d):
                     ei[j] += gamma * (c * a[j] + wl2 * xs[j] - (c2 * a[j] + wl2 * sn[j]) + sg[j])
@@ -124,11 +122,12 @@ def ec_step(flat, yflat, u, m, flat_cdf, flat_weights, x, e, gamma, l2, comp, th
                     ei[j] = 0.0
                 count = d
             elif comp == THRESHOLD:
-                for j in range(d):
-                    if abs(ei[j]) >= thr:
-                        vsum[j] += ei[j]
-                        ei[j] = 0.0
-                        count += 1
+                for j in range(d):  # selects, not branches: vectorized, no mispredictions
+                    v = ei[j]
+                    keep = abs(v) >= thr
+                    vsum[j] += v if keep else 0.0
+                    ei[j] = 0.0 if keep else v
+                    count += keep
             else:
                 kth = _kth_largest_abs(ei, k, heap)
                 ties = k  # those above the k-th largest (all in the heap), then ties in index order
