@@ -122,12 +122,14 @@ def memory_bandwidth() -> float:
     return best
 
 
-def bytes_per_step(method: str, n: int, m: int, d: int) -> int:
+def bytes_per_step(method: str, p) -> int:
     """Bytes a step must touch at least: the sampled rows, the error memory read and written,
-    and for L-SVRG each worker's reference point and its gradient; EF21 reads all the data."""
-    f = 8
+    and for L-SVRG each worker's reference point and its gradient; EF21 reads all the data
+    (as CSR where it is sparse: a value and an index per nonzero)."""
+    f, n, d = 8, p.n, p.d
     if method == "ef21":
-        return f * (n * m * d + 3 * n * d)
+        data = 16 * p.csr.nnz if p.csr is not None else f * n * p.m * d
+        return data + f * 3 * n * d
     return f * (5 if method == "ec_lsvrg" else 3) * n * d
 
 
@@ -211,7 +213,7 @@ def main() -> None:
             param = int(cfg.compressor.k) if "k" in cfg.compressor else float(cfg.compressor.lam)
             loop = LoopEC(p.A, p.y, p.l2, loop_name, "topk" if "topk" in comp else "ht", param, gamma)
             loop_its, _ = rate(loop.step, args.seconds, max(3, args.repeats // 2))
-            floor_bw = bytes_per_step(method, p.n, p.m, p.d) / bw
+            floor_bw = bytes_per_step(method, p) / bw
             if used == "numba":
                 floor_code, _ = rate(kernel_alone(default, p, gamma), args.seconds, args.repeats)
                 floor_code = 1.0 / floor_code
