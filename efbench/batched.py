@@ -7,7 +7,8 @@ so every seed's trace is identical to the separate run's, and it is written the 
 ``<out_dir>/seed=<s>/`` with the config hash of the separate run (``seed=s``), which makes
 separate and batched runs resume each other. A seed that diverges stops being recorded;
 the others go on. Supported: gd, sgd, cgd and the error-compensated family (ec_gd, ec_sgd*,
-ec_lsvrg) with deterministic compressors.
+ec_lsvrg) with deterministic compressors, on the engine a separate run would use (the fused
+numba step loops over the seed axis inside its kernel).
 """
 
 from __future__ import annotations

@@ -193,12 +193,14 @@ class FusedEC:
         est, comp = method.est, method.compressor
         if type(method) is not ErrorCompensated:
             return method.name
-        if not isinstance(est, (SGD, LSVRG)) or est.batch != 1:
-            return f"the {type(est).__name__} estimator with batch {getattr(est, 'batch', None)}"
+        if not isinstance(est, (SGD, LSVRG)):
+            return f"the {type(est).__name__} estimator"
+        if est.batch != 1:
+            return f"sampling.batch={est.batch}"
         if not isinstance(comp, (Identity, HardThreshold, TopK)):
             return f"the {type(comp).__name__} compressor"
-        if not isinstance(problem, LogisticProblem):
-            return type(problem).__name__
+        if type(problem) is not LogisticProblem:  # the kernel's gradients are the logistic loss's
+            return f"the {type(problem).__name__}"
         try:
             import efbench.kernels  # noqa: F401
         except ImportError:  # pragma: no cover - numba is a dependency

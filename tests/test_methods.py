@@ -7,7 +7,7 @@ from conftest import small_problem
 from efbench.compressors import HardThreshold, Identity, RandK, TopK
 from efbench.errors import ConfigError
 from efbench.methods import CompressedGD, ErrorCompensated, Uncompressed
-from efbench.problems import solve
+from efbench.problems import QuadraticProblem, solve
 
 FULL = {"kind": "full"}
 SGD_US = {"kind": "sgd", "sampling": "uniform", "batch": 1}
@@ -193,6 +193,19 @@ def test_numba_engine_refuses_what_it_does_not_fuse(setup):
             m.init(p, np.zeros(p.d), np.random.default_rng(0))
     with pytest.raises(ConfigError, match="engine.*numpy, numba"):
         ErrorCompensated(name="e", engine="jax")
+
+
+def test_auto_engine_fuses_only_logistic_ec_sgd():
+    """auto picks the kernel for EC-SGD on the logistic problem, and numpy elsewhere, e.g. the
+    quadratic counterexample, whose gradients the logistic kernel does not compute."""
+    logistic, quad = small_problem(n=3, m=10, d=4, l2=0.1, seed=0), QuadraticProblem.counterexample()
+    for p, want in ((logistic, "numba"), (quad, "numpy")):
+        m = ErrorCompensated(name="e", estimator=SGD_US, compressor=TopK(k=1))
+        m.init(p, np.ones(p.d), np.random.default_rng(0))
+        assert m.engine_used == want
+    m = ErrorCompensated(name="e", estimator=SGD_US, compressor=TopK(k=1), engine="numba")
+    with pytest.raises(ConfigError, match="engine: numba runs .* not the QuadraticProblem"):
+        m.init(quad, np.ones(quad.d), np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("coin", ["shared", "per_worker"])
