@@ -145,8 +145,8 @@ class LogisticProblem:
         With a leading seed axis, x (S, 1, d) or (S, n, d) gives (S, n, d)."""
         if x.ndim == 3:
             return _per_seed(self.worker_grads, x)
-        if self.csr is not None and x.ndim == 1:
-            out = kernels.csr_worker_grads(*self._csr_u, self.yflat, x, self.n, self.m)
+        if self.csr is not None:
+            out = kernels.csr_worker_grads(*self._csr_u, self.yflat, np.atleast_2d(x), self.n, self.m)
             out += self.l2 * x
             return out
         out = np.empty((self.n, self.d))
