@@ -227,17 +227,16 @@ class FusedEC:
         fused.step(problem, state, 1.0, np.random.default_rng(0))
         return fused
 
-    def step(self, problem, state, gamma, rng):
+    def step(self, p: LogisticProblem, state: State, gamma: float, rng: np.random.Generator):
         from efbench.kernels import ec_step
 
-        p = problem
         iw, fb, ib, scaled, down = self.args
         u = rng.random(p.n)  # the draws of Sampler.draw(rng, 1), then the coins: same stream
         x_k, calls = None, 1
         if self.lsvrg:
             snap, snap_grad = state.est.w, state.est.gw
             refresh = self.method.est.coins(rng, p.n)
-            calls = 2.0
+            calls = 2.0  # 2 tau, tau = 1
             if refresh.any():
                 x_k = state.x.copy()  # w^{k+1} = x^k where refreshed
         else:
