@@ -9,7 +9,7 @@ fused numba step where it applies; the ``engine`` column says which ran) and wit
 ``engine=numpy`` (median of --repeats timings, metrics off the clock); the cost of one full
 metric evaluation; the same methods written as a per-worker Python loop
 (benchmarks/baseline.py) and the ratios; the speed-up per seed of 4 seeds batched in one
-process (efbench.batched) over separate runs; and floors for one step: bytes a step must
+process (efbench.batched) over separate runs, on either engine; and floors for one step: bytes a step must
 touch / measured memory bandwidth, and, for the numpy engine, numpy calls per step x the
 cost of one numpy call, or, for the fused step, the compiled kernel alone (no Python) on
 fresh draws. It ends with the peak RSS of a gisette-sized run in a subprocess.
@@ -191,7 +191,7 @@ def main() -> None:
             setup = build_setup(cfg)
             p = setup.problem
             gamma = 1.0 / setup.constants["L"]
-            its = {}
+            its, built = {}, {}
             for engine in ("auto", "numpy"):
                 m = build_method(compose_cfg([*ov, f"method={method}", f"compressor={comp}",
                                               f"engine={engine}"]), p.d)
@@ -203,6 +203,7 @@ def main() -> None:
 
                 if engine == "auto":
                     used, default, default_step = m.engine_used, m, step
+                built[engine] = m
                 if engine == "auto" or used != "numpy":
                     its[engine], _ = rate(step, args.seconds, args.repeats)
                 else:
@@ -220,14 +221,17 @@ def main() -> None:
             else:
                 floor_code = calls * overhead
             floor = max(floor_bw, floor_code)
-            batched = math.nan
-            if method != "ef21":
-                S = 4
-                bstate = default.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
+            batched = {"auto": math.nan, "numpy": math.nan}
+            for engine in batched if method != "ef21" else ():
+                if engine == "numpy" and used == "numpy":
+                    batched["numpy"] = batched["auto"]
+                    continue
+                S, m = 4, built[engine]
+                bstate = m.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
                 brng = SeedGenerators(list(range(S)))
-                b_its, _ = rate(lambda m=default, p=p, s=bstate, g=gamma, r=brng: m.step(p, s, g, r),
+                b_its, _ = rate(lambda m=m, p=p, s=bstate, g=gamma, r=brng: m.step(p, s, g, r),
                                 args.seconds, args.repeats)
-                batched = S * b_its / its["auto"]  # seed-steps per second, batched vs separate
+                batched[engine] = S * b_its / its[engine]  # seed-steps per second, batched vs separate
             rows.append({
                 "dataset": cfg.dataset.name, "n": p.n, "m": p.m, "d": p.d, "method": method,
                 "compressor": comp.replace("_paper", ""), "param": param, "engine": used,
@@ -235,7 +239,8 @@ def main() -> None:
                 "loop_it_s": round(loop_its, 1),
                 "speedup_vs_loop": round(its["auto"] / loop_its, 2),
                 "numpy_speedup_vs_loop": round(its["numpy"] / loop_its, 2),
-                "batched4_speedup_per_seed": round(batched, 2),
+                "batched4_speedup_per_seed": round(batched["auto"], 2),
+                "numpy_batched4_speedup_per_seed": round(batched["numpy"], 2),
                 "metric_eval_ms": round(metric * 1e3, 3),
                 "numpy_calls_per_step": calls,
                 "floor_bandwidth_us": round(floor_bw * 1e6, 2),
