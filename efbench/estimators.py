@@ -146,7 +146,10 @@ class LSVRG:
         calls per worker: 2 tau, plus m where refreshed."""
         if refresh.any():
             state.w[refresh] = np.broadcast_to(x, state.w.shape)[refresh]
-            state.gw[refresh] = problem.worker_grads(state.w)[refresh]
+            for s in np.ndindex(refresh.shape[:-1]):  # per seed; () once for a single run
+                idx = np.flatnonzero(refresh[s])
+                if idx.size:  # only the refreshed workers' gradients: m calls each, not n m
+                    state.gw[s + (idx,)] = problem.worker_grads(state.w[s + (idx,)], idx)
         return 2.0 * self.batch + refresh * problem.m
 
 

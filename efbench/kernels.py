@@ -184,18 +184,19 @@ def csr_loss_grad(indptr, indices, data, y, x):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def csr_worker_grads(indptr, indices, data, y, X, n, m):  # pragma: no cover - compiled
-    """(n, d): row i is (1/m) sum_j -y_ij sigmoid(-y_ij <a_ij, x_i>) a_ij over worker i's m
-    rows (flat rows i m .. i m + m - 1), the data part of grad f_i(x_i); X is (n, d), one
-    point per worker, or (1, d), the same point for all."""
-    out = np.zeros((n, X.shape[1]))
-    for i in range(n):
-        oi, xi = out[i], X[i if X.shape[0] > 1 else 0]
+def csr_worker_grads(indptr, indices, data, y, X, workers, m):  # pragma: no cover - compiled
+    """(len(workers), d): row t is (1/m) sum_j -y_ij sigmoid(-y_ij <a_ij, x_t>) a_ij over the
+    m rows of worker i = workers[t] (flat rows i m .. i m + m - 1), the data part of
+    grad f_i(x_t); X is (len(workers), d), one point per worker, or (1, d), one for all."""
+    out = np.zeros((workers.shape[0], X.shape[1]))
+    for t in range(workers.shape[0]):
+        i = workers[t]
+        ot, xt = out[t], X[t if X.shape[0] > 1 else 0]
         for r in range(i * m, i * m + m):
             z = 0.0
             for q in range(indptr[r], indptr[r + 1]):
-                z += data[q] * xi[indices[q]]
+                z += data[q] * xt[indices[q]]
             c = -y[r] * _expit(-y[r] * z) / m
             for q in range(indptr[r], indptr[r + 1]):
-                oi[indices[q]] += c * data[q]
+                ot[indices[q]] += c * data[q]
     return out

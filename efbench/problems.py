@@ -140,24 +140,31 @@ class LogisticProblem:
             g /= N
         return float(loss_sum / N + 0.5 * self.l2 * (x @ x)), g + self.l2 * x
 
-    def worker_grads(self, x: np.ndarray) -> np.ndarray:
+    def worker_grads(self, x: np.ndarray, workers: np.ndarray | None = None) -> np.ndarray:
         """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d).
-        With a leading seed axis, x (S, 1, d) or (S, n, d) gives (S, n, d)."""
+        With a leading seed axis, x (S, 1, d) or (S, n, d) gives (S, n, d). ``workers`` (k,)
+        restricts it to those workers: x is then (d,) or (k, d) and the result (k, d)."""
         if x.ndim == 3:
             return _per_seed(self.worker_grads, x)
+        ids = np.arange(self.n) if workers is None else np.asarray(workers, dtype=np.int64)
         if self.csr is not None:
-            out = kernels.csr_worker_grads(*self._csr_u, self.yflat, np.atleast_2d(x), self.n, self.m)
+            out = kernels.csr_worker_grads(*self._csr_u, self.yflat, np.atleast_2d(x), ids, self.m)
             out += self.l2 * x
             return out
-        out = np.empty((self.n, self.d))
         step = max(1, self._chunk_rows // self.m)  # whole workers per cache-sized block
-        for lo in range(0, self.n, step):
-            A = self.A[lo:lo + step]
-            xs = x if x.ndim == 1 else x[lo:lo + step, :, None]
+        blocks = ([slice(lo, lo + step) for lo in range(0, self.n, step)] if workers is None
+                  else [slice(i, i + 1) for i in ids])  # views: no copy of a worker's rows
+        out = np.empty((ids.size, self.d))
+        t = 0
+        for b in blocks:
+            A = self.A[b]
+            k = A.shape[0]
+            xs = x if x.ndim == 1 else x[t:t + k, :, None]
             z = (A @ xs) if x.ndim == 1 else (A @ xs)[:, :, 0]
-            yy = self.y[lo:lo + step]
+            yy = self.y[b]
             coef = -yy * expit(-yy * z) / self.m
-            out[lo:lo + step] = (coef[:, None, :] @ A)[:, 0, :]
+            out[t:t + k] = (coef[:, None, :] @ A)[:, 0, :]
+            t += k
         return out + self.l2 * x
 
     # ---- sampled rows -------------------------------------------------------------------
@@ -330,10 +337,10 @@ class QuadraticProblem(LogisticProblem):
     def loss_grad(self, x):
         return self.loss(x), self.worker_grads(x).mean(axis=0)
 
-    def worker_grads(self, x):
+    def worker_grads(self, x, workers=None):
         if x.ndim == 3:
             return _per_seed(self.worker_grads, x)
-        a = self.A[:, 0, :]
+        a = self.A[:, 0, :] if workers is None else self.A[workers, 0, :]
         z = a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
         return 2.0 * z[:, None] * a + self.l2 * x
 

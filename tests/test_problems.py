@@ -135,3 +135,17 @@ def test_optimum_is_cached(tmp_path, problem):
     other = LogisticProblem(problem.A, problem.y, problem.l2 * 2)
     optimum(other, tmp_path)
     assert len(list(tmp_path.glob("xstar-*.npz"))) == 2
+
+
+def test_worker_grads_of_some_workers(rng):
+    """The gradients of a subset of workers (L-SVRG refreshes) are those rows of the full
+    result, on the dense, sparse and quadratic problems, at one point or one per worker."""
+    from efbench.problems import QuadraticProblem
+
+    for p in (small_problem(n=5, m=30, d=12, l2=0.01, seed=5),
+              small_problem(n=5, m=30, d=12, l2=0.01, seed=5, density=0.1),
+              QuadraticProblem.counterexample()):
+        x, X = rng.standard_normal(p.d), rng.standard_normal((p.n, p.d))
+        idx = np.array([p.n - 1, 0])
+        np.testing.assert_allclose(p.worker_grads(x, idx), p.worker_grads(x)[idx], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(p.worker_grads(X[idx], idx), p.worker_grads(X)[idx], rtol=1e-13, atol=1e-15)
