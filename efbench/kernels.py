@@ -142,7 +142,7 @@ def ec_step(flat, yflat, u, m, flat_cdf, flat_weights, x, e, gamma, l2, comp, th
                         vsum[j] += ei[j]
                         ei[j] = 0.0
                 count = k  # k values are sent (even when nan made the comparisons fail)
-            nnz[s, i] = count
+            nnz[s, i] = count  # bits: the rule of efbench.compressors.sparse_bits / dense
             if comp == IDENTITY:
                 bits[s, i] = float_bits * d
             elif index_bits:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from efbench import kernels
 from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK, index_width
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.estimators import LSVRG, SGD, make_estimator, worker_shape
@@ -201,16 +202,10 @@ class FusedEC:
             return f"the {type(comp).__name__} compressor"
         if type(problem) is not LogisticProblem:  # the kernel's gradients are the logistic loss's
             return f"the {type(problem).__name__}"
-        try:
-            import efbench.kernels  # noqa: F401
-        except ImportError:  # pragma: no cover - numba is a dependency
-            return "this installation: numba is missing"
         return None
 
     @classmethod
     def build(cls, method: ErrorCompensated, problem: LogisticProblem) -> FusedEC:
-        from efbench import kernels
-
         est, comp = method.est, method.compressor
         code = {Identity: kernels.IDENTITY, HardThreshold: kernels.THRESHOLD, TopK: kernels.TOPK}[type(comp)]
         s, empty = est.sampler, np.zeros(0)
@@ -228,8 +223,6 @@ class FusedEC:
         return fused
 
     def step(self, p: LogisticProblem, state: State, gamma: float, rng: np.random.Generator):
-        from efbench.kernels import ec_step
-
         iw, fb, ib, scaled, down = self.args
         u = rng.random(p.n)  # the draws of Sampler.draw(rng, 1), then the coins: same stream
         x_k, calls = None, 1
@@ -247,7 +240,7 @@ class FusedEC:
             u, e, snap, snap_grad = u[None], state.e[None], snap[None], snap_grad[None]
         else:
             e = state.e
-        bits, nnz = ec_step(p.flat, p.yflat, u, p.m, self.cdf, self.weights, x, e, gamma,
+        bits, nnz = kernels.ec_step(p.flat, p.yflat, u, p.m, self.cdf, self.weights, x, e, gamma,
                             p.l2, self.comp, gamma * self.lam if scaled else self.lam, self.k, fb, iw,
                             ib, snap, snap_grad, self.lsvrg)
         if single:

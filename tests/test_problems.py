@@ -148,4 +148,5 @@ def test_worker_grads_of_some_workers(rng):
         x, X = rng.standard_normal(p.d), rng.standard_normal((p.n, p.d))
         idx = np.array([p.n - 1, 0])
         np.testing.assert_allclose(p.worker_grads(x, idx), p.worker_grads(x)[idx], rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(p.worker_grads(X[idx], idx), p.worker_grads(X)[idx], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(p.worker_grads(X[idx], idx), p.worker_grads(X)[idx],
+                                   rtol=1e-13, atol=1e-15)
