@@ -38,7 +38,7 @@ class LoopEC:
     def compress(self, v):
         if self.comp == "topk":
             out = np.zeros_like(v)
-            idx = np.argpartition(np.abs(v), self.d - self.param)[self.d - self.param:]
+            idx = np.argpartition(np.abs(v), self.d - self.param)[self.d - self.param :]
             out[idx] = v[idx]
             return out
         return np.where(np.abs(v) >= self.param, v, 0.0)

@@ -9,10 +9,12 @@ fused numba step where it applies; the ``engine`` column says which ran) and wit
 ``engine=numpy`` (median of --repeats timings, metrics off the clock); the cost of one full
 metric evaluation; the same methods written as a per-worker Python loop
 (benchmarks/baseline.py) and the ratios; the speed-up per seed of 4 seeds batched in one
-process (efbench.batched) over separate runs, on either engine; and floors for one step: bytes a step must
+engine call over separate runs, on either engine; and floors for one step: bytes a step must
 touch / measured memory bandwidth, and, for the numpy engine, numpy calls per step x the
-cost of one numpy call, or, for the fused step, the compiled kernel alone (no Python) on
-fresh draws. It ends with the peak RSS of a gisette-sized run in a subprocess.
+cost of one numpy call, or, for the compiled step, its per-run cost inside a batch of 64
+(the Python around each kernel call shared 64 ways). It ends with the peak RSS of a
+gisette-sized run in a subprocess. Rates are steps / stepping time of efbench.engine.execute
+with one log point at the end (metrics off the clock).
 Set EFBENCH_DATA_MIRROR for offline use.
 """
 
@@ -36,16 +38,28 @@ from hydra import compose, initialize_config_module
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline import LoopEC  # noqa: E402
 
-from efbench.batched import SeedGenerators  # noqa: E402
 from efbench.datasets import load_dataset  # noqa: E402
+from efbench.engine import Limits, RunSpec, execute  # noqa: E402
 from efbench.errors import DataError  # noqa: E402
-from efbench.runner import Tracer, build_method, build_setup, keep_large_allocations_on_heap  # noqa: E402
+from efbench.runner import build_method, build_setup, keep_large_allocations_on_heap  # noqa: E402
+from efbench.stepsize import Schedule  # noqa: E402
 
-CASES = [("ec_sgd_us", "ht_paper", "ec_sgd_us"), ("ec_sgd_is", "topk_paper", "ec_sgd_is"),
-         ("ec_lsvrg", "ht_paper", "ec_lsvrg"), ("ef21", "topk_paper", "ef21")]
-GISETTE_SYNTH = ["dataset=synthetic", "dataset.name=gisette-synthetic", "dataset.synthetic.rows=6000",
-                 "dataset.synthetic.features=5000", "dataset.n_workers=20", "dataset.m=300",
-                 "dataset.paper.topk_k=50", "dataset.paper.ht_lam=0.005"]
+CASES = [
+    ("ec_sgd_us", "ht_paper", "ec_sgd_us"),
+    ("ec_sgd_is", "topk_paper", "ec_sgd_is"),
+    ("ec_lsvrg", "ht_paper", "ec_lsvrg"),
+    ("ef21", "topk_paper", "ef21"),
+]
+GISETTE_SYNTH = [
+    "dataset=synthetic",
+    "dataset.name=gisette-synthetic",
+    "dataset.synthetic.rows=6000",
+    "dataset.synthetic.features=5000",
+    "dataset.n_workers=20",
+    "dataset.m=300",
+    "dataset.paper.topk_k=50",
+    "dataset.paper.ht_lam=0.005",
+]
 
 
 def compose_cfg(overrides):
@@ -133,33 +147,45 @@ def bytes_per_step(method: str, p) -> int:
     return f * (5 if method == "ec_lsvrg" else 3) * n * d
 
 
-def kernel_alone(method, p, gamma: float, draws: int = 512):
-    """A step of the fused kernel with no Python around it: pre-drawn samples, no coins."""
-    from efbench.kernels import ec_step
+def engine_rate(
+    setup, method, gamma: float, engine: str, seconds: float, repeats: int, runs: int = 1
+) -> tuple[float, str]:
+    """Median run-steps per second (steps x runs / stepping time) of ``runs`` runs advanced
+    together by the engine: it/s for one run; divided by it, the gain of batching."""
+    p = setup.problem
 
-    fz, state = method._fused, method.init(p, np.zeros(p.d), np.random.default_rng(1))
-    iw, fb, ib, scaled, _ = fz.args
-    us = np.random.default_rng(2).random((draws, 1, p.n))
-    x, e = state.x[None], state.e[None]
-    snap, sg = (state.est.w[None], state.est.gw[None]) if fz.lsvrg else (e, e)
-    thr = gamma * fz.lam if scaled else fz.lam
-    k = iter(range(1 << 62))
+    def go(steps: int):
+        specs = [RunSpec(method, Schedule(gamma, "c"), np.zeros(p.d), s) for s in range(runs)]
+        outs = execute(
+            p, setup.fstar, setup.xstar, specs, Limits(steps, math.inf, math.inf, steps, 1e30), engine
+        )
+        return steps * runs / sum(o.step_time for o in outs), outs[0].engine
 
-    def step():
-        ec_step(p.flat, p.yflat, us[next(k) % draws], p.m, fz.cdf, fz.weights, x, e, gamma, p.l2,
-                fz.comp, thr, fz.k, fb, iw, ib, snap, sg, fz.lsvrg)
-
-    return step
+    r, used = go(50)
+    steps = max(50, int(r / runs * seconds))
+    return statistics.median(go(steps)[0] for _ in range(repeats)), used
 
 
 def peak_rss_gisette(extra: list[str]) -> float:
     """Peak RSS (MiB) of a 200-step ec_lsvrg + topk run on gisette-sized data, in a subprocess."""
-    code = ("import resource, sys; from efbench.cli import main; sys.argv=['efbench']+sys.argv[1:];\n"
-            "try:\n  main()\nfinally:\n"
-            "  print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    code = (
+        "import resource, sys; from efbench.cli import main; sys.argv=['efbench']+sys.argv[1:];\n"
+        "try:\n  main()\nfinally:\n"
+        "  print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    )
     with tempfile.TemporaryDirectory() as out:  # a fresh run directory: never a skipped run
-        args = [sys.executable, "-c", code, *extra, "method=ec_lsvrg", "compressor=topk_paper",
-                "budget.iters=200", "log_every=50", "progress=false", f"hydra.run.dir={out}"]
+        args = [
+            sys.executable,
+            "-c",
+            code,
+            *extra,
+            "method=ec_lsvrg",
+            "compressor=topk_paper",
+            "budget.iters=200",
+            "log_every=50",
+            "progress=false",
+            f"hydra.run.dir={out}",
+        ]
         r = subprocess.run(args, capture_output=True, text=True)
     for line in r.stderr.splitlines():
         if line.startswith("PEAK_RSS_KB"):
@@ -180,9 +206,11 @@ def main() -> None:
     rss = peak_rss_gisette(synth)
     keep_large_allocations_on_heap()
     bw, overhead = memory_bandwidth(), call_overhead()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"numpy {np.__version__}; memory bandwidth {bw / 1e9:.1f} GB/s; "
-          f"one numpy call {overhead * 1e6:.2f} us")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"numpy {np.__version__}; memory bandwidth {bw / 1e9:.1f} GB/s; "
+        f"one numpy call {overhead * 1e6:.2f} us"
+    )
     rows = []
     for ds in args.datasets:
         ov = dataset_overrides(ds)
@@ -191,33 +219,23 @@ def main() -> None:
             setup = build_setup(cfg)
             p = setup.problem
             gamma = 1.0 / setup.constants["L"]
-            its, built = {}, {}
-            for engine in ("auto", "numpy"):
-                m = build_method(compose_cfg([*ov, f"method={method}", f"compressor={comp}",
-                                              f"engine={engine}"]), p.d)
-                rng = np.random.default_rng(0)
-                state = m.init(p, np.zeros(p.d), rng)
-
-                def step(m=m, p=p, state=state, gamma=gamma, rng=rng):
-                    m.step(p, state, gamma, rng)
-
-                if engine == "auto":
-                    used, default, default_step = m.engine_used, m, step
-                built[engine] = m
-                if engine == "auto" or used != "numpy":
-                    its[engine], _ = rate(step, args.seconds, args.repeats)
-                else:
-                    its[engine] = its["auto"]
-            calls = numpy_calls_per_step(default_step)
-            tracer = Tracer(setup, state.x)
-            metric = statistics.median(timed(tracer.record, 1, state, gamma, 0.0) for _ in range(10))
+            its = {}
+            m = build_method(cfg, p.d)
+            its["auto"], used = engine_rate(setup, m, gamma, "auto", args.seconds, args.repeats)
+            its["numpy"] = its["auto"]
+            if used != "numpy":
+                its["numpy"], _ = engine_rate(setup, m, gamma, "numpy", args.seconds, args.repeats)
+            rng = np.random.default_rng(0)
+            state = m.init(p, np.zeros(p.d), rng)
+            calls = numpy_calls_per_step(lambda m=m, p=p, s=state, g=gamma, r=rng: m.step(p, s, g, r))
+            x = state.x[None]
+            metric = statistics.median(timed(p.loss_grad_many, x) for _ in range(10))
             param = int(cfg.compressor.k) if "k" in cfg.compressor else float(cfg.compressor.lam)
             loop = LoopEC(p.A, p.y, p.l2, loop_name, "topk" if "topk" in comp else "ht", param, gamma)
             loop_its, _ = rate(loop.step, args.seconds, max(3, args.repeats // 2))
             floor_bw = bytes_per_step(method, p) / bw
             if used == "numba":
-                floor_code, _ = rate(kernel_alone(default, p, gamma), args.seconds, args.repeats)
-                floor_code = 1.0 / floor_code
+                floor_code = 1.0 / engine_rate(setup, m, gamma, "auto", args.seconds, 3, runs=64)[0]
             else:
                 floor_code = calls * overhead
             floor = max(floor_bw, floor_code)
@@ -226,27 +244,33 @@ def main() -> None:
                 if engine == "numpy" and used == "numpy":
                     batched["numpy"] = batched["auto"]
                     continue
-                S, m = 4, built[engine]
-                bstate = m.init(p, np.zeros((S, 1, p.d)), SeedGenerators(list(range(S))))
-                brng = SeedGenerators(list(range(S)))
-                b_its, _ = rate(lambda m=m, p=p, s=bstate, g=gamma, r=brng: m.step(p, s, g, r),
-                                args.seconds, args.repeats)
-                batched[engine] = S * b_its / its[engine]  # seed-steps per second, batched vs separate
-            rows.append({
-                "dataset": cfg.dataset.name, "n": p.n, "m": p.m, "d": p.d, "method": method,
-                "compressor": comp.replace("_paper", ""), "param": param, "engine": used,
-                "efbench_it_s": round(its["auto"], 1), "numpy_it_s": round(its["numpy"], 1),
-                "loop_it_s": round(loop_its, 1),
-                "speedup_vs_loop": round(its["auto"] / loop_its, 2),
-                "numpy_speedup_vs_loop": round(its["numpy"] / loop_its, 2),
-                "batched4_speedup_per_seed": round(batched["auto"], 2),
-                "numpy_batched4_speedup_per_seed": round(batched["numpy"], 2),
-                "metric_eval_ms": round(metric * 1e3, 3),
-                "numpy_calls_per_step": calls,
-                "floor_bandwidth_us": round(floor_bw * 1e6, 2),
-                "floor_code_us": round(floor_code * 1e6, 2),
-                "step_us": round(1e6 / its["auto"], 2), "x_above_floor": round(1 / its["auto"] / floor, 2),
-            })
+                b_its, _ = engine_rate(setup, m, gamma, engine, args.seconds, args.repeats, runs=4)
+                batched[engine] = b_its / its[engine]  # per-run steps per second, batched vs alone
+            rows.append(
+                {
+                    "dataset": cfg.dataset.name,
+                    "n": p.n,
+                    "m": p.m,
+                    "d": p.d,
+                    "method": method,
+                    "compressor": comp.replace("_paper", ""),
+                    "param": param,
+                    "engine": used,
+                    "efbench_it_s": round(its["auto"], 1),
+                    "numpy_it_s": round(its["numpy"], 1),
+                    "loop_it_s": round(loop_its, 1),
+                    "speedup_vs_loop": round(its["auto"] / loop_its, 2),
+                    "numpy_speedup_vs_loop": round(its["numpy"] / loop_its, 2),
+                    "batched4_speedup_per_seed": round(batched["auto"], 2),
+                    "numpy_batched4_speedup_per_seed": round(batched["numpy"], 2),
+                    "metric_eval_ms": round(metric * 1e3, 3),
+                    "numpy_calls_per_step": calls,
+                    "floor_bandwidth_us": round(floor_bw * 1e6, 2),
+                    "floor_code_us": round(floor_code * 1e6, 2),
+                    "step_us": round(1e6 / its["auto"], 2),
+                    "x_above_floor": round(1 / its["auto"] / floor, 2),
+                }
+            )
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
     table = pd.DataFrame(rows)
     table["gisette_peak_rss_mib"] = round(rss, 1)

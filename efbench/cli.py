@@ -10,9 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from efbench.batched import run_batched
 from efbench.errors import EfbenchError
-from efbench.runner import run
+from efbench.runner import run, run_seeds
 
 log = logging.getLogger("efbench")
 
@@ -24,7 +23,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
         if cfg.get("seeds"):
-            summaries = run_batched(cfg, list(cfg.seeds), hc.runtime.output_dir, choices)
+            summaries = run_seeds(cfg, list(cfg.seeds), hc.runtime.output_dir, choices)
             return float(sum(s["final"]["gap"] for s in summaries) / len(summaries))
         summary = run(cfg, hc.runtime.output_dir, choices)
     except EfbenchError as exc:

@@ -25,6 +25,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from efbench import blocks
 from efbench.errors import ConfigError, check_positive
 
 KINDS = ("identity", "contractive", "unbiased", "absolute")
@@ -42,12 +43,11 @@ def index_width(d: int) -> int:
 
 
 def sparse_bits(nnz: np.ndarray, d: int, value_bits: int | np.ndarray, index_bits: bool) -> np.ndarray:
-    """Bits of a sparse message: min(index list, bitmap + values), or values only."""
-    nnz = np.asarray(nnz, dtype=np.int64)
-    if not index_bits:
-        return nnz * value_bits
-    # min(k (F + I), d + k F) = k F + min(k I, d)
-    return nnz * value_bits + np.minimum(nnz * index_width(d), d)
+    """Bits of sparse messages: min(index list, bitmap + values), or values only
+    (:func:`efbench.blocks.message_bits`, the compiled step's rule)."""
+    return blocks.message_bits_ufunc(
+        np.asarray(nnz, dtype=np.int64), d, value_bits, index_width(d), bool(index_bits)
+    )
 
 
 @dataclass(kw_only=True)
@@ -70,12 +70,18 @@ class Compressor:
     randomized: ClassVar[bool] = False  # draws from the generator
 
     def __call__(self, X: np.ndarray, rng: np.random.Generator) -> Message:
-        if X.ndim == 2:
-            return self.compress(X, rng)
-        # leading seed axes: rows of all seeds at once (deterministic compressors only)
-        msg = self.compress(X.reshape(-1, X.shape[-1]), rng)
-        lead = X.shape[:-1]
-        return Message(msg.values.reshape(X.shape), msg.bits.reshape(lead), msg.nnz.reshape(lead))
+        return self.compress(X, rng)
+
+    def _compiled(self, X: np.ndarray, code: int, thr: float = 0.0, k: int = 1) -> Message:
+        """The compressors the compiled step shares: :func:`efbench.blocks.compress_rows`."""
+        n, d = X.shape
+        out = np.empty_like(X)
+        bits = np.empty(n, dtype=np.int64)
+        nnz = np.empty(n, dtype=np.int64)
+        blocks.compress_rows(
+            X, code, thr, k, self.float_bits, index_width(d), self.index_bits, out, bits, nnz
+        )
+        return Message(out, bits, nnz)
 
     def compress_scaled(self, U: np.ndarray, gamma: float, rng: np.random.Generator) -> Message:
         """The message gamma C(U / gamma) (error feedback in gradient units), without the two
@@ -105,13 +111,14 @@ class Identity(Compressor):
     kind: ClassVar[str] = "identity"
 
     def compress(self, X, rng):
-        return Message(X.copy(), self.dense(X), np.full(X.shape[0], X.shape[1]))
+        return self._compiled(X, blocks.IDENTITY)
 
 
 @dataclass(kw_only=True)
 class TopK(Compressor):
     """Keep the K coordinates of largest |x_j|; contractive with delta = K/d
-    (Alistarh et al. 2018; Stich et al. 2018)."""
+    (Alistarh et al. 2018; Stich et al. 2018). Ties with the K-th largest magnitude are
+    broken by index, lowest first (common on binary LIBSVM features), on every engine."""
 
     k: int = 1
 
@@ -119,28 +126,7 @@ class TopK(Compressor):
         _check_k(self.k, d)
 
     def compress(self, X, rng):
-        n, d = X.shape
-        k = self.k
-        out = np.zeros_like(X)
-        if k >= d:
-            out[:] = X
-        else:
-            absx = np.abs(X)
-            if k == 1:
-                flat = absx.argmax(axis=1)
-            else:
-                flat = np.argpartition(absx, d - k, axis=1)[:, d - k:]
-            flat += self._row_base(n, d, flat.ndim)
-            out.ravel()[flat] = X.ravel()[flat]
-        nnz = np.full(n, k)
-        return Message(out, sparse_bits(nnz, d, self.float_bits, self.index_bits), nnz)
-
-    def _row_base(self, n: int, d: int, ndim: int) -> np.ndarray:
-        """Offsets of each row in the flattened (n, d) array, cached across calls."""
-        base = getattr(self, "_base", None)
-        if base is None or base.shape[0] != n or self._base_d != d:
-            self._base, self._base_d = np.arange(n) * d, d
-        return self._base if ndim == 1 else self._base[:, None]
+        return self._compiled(X, blocks.TOPK, k=int(self.k))
 
 
 @dataclass(kw_only=True)
@@ -193,10 +179,7 @@ class HardThreshold(Compressor):
     homogeneous: ClassVar[bool] = False
 
     def compress(self, X, rng, lam=None):
-        mask = np.abs(X) >= (self.lam if lam is None else lam)
-        nnz = np.add.reduce(mask, axis=-1, dtype=np.int64)
-        out = X * mask
-        return Message(out, sparse_bits(nnz, X.shape[-1], self.float_bits, self.index_bits), nnz)
+        return self._compiled(X, blocks.THRESHOLD, float(self.lam if lam is None else lam))
 
     def compress_scaled(self, U, gamma, rng):
         # gamma C(U/gamma) keeps U_j where |U_j| >= gamma lambda
@@ -281,8 +264,7 @@ class Ternary(Compressor):
         p = np.divide(np.abs(X), M, out=np.zeros_like(X), where=M > 0)
         b = rng.random(X.shape) < p
         out = np.where(b, np.sign(X) * M, 0.0)
-        return Message(out, np.full(n, self.float_bits + 2 * d, dtype=np.int64),
-                       np.count_nonzero(b, axis=1))
+        return Message(out, np.full(n, self.float_bits + 2 * d, dtype=np.int64), np.count_nonzero(b, axis=1))
 
 
 @dataclass(kw_only=True)

@@ -44,11 +44,19 @@ class LibsvmFile:
 
 LIBSVM_FILES = {
     "a9a": LibsvmFile(
-        "a9a", "a9a", 32561, 123, 7841,
+        "a9a",
+        "a9a",
+        32561,
+        123,
+        7841,
         "48aa8c139df1b594f4ffdb492fd0f5de81a9fc3201a89c672a6144ab5f55f52e",
     ),
     "w8a": LibsvmFile(
-        "w8a", "w8a", 49749, 300, 1479,
+        "w8a",
+        "w8a",
+        49749,
+        300,
+        1479,
         "b464b4f6ce6a5d9e181ffc793e19a04751036273722312398ef7673705014902",
     ),
     # The LIBSVM site ships gisette only compressed; its text hash is not published,
@@ -83,8 +91,9 @@ def _decompress(raw: bytes, origin: str) -> bytes:
     try:
         return bz2.decompress(raw)
     except (OSError, EOFError, ValueError) as exc:
-        raise DataError(f"{origin} is corrupt or truncated (bzip2: {exc}); "
-                        "delete it and fetch it again") from None
+        raise DataError(
+            f"{origin} is corrupt or truncated (bzip2: {exc}); delete it and fetch it again"
+        ) from None
 
 
 def _mirror_sums(mirror: Path) -> dict[str, str]:
@@ -104,23 +113,28 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
     if mirror:
         mdir = Path(mirror).expanduser()
         if not mdir.is_dir():
-            raise DataError(f"data.mirror={mirror!r} is not a directory "
-                            f"(set data.mirror or ${MIRROR_ENV} to a folder holding {spec.name}.bz2)")
+            raise DataError(
+                f"data.mirror={mirror!r} is not a directory "
+                f"(set data.mirror or ${MIRROR_ENV} to a folder holding {spec.name}.bz2)"
+            )
         for cand in (mdir / f"{spec.name}.bz2", mdir / spec.name, mdir / spec.remote):
             if cand.is_file():
                 text = _decompress(cand.read_bytes(), str(cand))
                 expected = spec.sha256 or _mirror_sums(mdir).get(spec.name)
                 return _check_sha(text, expected, str(cand)), str(cand)
-        raise DataError(f"dataset {spec.name!r} is not in the mirror {mdir} "
-                        f"(looked for {spec.name}.bz2 and {spec.name}); "
-                        f"unset data.mirror/${MIRROR_ENV} to download it")
+        raise DataError(
+            f"dataset {spec.name!r} is not in the mirror {mdir} "
+            f"(looked for {spec.name}.bz2 and {spec.name}); "
+            f"unset data.mirror/${MIRROR_ENV} to download it"
+        )
     import pooch  # deferred: only real downloads need it
 
     url = LIBSVM_URL + spec.remote
     known = f"sha256:{spec.sha256}" if spec.sha256 and spec.remote == spec.name else None
     try:
-        path = pooch.retrieve(url, known_hash=known, fname=spec.remote,
-                              path=data_dir / "raw", progressbar=True)
+        path = pooch.retrieve(
+            url, known_hash=known, fname=spec.remote, path=data_dir / "raw", progressbar=True
+        )
     except ValueError as exc:  # pooch's hash mismatch
         raise DataError(f"download of {url} is corrupt: {exc}") from None
     except Exception as exc:  # network errors come in many types (requests, urllib, OSError)
@@ -136,8 +150,9 @@ def _check_sha(text: bytes, expected: str | None, origin: str) -> bytes:
     if expected is not None:
         got = hashlib.sha256(text).hexdigest()
         if got != expected:
-            raise DataError(f"{origin} is corrupt or truncated: sha256 {got[:12]}... "
-                            f"!= expected {expected[:12]}...")
+            raise DataError(
+                f"{origin} is corrupt or truncated: sha256 {got[:12]}... != expected {expected[:12]}..."
+            )
     return text
 
 
@@ -175,8 +190,7 @@ def load_libsvm(name: str, data_dir: str | Path, mirror: str | None = None) -> t
     if cache.is_file():
         try:
             with np.load(cache) as z:
-                X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]),
-                                  shape=(spec.rows, spec.features))
+                X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(spec.rows, spec.features))
                 y = z["y"]
             if y.shape == (spec.rows,) and int((y > 0).sum()) == spec.positives:
                 return X.toarray(), y
@@ -199,8 +213,9 @@ def load_breast_cancer_scaled() -> tuple[np.ndarray, np.ndarray]:
     return X, np.where(t == 1, 1.0, -1.0)
 
 
-def make_synthetic(rows: int, features: int, seed: int, density: float = 1.0,
-                   noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic(
+    rows: int, features: int, seed: int, density: float = 1.0, noise: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded synthetic logistic data: a ~ N(0, I/d) (optionally sparse), y = sign(<a, w> + noise)."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((rows, features)) / np.sqrt(features * density)
@@ -225,8 +240,9 @@ def load_dataset(cfg) -> tuple[np.ndarray, np.ndarray]:
     return make_synthetic(int(s.rows), int(s.features), int(s.seed), float(s.density))
 
 
-def partition(X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffle",
-              seed: int = 0, alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def partition(
+    X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffle", seed: int = 0, alpha: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Split rows into n workers of m rows each: arrays A (n, m, d) and labels (n, m).
 
     ``shuffle``: a seeded permutation, first n*m rows, worker i gets block i (SPEC.md 1).
@@ -240,8 +256,11 @@ def partition(X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffl
     if n < 1 or m < 1:
         raise ConfigError("dataset.n_workers" if n < 1 else "dataset.m", "must be >= 1")
     if n * m > N:
-        raise ConfigError("dataset.m", f"n_workers * m = {n}*{m} = {n * m} exceeds the "
-                          f"{N} rows of the dataset", f"m <= {N // n} for n_workers={n}")
+        raise ConfigError(
+            "dataset.m",
+            f"n_workers * m = {n}*{m} = {n * m} exceeds the {N} rows of the dataset",
+            f"m <= {N // n} for n_workers={n}",
+        )
     rng = np.random.default_rng(seed)
     if split == "file":
         rows = np.arange(n * m)
@@ -252,8 +271,7 @@ def partition(X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffl
     else:
         if alpha <= 0:
             raise ConfigError("data.alpha", f"must be > 0, got {alpha}")
-        pools = [list(rng.permutation(np.flatnonzero(y > 0))),
-                 list(rng.permutation(np.flatnonzero(y <= 0)))]
+        pools = [list(rng.permutation(np.flatnonzero(y > 0))), list(rng.permutation(np.flatnonzero(y <= 0)))]
         chosen = []
         for _ in range(n):
             want_pos = int(round(rng.dirichlet([alpha, alpha])[0] * m))

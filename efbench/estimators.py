@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from efbench import blocks
 from efbench.errors import ConfigError, check_choice
 from efbench.problems import LogisticProblem
 
@@ -24,19 +25,15 @@ class Sampler:
     """Draws one sample per worker and minibatch slot, returned as flat row indices (n, tau).
 
     Uniform: j = floor(m u). Importance: p_ij = L_ij / (m Lbar_i) with weights
-    1 / (m p_ij) = Lbar_i / L_ij (Gower et al. 2019), drawn by one ``searchsorted`` over the
-    concatenated per-worker CDFs shifted by the worker index, whose position is directly
-    the flat row index."""
+    1 / (m p_ij) = Lbar_i / L_ij (Gower et al. 2019), found in the concatenated per-worker
+    CDFs shifted by the worker index, whose position is directly the flat row index
+    (:func:`efbench.blocks.sample_row`, also the compiled step's sampler)."""
 
     kind: str
     n: int
     m: int
     flat_cdf: np.ndarray | None = None  # (n m,): cumulative p_ij + i
     flat_weights: np.ndarray | None = None  # (n m,): 1 / (m p_ij)
-
-    def __post_init__(self) -> None:
-        self.offsets = np.arange(self.n)[:, None]
-        self.block_last = self.offsets * self.m + self.m - 1
 
     @classmethod
     def build(cls, kind: str, problem: LogisticProblem) -> Sampler:
@@ -58,15 +55,12 @@ class Sampler:
     def draw(self, rng: np.random.Generator, tau: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Flat row indices (n, tau) and importance weights (n, tau) (None for uniform)."""
         u = rng.random((self.n, tau))
-        if self.flat_cdf is None:
-            u *= self.m
-            rows = u.astype(np.intp)
-            rows += self.offsets * self.m
-            return rows, None
-        u += self.offsets
-        rows = np.searchsorted(self.flat_cdf, u, side="right")
-        np.minimum(rows, self.block_last, out=rows)  # guards u + i rounding up to the next block
-        return rows, self.flat_weights.take(rows)
+        rows = np.empty(u.shape, dtype=np.intp)
+        w = np.empty(u.shape)
+        empty = np.zeros(0)
+        cdf = empty if self.flat_cdf is None else self.flat_cdf
+        blocks.draw_rows(u, self.m, cdf, empty if self.flat_weights is None else self.flat_weights, rows, w)
+        return rows, None if self.flat_cdf is None else w
 
 
 @dataclass
@@ -114,7 +108,7 @@ class LSVRG:
     coin: str = "shared"
 
     def init(self, problem, x, rng):
-        w = np.broadcast_to(x, worker_shape(problem, x)).copy()
+        w = np.tile(x, (problem.n, 1))
         return LSVRGState(w, problem.worker_grads(w))
 
     def __call__(self, problem, state: LSVRGState, x, rng):
@@ -125,37 +119,29 @@ class LSVRG:
         g += state.gw
         return g, state, self.refresh(problem, state, x, rng)
 
-    def refresh(self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
+    def refresh(
+        self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Flip the coin(s), then :meth:`apply` them. Returns the step's oracle calls per worker."""
         return self.apply(problem, state, x, self.coins(rng, problem.n))
 
     def coins(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Which workers refresh: one coin for all (broadcast over n, per seed for a
-        generator of seeds) or one per worker, each true with probability p."""
+        """Which workers refresh: one coin for all or one per worker, each true with
+        probability p (the compiled step reads the same draws: :mod:`efbench.fused`)."""
         if self.coin == "per_worker":
             return rng.random(n) < self.p
-        coin = rng.random() < self.p  # a bool, or one per seed (efbench.batched)
-        if isinstance(coin, np.ndarray):
-            return np.repeat(coin[:, None], n, axis=1)
-        return np.full(n, coin)  # cheaper than broadcast_to: this runs every step
+        return np.full(n, rng.random() < self.p)
 
-    def apply(self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray,
-              refresh: np.ndarray) -> np.ndarray:
+    def apply(
+        self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray, refresh: np.ndarray
+    ) -> np.ndarray:
         """Move refreshed w_i to x and recompute grad f_i there. Returns the step's oracle
         calls per worker: 2 tau, plus m where refreshed."""
-        if refresh.any():
-            state.w[refresh] = np.broadcast_to(x, state.w.shape)[refresh]
-            for s in np.ndindex(refresh.shape[:-1]):  # per seed; () once for a single run
-                idx = np.flatnonzero(refresh[s])
-                if idx.size:  # only the refreshed workers' gradients: m calls each, not n m
-                    state.gw[s + (idx,)] = problem.worker_grads(state.w[s + (idx,)], idx)
+        idx = np.flatnonzero(refresh)
+        if idx.size:  # only the refreshed workers' gradients: m calls each, not n m
+            state.w[idx] = x if x.ndim == 1 else x[idx]
+            state.gw[idx] = problem.worker_grads(state.w[idx], idx)
         return 2.0 * self.batch + refresh * problem.m
-
-
-def worker_shape(problem: LogisticProblem, x: np.ndarray) -> tuple[int, ...]:
-    """Shape of per-worker arrays for the model x: (n, d), or (S, n, d) for x (S, 1, d)."""
-    return (*x.shape[:-2], problem.n, problem.d) if x.ndim == 3 else (problem.n, problem.d)
 
 
 def make_estimator(spec: dict, problem: LogisticProblem) -> Full | SGD | LSVRG:

@@ -13,16 +13,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from efbench import kernels
-from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK, index_width
+from efbench import blocks
+from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK
 from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.estimators import LSVRG, SGD, make_estimator, worker_shape
+from efbench.estimators import LSVRG, SGD, make_estimator
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 from efbench.topology import mixing_matrix, spectral_gap
 
 EC_FORMS = ("scaled", "plain")
-ENGINES = ("auto", "numpy", "numba")
 
 
 @dataclass
@@ -36,10 +35,44 @@ class Round:
 
 @dataclass
 class State:
+    """Everything a run carries from one step to the next; ``init`` returns it and ``step``
+    returns it updated, so one method object serves any number of runs."""
+
     x: np.ndarray
-    est: Any = None
+    estimator: Any = None  # the estimator bound to the problem (sampler tables), from init
+    est: Any = None  # the estimator's own state
     e: np.ndarray | None = None  # error-feedback memory (n, d), where the method keeps one
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # the method's other arrays and init-time constants
+
+
+@dataclass(frozen=True)
+class FusedSpec:
+    """What the compiled step of :mod:`efbench.fused` needs from a method: its compressor
+    code and parameters, its sampler tables, and the L-SVRG coin."""
+
+    comp: int
+    lam: float
+    k: int
+    scaled: bool
+    cdf: np.ndarray
+    weights: np.ndarray
+    lsvrg: bool
+    coin: int
+    p: float
+    float_bits: int
+    index_bits: bool
+
+    def shape(self) -> tuple:
+        """What must be equal for runs to share one kernel call (not lam, k, p)."""
+        return (
+            self.comp,
+            self.scaled,
+            self.lsvrg,
+            self.coin,
+            self.float_bits,
+            self.index_bits,
+            self.cdf.size,
+        )
 
 
 @dataclass(kw_only=True)
@@ -59,21 +92,29 @@ class Method:
             self.compressor = Identity(float_bits=self.compressor.float_bits)
         if self.compressor.kind not in self.accepts:
             raise ConfigError(
-                "compressor", f"method {self.name!r} does not take a {self.compressor.kind} "
-                f"compressor ({type(self.compressor).__name__})", self.accepts)
+                "compressor",
+                f"method {self.name!r} does not take a {self.compressor.kind} "
+                f"compressor ({type(self.compressor).__name__})",
+                self.accepts,
+            )
+
+    metrics: ClassVar[tuple[str, ...]] = ()  # trace columns of this method beyond the common ones
 
     def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> State:
-        self.est = make_estimator(self.estimator, problem)
-        return State(x=x0.copy(), est=self.est.init(problem, x0, rng))
+        est = make_estimator(self.estimator, problem)
+        return State(x=x0.copy(), estimator=est, est=est.init(problem, x0, rng))
 
-    def info(self) -> dict[str, float]:
-        """Method constants worth printing and storing with the run (after ``init``)."""
+    def info(self, state: State) -> dict[str, float]:
+        """Method constants worth printing and storing with the run (from its initial state)."""
         return {}
 
-    @property
-    def engine_used(self) -> str:
-        """The engine that runs the steps (after ``init``): numpy unless a method fuses them."""
-        return "numpy"
+    def measure(self, problem: LogisticProblem, state: State, fstar: float) -> dict[str, float]:
+        """The values of the declared ``metrics`` that come from the state."""
+        return {}
+
+    def fuse(self, problem: LogisticProblem) -> FusedSpec | str:
+        """How the compiled step runs this method, or why it cannot."""
+        return f"{self.name} has no compiled step"
 
     def theory_factor(self, n: int, d: int) -> tuple[float, str]:
         """Extra factor of the theory stepsize this method needs, with its formula."""
@@ -93,8 +134,9 @@ class Method:
         msg = self.compressor.compress_scaled(u, gamma, rng) if scaled else self.compressor(u, rng)
         return msg.values, msg
 
-    def step(self, problem: LogisticProblem, state: State, gamma: float,
-             rng: np.random.Generator) -> tuple[State, Round]:
+    def step(
+        self, problem: LogisticProblem, state: State, gamma: float, rng: np.random.Generator
+    ) -> tuple[State, Round]:
         raise NotImplementedError
 
 
@@ -105,7 +147,7 @@ class Uncompressed(Method):
     compressed: ClassVar[bool] = False
 
     def step(self, problem, state, gamma, rng):
-        g, state.est, calls = self.est(problem, state.est, state.x, rng)
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
         state.x -= gamma * problem.worker_mean(g)
         msg_bits = self.compressor.dense(g)
         return state, Round(msg_bits, self.downlink(problem.d), np.full(g.shape[:-1], problem.d), calls)
@@ -117,7 +159,7 @@ class CompressedGD(Method):
     with biased compressors (Beznosikov et al. 2020): shown, not hidden."""
 
     def step(self, problem, state, gamma, rng):
-        g, state.est, calls = self.est(problem, state.est, state.x, rng)
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
         v, msg = self.compress_step(gamma, gamma * g, rng)
         state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
@@ -135,34 +177,18 @@ class ErrorCompensated(Method):
     With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG.
     """
 
-    engine: str = "auto"  # auto: the fused numba step where it applies (FusedEC.unsupported)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("engine", self.engine, ENGINES)
-        self._fused: FusedEC | None = None
+    metrics: ClassVar[tuple[str, ...]] = ("err2",)
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.e = np.zeros(worker_shape(problem, x0))
-        self._fused = None
-        if self.engine != "numpy":
-            why = FusedEC.unsupported(self, problem)
-            if why is None:
-                self._fused = FusedEC.build(self, problem)
-            elif self.engine == "numba":
-                raise ConfigError("engine", f"numba runs ec_sgd*/ec_lsvrg with sampling.batch=1 and the "
-                                  f"identity, ht or topk compressor, not {why}", ("auto", "numpy"))
+        state.e = np.zeros((problem.n, problem.d))
         return state
 
-    @property
-    def engine_used(self) -> str:
-        return "numpy" if self._fused is None else "numba"
+    def measure(self, problem, state, fstar):
+        return {"err2": _mean_sq_norm(state.e)}
 
     def step(self, problem, state, gamma, rng):
-        if self._fused is not None:
-            return self._fused.step(problem, state, gamma, rng)
-        g, state.est, calls = self.est(problem, state.est, state.x, rng)
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
         u = state.e
         u += gamma * g  # e + gamma g, in place: e is rebuilt from it below
         v, msg = self.compress_step(gamma, u, rng)
@@ -170,84 +196,41 @@ class ErrorCompensated(Method):
         state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
-
-@dataclass
-class FusedEC:
-    """The numba step of :class:`ErrorCompensated` (see :mod:`efbench.kernels`): SGD or
-    L-SVRG estimator with tau = 1, identity / hard-threshold / TopK compressor, a single run
-    or batched seeds (x of shape (S, 1, d)). Holds the kernel's constant arguments so that
-    a step is the draws and one compiled call; the draws are those of the numpy engine, in
-    the same order (samples, then the L-SVRG coins)."""
-
-    method: ErrorCompensated
-    comp: int
-    lam: float
-    k: int
-    cdf: np.ndarray  # the sampler's shifted CDFs (empty: uniform sampling)
-    weights: np.ndarray
-    lsvrg: bool
-    args: tuple = ()  # index width, float bits, index bits, scaled form, downlink bits
-
-    @staticmethod
-    def unsupported(method: ErrorCompensated, problem: LogisticProblem) -> str | None:
-        """Why the fused step cannot run this method (None: it can)."""
-        est, comp = method.est, method.compressor
-        if type(method) is not ErrorCompensated:
-            return method.name
+    def fuse(self, problem):
+        est = make_estimator(self.estimator, problem)
+        comp = self.compressor
+        if type(self) is not ErrorCompensated:
+            return f"{self.name} has no compiled step"
         if not isinstance(est, (SGD, LSVRG)):
-            return f"the {type(est).__name__} estimator"
+            return f"the {type(est).__name__} estimator has no compiled step (stochastic or L-SVRG only)"
         if est.batch != 1:
-            return f"sampling.batch={est.batch}"
-        if not isinstance(comp, (Identity, HardThreshold, TopK)):
-            return f"the {type(comp).__name__} compressor"
+            return f"sampling.batch={est.batch} has no compiled step (batch 1 only)"
+        code = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}.get(type(comp))
+        if code is None:
+            return f"the {type(comp).__name__} compressor has no compiled step (identity, ht, topk)"
         if type(problem) is not LogisticProblem:  # the kernel's gradients are the logistic loss's
-            return f"the {type(problem).__name__}"
-        return None
-
-    @classmethod
-    def build(cls, method: ErrorCompensated, problem: LogisticProblem) -> FusedEC:
-        est, comp = method.est, method.compressor
-        code = {Identity: kernels.IDENTITY, HardThreshold: kernels.THRESHOLD, TopK: kernels.TOPK}[type(comp)]
+            return f"the {type(problem).__name__} has no compiled step"
         s, empty = est.sampler, np.zeros(0)
-        fused = cls(method, code, float(getattr(comp, "lam", 0.0)), int(getattr(comp, "k", 0)),
-                    empty if s.flat_cdf is None else s.flat_cdf,
-                    empty if s.flat_weights is None else s.flat_weights, isinstance(est, LSVRG))
-        fused.args = (index_width(problem.d), comp.float_bits, comp.index_bits, method.ec_form == "scaled",
-                      method.downlink(problem.d))
-        # compile (or load from numba's cache) now, off the clock, on throwaway arrays
-        x0 = np.zeros(problem.d)
-        state = State(x=x0, e=np.zeros((problem.n, problem.d)))
-        if fused.lsvrg:
-            state.est = est.init(problem, x0, np.random.default_rng(0))
-        fused.step(problem, state, 1.0, np.random.default_rng(0))
-        return fused
+        lsvrg = isinstance(est, LSVRG)
+        coin = (2 if est.coin == "per_worker" else 1) if lsvrg else 0
+        return FusedSpec(
+            code,
+            float(getattr(comp, "lam", 0.0)),
+            int(getattr(comp, "k", 1)),
+            self.ec_form == "scaled",
+            empty if s.flat_cdf is None else s.flat_cdf,
+            empty if s.flat_weights is None else s.flat_weights,
+            lsvrg,
+            coin,
+            est.p if lsvrg else 0.0,
+            comp.float_bits,
+            comp.index_bits,
+        )
 
-    def step(self, p: LogisticProblem, state: State, gamma: float, rng: np.random.Generator):
-        iw, fb, ib, scaled, down = self.args
-        u = rng.random(p.n)  # the draws of Sampler.draw(rng, 1), then the coins: same stream
-        x_k, calls = None, 1
-        if self.lsvrg:
-            snap, snap_grad = state.est.w, state.est.gw
-            refresh = self.method.est.coins(rng, p.n)
-            calls = 2.0  # 2 tau, tau = 1
-            if refresh.any():
-                x_k = state.x.copy()  # w^{k+1} = x^k where refreshed
-        else:
-            snap, snap_grad = state.e, state.e
-        single = state.x.ndim == 1  # the kernel takes a leading seed axis: S = 1 here
-        x = state.x[None] if single else state.x[:, 0]
-        if single:
-            u, e, snap, snap_grad = u[None], state.e[None], snap[None], snap_grad[None]
-        else:
-            e = state.e
-        bits, nnz = kernels.ec_step(p.flat, p.yflat, u, p.m, self.cdf, self.weights, x, e, gamma,
-                            p.l2, self.comp, gamma * self.lam if scaled else self.lam, self.k, fb, iw,
-                            ib, snap, snap_grad, self.lsvrg)
-        if single:
-            bits, nnz = bits[0], nnz[0]
-        if x_k is not None:
-            calls = self.method.est.apply(p, state.est, x_k, refresh)
-        return state, Round(bits, down, nnz, calls)
+
+def _mean_sq_norm(V: np.ndarray) -> float:
+    """(1/n) sum_i ||V_i||^2 for V (n, d)."""
+    return float(np.mean(np.einsum("nd,nd->n", V, V)))
 
 
 def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:
@@ -276,7 +259,7 @@ class EF21(Method):
         if state.extra.pop("first", False):
             rnd = Round(_dense_message(self, problem), 0, np.full(problem.n, problem.d), problem.m)
         else:
-            grad, state.est, calls = self.est(problem, state.est, state.x, rng)
+            grad, state.est, calls = state.estimator(problem, state.est, state.x, rng)
             msg = self.compressor(grad - g, rng)
             g += msg.values
             rnd = Round(msg.bits, 0, msg.nnz, calls)
@@ -295,6 +278,7 @@ class CLAG(Method):
 
     zeta: float = 1.0
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive")
+    metrics: ClassVar[tuple[str, ...]] = ("skipped_frac",)  # from the rounds' skipped counts
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -354,27 +338,30 @@ class DIANA(Method):
         omega = self.compressor.omega(problem.d)
         a = 1.0 / (1.0 + omega) if self.alpha is None else float(self.alpha)
         if not 0.0 < a <= 1.0 / (1.0 + omega) + 1e-12:
-            raise ConfigError("method.alpha", f"must be in (0, 1/(1+omega)] = (0, {1 / (1 + omega):.4g}]"
-                              f" for this compressor, got {self.alpha}")
-        self._alpha, self._omega = a, omega
-        state.extra.update(h=np.zeros((problem.n, problem.d)), hbar=np.zeros(problem.d))
+            raise ConfigError(
+                "method.alpha",
+                f"must be in (0, 1/(1+omega)] = (0, {1 / (1 + omega):.4g}]"
+                f" for this compressor, got {self.alpha}",
+            )
+        state.extra.update(h=np.zeros((problem.n, problem.d)), hbar=np.zeros(problem.d), alpha=a, omega=omega)
         return state
 
-    def info(self):
-        return {"alpha": self._alpha, "omega": self._omega}
+    def info(self, state):
+        return {"alpha": state.extra["alpha"], "omega": state.extra["omega"]}
 
     def theory_factor(self, n, d):
         omega = self.compressor.omega(d)
         return 1.0 / (1.0 + 2.0 * omega / n), "/(1 + 2 omega/n)"
 
     def step(self, problem, state, gamma, rng):
-        g, state.est, calls = self.est(problem, state.est, state.x, rng)
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
         h, hbar = state.extra["h"], state.extra["hbar"]
         msg = self.compressor(g - h, rng)
         qbar = problem.worker_mean(msg.values)
         state.x -= gamma * (hbar + qbar)
-        h += self._alpha * msg.values
-        hbar += self._alpha * qbar
+        alpha = state.extra["alpha"]
+        h += alpha * msg.values
+        hbar += alpha * qbar
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
 
@@ -399,22 +386,30 @@ class MemSGD(ErrorCompensated):
         if self.b is not None:
             check_positive("method.b", self.b)
 
+    metrics: ClassVar[tuple[str, ...]] = ("err2", "gap_avg")
+
+    def shift(self, constants: dict) -> float:
+        """b: a L / mu unless set."""
+        return self.a * constants["L"] / constants["mu"] if self.b is None else float(self.b)
+
     def schedule(self, default, constants):
-        b = self.a * constants["L"] / constants["mu"] if self.b is None else float(self.b)
-        self._b = b
-        return Schedule(self.a / (constants["mu"] * b),
-                        f"a/(mu (b + k)), a={self.a:g}, b={b:.6g}", "inv", b)
+        b = self.shift(constants)
+        return Schedule(self.a / (constants["mu"] * b), f"a/(mu (b + k)), a={self.a:g}, b={b:.6g}", "inv", b)
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        if not hasattr(self, "_b"):  # not built through the runner, which calls schedule() first
-            self.schedule(None, problem.constants())
-        state.extra.update(x_avg=x0.copy(), w_sum=0.0, t=0)
+        state.extra.update(x_avg=x0.copy(), w_sum=0.0, t=0, b=self.shift(problem.constants()))
         return state
+
+    def measure(self, problem, state, fstar):
+        return {
+            **super().measure(problem, state, fstar),
+            "gap_avg": problem.loss(state.extra["x_avg"]) - fstar,
+        }
 
     def step(self, problem, state, gamma, rng):
         ex = state.extra
-        w = (self._b + ex["t"]) ** 2
+        w = (ex["b"] + ex["t"]) ** 2
         ex["w_sum"] += w
         ex["x_avg"] += (w / ex["w_sum"]) * (state.x - ex["x_avg"])  # running weighted mean of x_t
         ex["t"] += 1
@@ -442,6 +437,11 @@ class DoubleSqueeze(Method):
     (``ec_form=scaled`` compresses in gradient units: gamma C(. / gamma)).
     """
 
+    metrics: ClassVar[tuple[str, ...]] = ("err2",)
+
+    def measure(self, problem, state, fstar):
+        return {"err2": _mean_sq_norm(state.e)}
+
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
         state.e = np.zeros((problem.n, problem.d))
@@ -449,7 +449,7 @@ class DoubleSqueeze(Method):
         return state
 
     def step(self, problem, state, gamma, rng):
-        g, state.est, calls = self.est(problem, state.est, state.x, rng)
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
         u = state.e
         u += gamma * g
         v, msg = self.compress_step(gamma, u, rng)
@@ -469,23 +469,28 @@ class Decentralized(Method):
     message goes to each neighbour: a node's bits are deg_i times its message."""
 
     topology: str = "ring"
+    metrics: ClassVar[tuple[str, ...]] = ("consensus",)
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        self.W = mixing_matrix(self.topology, problem.n)
-        self.deg = (np.count_nonzero(self.W, axis=1) - (np.diag(self.W) != 0)).astype(np.int64)
-        state.extra["X"] = np.tile(x0, (problem.n, 1))
+        W = mixing_matrix(self.topology, problem.n)
+        deg = (np.count_nonzero(W, axis=1) - (np.diag(W) != 0)).astype(np.int64)
+        state.extra.update(X=np.tile(x0, (problem.n, 1)), W=W, deg=deg)
         return state
 
-    def info(self):
-        return {"spectral_gap": spectral_gap(self.W), "max_degree": int(self.deg.max())}
+    def info(self, state):
+        return {"spectral_gap": spectral_gap(state.extra["W"]), "max_degree": int(state.extra["deg"].max())}
+
+    def measure(self, problem, state, fstar):
+        """consensus = (1/n) sum_i ||x_i - xbar||^2."""
+        return {"consensus": _mean_sq_norm(state.extra["X"] - state.x)}
 
     def downlink(self, d):
         return 0
 
     def finish(self, problem, state, msg_bits, nnz, calls):
         state.x = state.extra["X"].mean(axis=0)
-        return state, Round(self.deg * msg_bits, 0, nnz, calls)
+        return state, Round(state.extra["deg"] * msg_bits, 0, nnz, calls)
 
 
 @dataclass(kw_only=True)
@@ -496,8 +501,8 @@ class DPSGD(Decentralized):
 
     def step(self, problem, state, gamma, rng):
         X = state.extra["X"]
-        G, state.est, calls = self.est(problem, state.est, X, rng)
-        state.extra["X"] = self.W @ X - gamma * G
+        G, state.est, calls = state.estimator(problem, state.est, X, rng)
+        state.extra["X"] = state.extra["W"] @ X - gamma * G
         dense = _dense_message(self, problem)
         return self.finish(problem, state, dense, np.full(problem.n, problem.d), calls)
 
@@ -511,8 +516,8 @@ class DCDPSGD(Decentralized):
 
     def step(self, problem, state, gamma, rng):
         X = state.extra["X"]
-        G, state.est, calls = self.est(problem, state.est, X, rng)
-        msg = self.compressor(self.W @ X - gamma * G - X, rng)
+        G, state.est, calls = state.estimator(problem, state.est, X, rng)
+        msg = self.compressor(state.extra["W"] @ X - gamma * G - X, rng)
         X += msg.values
         return self.finish(problem, state, msg.bits, msg.nnz, calls)
 
@@ -521,15 +526,19 @@ class DCDPSGD(Decentralized):
 class DeepSqueeze(Decentralized):
     """DeepSqueeze (Tang et al. 2019): error-compensated compression of the models,
 
-        V = X - gamma G(X),  C_i = C(V_i + delta_i),  delta_i <- V_i + delta_i - C_i,
-        X^{k+1} = V + eta (W - I) C.
+    V = X - gamma G(X),  C_i = C(V_i + delta_i),  delta_i <- V_i + delta_i - C_i,
+    X^{k+1} = V + eta (W - I) C.
     """
 
     eta: float = 0.05
+    metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("method.eta", self.eta)
+
+    def measure(self, problem, state, fstar):
+        return {**super().measure(problem, state, fstar), "err2": _mean_sq_norm(state.e)}
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
@@ -538,10 +547,10 @@ class DeepSqueeze(Decentralized):
 
     def step(self, problem, state, gamma, rng):
         X = state.extra["X"]
-        G, state.est, calls = self.est(problem, state.est, X, rng)
+        G, state.est, calls = state.estimator(problem, state.est, X, rng)
         V = X - gamma * G
         u = V + state.e
         msg = self.compressor(u, rng)
         state.e = u - msg.values
-        state.extra["X"] = V + self.eta * (self.W @ msg.values - msg.values)
+        state.extra["X"] = V + self.eta * (state.extra["W"] @ msg.values - msg.values)
         return self.finish(problem, state, msg.bits, msg.nnz, calls)

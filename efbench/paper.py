@@ -35,8 +35,10 @@ EXPERIMENTS = ("paper_exp1", "paper_exp2", "paper_exp3")
 
 def _compose(dataset: str, overrides: list[str]):
     with initialize_config_module("efbench.conf", version_base="1.3"):
-        return compose("config", overrides=["+experiment=paper_reference", f"dataset={dataset}",
-                                             "progress=false", *overrides])
+        return compose(
+            "config",
+            overrides=["+experiment=paper_reference", f"dataset={dataset}", "progress=false", *overrides],
+        )
 
 
 def check_available(dataset: str, overrides: list[str]) -> str | None:
@@ -48,8 +50,9 @@ def check_available(dataset: str, overrides: list[str]) -> str | None:
     return None
 
 
-def calibrate_threshold(dataset: str, overrides: list[str], iters: int = 1000,
-                        tol: float = 0.1, max_pilots: int = 12) -> tuple[float, float, float]:
+def calibrate_threshold(
+    dataset: str, overrides: list[str], iters: int = 1000, tol: float = 0.1, max_pilots: int = 12
+) -> tuple[float, float, float]:
     """The HT lambda at which EC-LSVRG + HT sends on average as many coordinates as
     EC-LSVRG + TopK with the dataset's K. Returns (lambda, its mean nnz, K)."""
     base = ["method=ec_lsvrg", f"budget.iters={iters}", "log_every=100", "seed=0", *overrides]
@@ -79,8 +82,17 @@ def calibrate_threshold(dataset: str, overrides: list[str], iters: int = 1000,
 
 def run_experiment(exp: str, dataset: str, out: Path, overrides: list[str], jobs: int) -> int:
     """One multirun of ``+experiment=exp`` on one dataset through the efbench command."""
-    cmd = [sys.executable, "-m", "efbench", "-m", f"+experiment={exp}", f"dataset={dataset}",
-           "progress=false", f"hydra.sweep.dir={out / exp / dataset}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "efbench",
+        "-m",
+        f"+experiment={exp}",
+        f"dataset={dataset}",
+        "progress=false",
+        f"hydra.sweep.dir={out / exp / dataset}",
+        *overrides,
+    ]
     if jobs > 1:
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     print("+", " ".join(cmd[2:]), flush=True)
@@ -89,21 +101,29 @@ def run_experiment(exp: str, dataset: str, out: Path, overrides: list[str], jobs
 
 # ---- reading the findings off the curves ---------------------------------------------------
 
+
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     ok = runs[runs["status"].isin(["completed", "diverged"])]
     g = ok.groupby(["experiment", "dataset", "label"], sort=True)
-    return g.agg(seeds=("seed", "nunique"), gamma=("gamma0", "first"),
-                 steps=("steps", "max"), final_rel_gap=("final_rel_gap", "mean"),
-                 final_bits=("final_bits_up_mean", "mean"), mean_nnz=("final_nnz_mean", "mean"),
-                 status=("status", lambda s: ",".join(sorted(set(s))))).reset_index()
+    return g.agg(
+        seeds=("seed", "nunique"),
+        gamma=("gamma0", "first"),
+        steps=("steps", "max"),
+        final_rel_gap=("final_rel_gap", "mean"),
+        final_bits=("final_bits_up_mean", "mean"),
+        mean_nnz=("final_nnz_mean", "mean"),
+        status=("status", lambda s: ",".join(sorted(set(s)))),
+    ).reset_index()
 
 
 def mean_curve(trace: pd.DataFrame, x: str, y: str = "rel_gap") -> tuple[np.ndarray, np.ndarray]:
     """Seed-mean curve on the x grid common to the seeds (interpolated in log y)."""
     from efbench.plots import FLOOR, band
 
-    curves = [(r[x].to_numpy(float), np.maximum(r[y].to_numpy(float), FLOOR))
-              for _, r in trace.sort_values(x).groupby("run")]
+    curves = [
+        (r[x].to_numpy(float), np.maximum(r[y].to_numpy(float), FLOOR))
+        for _, r in trace.sort_values(x).groupby("run")
+    ]
     grid, mean, _, _ = band(curves)
     return grid, mean
 
@@ -139,22 +159,30 @@ def by_dataset(trace: pd.DataFrame, exp: str):
 
 def findings(trace: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """The paper's three qualitative claims, each checked on the seed-mean curves."""
-    lines = ["### 1. Importance vs uniform sampling (EC-SGD + HT)",
-             "Paper: IS faster on w8a (L_IS ~ 3.05 vs L_US ~ 28.5), similar on a9a and gisette."]
+    lines = [
+        "### 1. Importance vs uniform sampling (EC-SGD + HT)",
+        "Paper: IS faster on w8a (L_IS ~ 3.05 vs L_US ~ 28.5), similar on a9a and gisette.",
+    ]
     for ds, sub in by_dataset(trace, "paper_exp1"):
         target, us, is_ = race(sub[sub.method == "ec_sgd_us"], sub[sub.method == "ec_sgd_is"], "step")
-        lines.append(f"- {ds}: iterations to reach rel. gap {target:.2e}: US {us:.4g}, IS {is_:.4g}: "
-                     f"{_faster('IS', is_, 'US', us)}.")
-    lines += ["", "### 2. EC-LSVRG vs EC-SGD (HT, same stepsize)",
-              "Paper: EC-LSVRG reaches better accuracy."]
+        lines.append(
+            f"- {ds}: iterations to reach rel. gap {target:.2e}: US {us:.4g}, IS {is_:.4g}: "
+            f"{_faster('IS', is_, 'US', us)}."
+        )
+    lines += ["", "### 2. EC-LSVRG vs EC-SGD (HT, same stepsize)", "Paper: EC-LSVRG reaches better accuracy."]
     for ds, sub in by_dataset(trace, "paper_exp2"):
         sgd = mean_curve(sub[sub.method == "ec_sgd_is"], "step")[1][-1]
         vr = mean_curve(sub[sub.method == "ec_lsvrg"], "step")[1][-1]
         holds = "holds" if vr < sgd else "does not hold"
-        lines.append(f"- {ds}: final rel. gap EC-SGD {sgd:.3e}, EC-LSVRG {vr:.3e} "
-                     f"({sgd / vr:.3g}x): the claim {holds}.")
-    lines += ["", "### 3. HT vs TopK per bit (EC-LSVRG, comparable mean density)",
-              "Paper: HT reaches a reasonable accuracy with fewer bits."]
+        lines.append(
+            f"- {ds}: final rel. gap EC-SGD {sgd:.3e}, EC-LSVRG {vr:.3e} "
+            f"({sgd / vr:.3g}x): the claim {holds}."
+        )
+    lines += [
+        "",
+        "### 3. HT vs TopK per bit (EC-LSVRG, comparable mean density)",
+        "Paper: HT reaches a reasonable accuracy with fewer bits.",
+    ]
     for ds, sub in by_dataset(trace, "paper_exp3"):
         nnz = table[(table.experiment == "paper_exp3") & (table.dataset == ds)].set_index("label").mean_nnz
         ht, tk = sub[sub.compressor == "ht_paper"], sub[sub.compressor == "topk_paper"]
@@ -164,17 +192,32 @@ def findings(trace: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             f"- {ds}: mean coordinates per round HT {nnz.get('ec_lsvrg + ht_paper', math.nan):.3g}, "
             f"TopK {nnz.get('ec_lsvrg + topk_paper', math.nan):.3g}; bits per worker to reach rel. gap "
             f"{target:.2e}: HT {b_ht:.4g}, TopK {b_tk:.4g}: {_faster('HT', b_ht, 'TopK', b_tk)}; "
-            f"the claim {holds}.")
+            f"the claim {holds}."
+        )
     return lines
 
 
-def write_report(out: Path, trace: pd.DataFrame, runs: pd.DataFrame, notes: list[str],
-                 runtime: float, quick: bool) -> Path:
+def write_report(
+    out: Path, trace: pd.DataFrame, runs: pd.DataFrame, notes: list[str], runtime: float, quick: bool
+) -> Path:
     table = final_table(runs)
-    const_cols = ["const_n", "const_m", "const_d", "const_l2", "const_L", "const_mu", "const_L_US",
-                  "const_L_IS", "const_L_i_max", "const_f_star"]
-    consts = (runs[runs.status.isin(["completed", "diverged"])]
-              .groupby("dataset")[[c for c in const_cols if c in runs]].first())
+    const_cols = [
+        "const_n",
+        "const_m",
+        "const_d",
+        "const_l2",
+        "const_L",
+        "const_mu",
+        "const_L_US",
+        "const_L_IS",
+        "const_L_i_max",
+        "const_f_star",
+    ]
+    consts = (
+        runs[runs.status.isin(["completed", "diverged"])]
+        .groupby("dataset")[[c for c in const_cols if c in runs]]
+        .first()
+    )
     consts.columns = [c[6:] for c in consts.columns]
     steps = runs.groupby(["experiment", "dataset", "label"])[["gamma0", "stepsize_formula"]].first()
     lines = [
@@ -215,11 +258,13 @@ def write_report(out: Path, trace: pd.DataFrame, runs: pd.DataFrame, notes: list
 
 
 def figures(out: Path, trace: pd.DataFrame) -> None:
-    specs = [("paper_exp1", "step", "exp1_is_vs_us_vs_iterations", "EC-SGD + HT: IS vs US sampling"),
-             ("paper_exp2", "step", "exp2_lsvrg_vs_sgd_vs_iterations", "EC-SGD vs EC-LSVRG (HT)"),
-             ("paper_exp2", "bits_up_mean", "exp2_lsvrg_vs_sgd_vs_bits", "EC-SGD vs EC-LSVRG (HT)"),
-             ("paper_exp3", "bits_up_mean", "exp3_ht_vs_topk_vs_bits", "EC-LSVRG: HT vs TopK"),
-             ("paper_exp3", "step", "exp3_ht_vs_topk_vs_iterations", "EC-LSVRG: HT vs TopK")]
+    specs = [
+        ("paper_exp1", "step", "exp1_is_vs_us_vs_iterations", "EC-SGD + HT: IS vs US sampling"),
+        ("paper_exp2", "step", "exp2_lsvrg_vs_sgd_vs_iterations", "EC-SGD vs EC-LSVRG (HT)"),
+        ("paper_exp2", "bits_up_mean", "exp2_lsvrg_vs_sgd_vs_bits", "EC-SGD vs EC-LSVRG (HT)"),
+        ("paper_exp3", "bits_up_mean", "exp3_ht_vs_topk_vs_bits", "EC-LSVRG: HT vs TopK"),
+        ("paper_exp3", "step", "exp3_ht_vs_topk_vs_iterations", "EC-LSVRG: HT vs TopK"),
+    ]
     for exp, x, name, title in specs:
         sub = trace[trace.experiment == exp]
         if not sub.empty:
@@ -230,8 +275,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run the paper's three experiments, then write figures and report.md into --out."""
     ap = argparse.ArgumentParser(prog="efbench-paper", description=main.__doc__)
     ap.add_argument("--out", default="paper", help="output folder (default: ./paper)")
-    ap.add_argument("--quick", action="store_true",
-                    help="short runs, 2 seeds (minutes on 2 cores) instead of the full runs")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs, 2 seeds (minutes on 2 cores) instead of the full runs",
+    )
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher) when > 1")
     ap.add_argument("--no-calibrate", action="store_true", help="use dataset.paper.ht_lam as is")
@@ -260,8 +308,10 @@ def main(argv: list[str] | None = None) -> None:
                 pilot = min(int(_compose(ds, single).budget.iters), 20000)
                 lam, nnz, k = calibrate_threshold(ds, args.overrides, iters=pilot)
                 extra.append(f"dataset.paper.ht_lam={lam:.6g}")
-                notes.append(f"- {ds}: HT lambda calibrated to {lam:.4g} (mean nnz {nnz:.3g} over a "
-                             f"{pilot}-iteration pilot vs TopK K = {k:g})")
+                notes.append(
+                    f"- {ds}: HT lambda calibrated to {lam:.4g} (mean nnz {nnz:.3g} over a "
+                    f"{pilot}-iteration pilot vs TopK K = {k:g})"
+                )
             for exp in EXPERIMENTS:
                 run_experiment(exp, ds, out, extra, args.jobs)
     frames = []

@@ -18,10 +18,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from efbench.sweep import collect  # noqa: E402
 
 X_AXES = {"iterations": "step", "epochs": "epochs", "bits": "bits_up_mean"}
-X_LABELS = {"step": "iterations", "epochs": "epochs (data passes)",
-            "bits_up_mean": "bits communicated per worker"}
-Y_LABELS = {"rel_gap": r"$(f(x^k)-f^*)/(f(x^0)-f^*)$", "gap": r"$f(x^k)-f^*$",
-            "grad_norm2": r"$\|\nabla f(x^k)\|^2$", "dist2": r"$\|x^k-x^*\|^2$"}
+X_LABELS = {
+    "step": "iterations",
+    "epochs": "epochs (data passes)",
+    "bits_up_mean": "bits communicated per worker",
+}
+Y_LABELS = {
+    "rel_gap": r"$(f(x^k)-f^*)/(f(x^0)-f^*)$",
+    "gap": r"$f(x^k)-f^*$",
+    "grad_norm2": r"$\|\nabla f(x^k)\|^2$",
+    "dist2": r"$\|x^k-x^*\|^2$",
+}
 FLOOR = 1e-16  # f - f* at or below rounding is drawn at this floor, not dropped
 
 
@@ -42,8 +49,15 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 300) -> tupl
     return grid, Y.mean(axis=0), Y.min(axis=0), Y.max(axis=0)
 
 
-def plot_curves(trace: pd.DataFrame, x: str = "step", y: str = "rel_gap", panel: str = "dataset",
-                hue: str = "label", title: str | None = None, logx: bool = False) -> plt.Figure:
+def plot_curves(
+    trace: pd.DataFrame,
+    x: str = "step",
+    y: str = "rel_gap",
+    panel: str = "dataset",
+    hue: str = "label",
+    title: str | None = None,
+    logx: bool = False,
+) -> plt.Figure:
     """One panel per value of ``panel``, one line per value of ``hue``; mean and band over
     the runs (seeds) that share them."""
     panels = sorted(trace[panel].dropna().unique(), key=str) if panel in trace else [None]

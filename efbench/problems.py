@@ -5,8 +5,8 @@
     grad f_ij(x) = -y_ij sigmoid(-y_ij <a_ij, x>) a_ij + l2 x
 
 Worker data are one array A of shape (n, m, d), so that every worker's gradient is
-computed in a single vectorized call. log(1 + e^t) is ``np.logaddexp(0, t)`` and the
-sigmoid is ``scipy.special.expit``: no overflow for x far from 0.
+computed in a single vectorized call. The loss of a margin and its derivative are
+:func:`efbench.blocks.loss_and_dloss` (the compiled step's too): no overflow for x far from 0.
 """
 
 from __future__ import annotations
@@ -22,25 +22,11 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.special import expit
 
-from efbench import kernels
+from efbench import blocks
 from efbench.datasets import save_npz
 
 SPARSE_DENSITY = 0.25  # below this fraction of nonzeros, full passes use CSR
 CACHE_BLOCK_BYTES = 8 << 20  # dense full passes go through the rows in blocks of this size
-
-
-def _row_dots(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """<a_i, x_i> for rows a (n, d) or (S, n, d) and x (d,), (n, d), (S, 1, d) or (S, n, d).
-    A seed axis is looped over with the very call a single run makes, so batched seeds
-    reproduce separate runs bit for bit."""
-    if x.ndim == 3:
-        return np.stack([_row_dots(a[s], x[s, 0] if x.shape[1] == 1 else x[s]) for s in range(x.shape[0])])
-    return a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
-
-
-def _per_seed(worker_grads, x: np.ndarray) -> np.ndarray:
-    """worker_grads over a leading seed axis: x (S, 1, d) or (S, n, d) gives (S, n, d)."""
-    return np.stack([worker_grads(xs[0] if xs.shape[0] == 1 else xs) for xs in x])
 
 
 def lambda_max_gram(A: np.ndarray) -> float:
@@ -73,7 +59,6 @@ class LogisticProblem:
         self.yflat = self.y.reshape(-1)
         self.row_norm2 = np.einsum("nmd,nmd->nm", self.A, self.A)
         self.row_offsets = (np.arange(self.n) * self.m)[:, None]
-        self._mean_weights = np.full(self.n, 1.0 / self.n)
         self._chunk_rows = max(1, CACHE_BLOCK_BYTES // (8 * self.d))
         # LIBSVM data are often sparse (a9a 11%, w8a 4% nonzeros): full passes (metrics, full
         # gradients) then run on CSR, 3-5x faster; sampled rows stay dense gathers.
@@ -81,9 +66,12 @@ class LogisticProblem:
         self.csr = sp.csr_matrix(self.flat) if density < SPARSE_DENSITY else None
         if self.csr is not None:
             self._csr_t = self.csr.T.tocsr()
-            # unsigned copies for the compiled passes (see efbench.kernels.csr_loss_grad)
-            self._csr_u = (self.csr.indptr.astype(np.uint64), self.csr.indices.astype(np.uint64),
-                           self.csr.data)
+            # unsigned copies for the compiled passes (see efbench.blocks.csr_loss_grad)
+            self._csr_u = (
+                self.csr.indptr.astype(np.uint64),
+                self.csr.indices.astype(np.uint64),
+                self.csr.data,
+            )
 
     @property
     def n(self) -> int:
@@ -98,9 +86,10 @@ class LogisticProblem:
         return self.A.shape[2]
 
     def worker_mean(self, V: np.ndarray) -> np.ndarray:
-        """(1/n) sum_i V_i for V (n, d): one BLAS call; (S, n, d) gives (S, 1, d)."""
-        mean = self._mean_weights @ V
-        return mean if V.ndim == 2 else mean[..., None, :]
+        """(1/n) sum_i V_i for V (n, d) (:func:`efbench.blocks.worker_mean`)."""
+        out = np.empty(V.shape[1])
+        blocks.worker_mean(V, out)
+        return out
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """Flat row indices (into the n*m rows) of within-worker sample indices idx (n, tau)."""
@@ -116,7 +105,7 @@ class LogisticProblem:
     def loss(self, x: np.ndarray) -> float:
         """f(x) = mean_ij log(1 + exp(-y_ij <a_ij, x>)) + l2/2 ||x||^2."""
         z = self.yflat * self._matvec(x)
-        return float(np.mean(np.logaddexp(0.0, -z)) + 0.5 * self.l2 * (x @ x))
+        return float(np.mean(blocks.margin_loss_ufunc(z)) + 0.5 * self.l2 * (x @ x))
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """grad f(x), shape (d,)."""
@@ -124,47 +113,58 @@ class LogisticProblem:
 
     def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """f(x) and grad f(x) from one pass over the data."""
+        f, g = self.loss_grad_many(x[None])
+        return float(f[0]), g[0]
+
+    def loss_grad_many(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """f and grad f at each point X[s] (S, d): (S,), (S, d). Each point's value is the
+        same whatever S (a run's metrics do not depend on the batch it runs in)."""
         N = self.yflat.size
-        if self.csr is not None:  # one compiled pass: 3x the two scipy products
-            loss_sum, g = kernels.csr_loss_grad(*self._csr_u, self.yflat, x)
-            g /= N
+        S = X.shape[0]
+        loss = np.empty(S)
+        G = np.empty_like(X)
+        if self.csr is not None:  # one compiled pass over the rows for all points
+            blocks.csr_loss_grad(*self._csr_u, self.yflat, X, loss, G)
         else:
-            # blocks of rows that stay in cache between the two products (gisette: 1.4x)
-            g = np.zeros(self.d)
-            loss_sum = 0.0
-            for lo in range(0, N, self._chunk_rows):
-                rows, yy = self.flat[lo:lo + self._chunk_rows], self.yflat[lo:lo + self._chunk_rows]
-                z = yy * (rows @ x)
-                loss_sum += np.sum(np.logaddexp(0.0, -z))
-                g += rows.T @ (-yy * expit(-z))
-            g /= N
-        return float(loss_sum / N + 0.5 * self.l2 * (x @ x)), g + self.l2 * x
+            for s in range(S):  # blocks of rows that stay in cache between the two products
+                x, g = X[s], G[s]
+                g[:] = 0.0
+                total = 0.0
+                for lo in range(0, N, self._chunk_rows):
+                    rows, yy = self.flat[lo : lo + self._chunk_rows], self.yflat[lo : lo + self._chunk_rows]
+                    z = rows @ x
+                    total += np.sum(blocks.margin_loss_ufunc(yy * z))
+                    g += rows.T @ blocks.margin_coef_ufunc(yy, z)
+                loss[s] = total
+        G /= N
+        G += self.l2 * X
+        return loss / N + 0.5 * self.l2 * np.einsum("sd,sd->s", X, X), G
 
     def worker_grads(self, x: np.ndarray, workers: np.ndarray | None = None) -> np.ndarray:
         """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d).
-        With a leading seed axis, x (S, 1, d) or (S, n, d) gives (S, n, d). ``workers`` (k,)
-        restricts it to those workers: x is then (d,) or (k, d) and the result (k, d)."""
-        if x.ndim == 3:
-            return _per_seed(self.worker_grads, x)
-        ids = np.arange(self.n) if workers is None else np.asarray(workers, dtype=np.int64)
-        if self.csr is not None:
-            out = kernels.csr_worker_grads(*self._csr_u, self.yflat, np.atleast_2d(x), ids, self.m)
+        ``workers`` (k,) restricts it to those workers (the compiled per-worker pass, as the
+        fused step's L-SVRG refreshes): x is then (d,) or (k, d) and the result (k, d)."""
+        if workers is not None or self.csr is not None:
+            ids = np.arange(self.n) if workers is None else np.asarray(workers, dtype=np.int64)
+            X = np.atleast_2d(x)
+            out = np.empty((ids.size, self.d))
+            for t, i in enumerate(ids):
+                xt = X[t if X.shape[0] > 1 else 0]
+                if self.csr is not None:
+                    blocks.csr_worker_grad(*self._csr_u, self.yflat, xt, i, self.m, out[t])
+                else:
+                    blocks.dense_worker_grad(self.flat, self.yflat, xt, i, self.m, out[t])
             out += self.l2 * x
             return out
         step = max(1, self._chunk_rows // self.m)  # whole workers per cache-sized block
-        blocks = ([slice(lo, lo + step) for lo in range(0, self.n, step)] if workers is None
-                  else [slice(i, i + 1) for i in ids])  # views: no copy of a worker's rows
-        out = np.empty((ids.size, self.d))
-        t = 0
-        for b in blocks:
-            A = self.A[b]
+        out = np.empty((self.n, self.d))
+        for lo in range(0, self.n, step):
+            A = self.A[lo : lo + step]
             k = A.shape[0]
-            xs = x if x.ndim == 1 else x[t:t + k, :, None]
+            xs = x if x.ndim == 1 else x[lo : lo + k, :, None]
             z = (A @ xs) if x.ndim == 1 else (A @ xs)[:, :, 0]
-            yy = self.y[b]
-            coef = -yy * expit(-yy * z) / self.m
-            out[t:t + k] = (coef[:, None, :] @ A)[:, 0, :]
-            t += k
+            coef = blocks.margin_coef_ufunc(self.y[lo : lo + k], z) / self.m
+            out[lo : lo + k] = (coef[:, None, :] @ A)[:, 0, :]
         return out + self.l2 * x
 
     # ---- sampled rows -------------------------------------------------------------------
@@ -172,8 +172,13 @@ class LogisticProblem:
         """The rows a_r for flat indices rows (n, tau): shape (n, tau, d)."""
         return self.flat.take(rows.reshape(-1), axis=0).reshape(*rows.shape, self.d)
 
-    def sample_grads(self, x: np.ndarray, rows: np.ndarray, weights: np.ndarray | None = None,
-                     gathered: np.ndarray | None = None) -> np.ndarray:
+    def sample_grads(
+        self,
+        x: np.ndarray,
+        rows: np.ndarray,
+        weights: np.ndarray | None = None,
+        gathered: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Mean over t of w_it * grad f_{r_it}(x_i): minibatch gradients, shape (n, d).
 
         ``rows`` (n, tau) are flat row indices (see :meth:`rows`), worker i's within its
@@ -186,18 +191,18 @@ class LogisticProblem:
         if rows.shape[-1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
             a1 = a[..., 0, :]
             yy = yy[..., 0]
-            z = _row_dots(a1, x)
-            coef = yy * (expit(yy * z) - 1.0)  # = -y sigmoid(-y z)
+            coef = blocks.margin_coef_ufunc(yy, blocks.row_dots(a1, x))
+            # (w l2) x and c a + (w l2) x in the compiled step's order: the same bits
             l2x = self.l2 * x
             if weights is not None:
                 w = weights[..., 0]
                 coef *= w
-                l2x = w[..., None] * l2x
+                l2x = (w * self.l2)[..., None] * x
             g = a1 * coef[..., None]
             g += l2x
             return g
         z = np.einsum("...td,...d->...t", a, x)
-        coef = yy * (expit(yy * z) - 1.0)
+        coef = blocks.margin_coef_ufunc(yy, z)
         wbar = 1.0
         if weights is not None:
             coef = coef * weights
@@ -217,11 +222,19 @@ class LogisticProblem:
         L_i = self.worker_smoothness + self.l2
         L = self.data_smoothness + self.l2
         return {
-            "n": self.n, "m": self.m, "d": self.d, "l2": self.l2,
-            "L": L, "mu": self.l2, "kappa": L / self.l2,
-            "L_US": float(L_ij.max()), "L_IS": float(Lbar.max()),
-            "L_i_max": float(L_i.max()), "L_i_mean": float(L_i.mean()),
-            "Lbar_i_min": float(Lbar.min()), "Lbar_i_mean": float(Lbar.mean()),
+            "n": self.n,
+            "m": self.m,
+            "d": self.d,
+            "l2": self.l2,
+            "L": L,
+            "mu": self.l2,
+            "kappa": L / self.l2,
+            "L_US": float(L_ij.max()),
+            "L_IS": float(Lbar.max()),
+            "L_i_max": float(L_i.max()),
+            "L_i_mean": float(L_i.mean()),
+            "Lbar_i_min": float(Lbar.min()),
+            "Lbar_i_mean": float(Lbar.mean()),
         }
 
     @functools.cached_property
@@ -337,9 +350,11 @@ class QuadraticProblem(LogisticProblem):
     def loss_grad(self, x):
         return self.loss(x), self.worker_grads(x).mean(axis=0)
 
+    def loss_grad_many(self, X):
+        pairs = [self.loss_grad(x) for x in X]
+        return np.array([f for f, _ in pairs]), np.array([g for _, g in pairs])
+
     def worker_grads(self, x, workers=None):
-        if x.ndim == 3:
-            return _per_seed(self.worker_grads, x)
         a = self.A[:, 0, :] if workers is None else self.A[workers, 0, :]
         z = a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
         return 2.0 * z[:, None] * a + self.l2 * x
@@ -357,9 +372,17 @@ class QuadraticProblem(LogisticProblem):
         ev = np.linalg.eigvalsh(H)
         L_i = 2.0 * np.sum(a * a, axis=1) + self.l2
         return {
-            "n": self.n, "m": self.m, "d": self.d, "l2": self.l2,
-            "L": float(ev[-1]), "mu": float(ev[0]), "kappa": float(ev[-1] / ev[0]),
-            "L_US": float(L_i.max()), "L_IS": float(L_i.max()),
-            "L_i_max": float(L_i.max()), "L_i_mean": float(L_i.mean()),
-            "Lbar_i_min": float(L_i.min()), "Lbar_i_mean": float(L_i.mean()),
+            "n": self.n,
+            "m": self.m,
+            "d": self.d,
+            "l2": self.l2,
+            "L": float(ev[-1]),
+            "mu": float(ev[0]),
+            "kappa": float(ev[-1] / ev[0]),
+            "L_US": float(L_i.max()),
+            "L_IS": float(L_i.max()),
+            "L_i_max": float(L_i.max()),
+            "L_i_mean": float(L_i.mean()),
+            "Lbar_i_min": float(L_i.min()),
+            "Lbar_i_mean": float(L_i.mean()),
         }

@@ -1,4 +1,4 @@
-"""One run: build the problem from a config, iterate a method, log metrics, write results.
+"""Runs from configs: build the problem once, the runs of a batch, execute, write results.
 
 Results in the run directory, each written atomically (temporary file + rename):
 ``trace.parquet`` (SPEC.md section 5 metrics every ``log_every`` steps, step 0 and the
@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,38 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from efbench.compressors import Compressor
 from efbench.datasets import atomic_write_bytes, load_dataset, partition
-from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.methods import Method, State
+from efbench.engine import Limits, Outcome, RunSpec, execute
+from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
+from efbench.methods import Method
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
-from efbench.stepsize import Schedule, make_schedule
+from efbench.stepsize import make_schedule
 
 log = logging.getLogger("efbench")
 
 FINISHED = ("completed", "diverged")
 # Keys that do not change a run's result: excluded from the config hash used to resume.
 VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds")
+# Keys a run of a batch may set for itself: they change neither the problem, nor array
+# shapes, nor the code path (efbench.engine runs such runs together).
+BATCHABLE = (
+    "seed",
+    "stepsize",
+    "compressor.lam",
+    "compressor.k",
+    "compressor.s",
+    "compressor.delta",
+    "method.estimator.p",
+    "method.zeta",
+    "method.alpha",
+    "method.eta",
+    "method.a",
+    "method.b",
+    "x0",
+    "dataset.x0_shift",
+)
 X0_CHOICES = ("zero", "shift")
 SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
 L2_MODES = ("relative", "absolute")
@@ -112,75 +129,12 @@ def initial_point(cfg: DictConfig, setup: Setup) -> np.ndarray:
 
 
 def build_method(cfg: DictConfig, d: int) -> Method:
-    comp: Compressor = instantiate(cfg.compressor, float_bits=cfg.bits.float_bits,
-                                   index_bits=cfg.bits.index_bits)
+    comp: Compressor = instantiate(
+        cfg.compressor, float_bits=cfg.bits.float_bits, index_bits=cfg.bits.index_bits
+    )
     comp.validate(d)
     # partial, then call: a dataclass passed through instantiate would become a DictConfig
     return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp)
-
-
-class Tracer:
-    """Accumulates per-round counters and evaluates the metrics at log points."""
-
-    def __init__(self, setup: Setup, x0: np.ndarray):
-        self.s = setup
-        self.n = setup.problem.n
-        self.f0 = setup.problem.loss(x0)
-        self.bits = np.zeros(self.n, dtype=np.int64)
-        self.bits_down = 0
-        self.nnz = np.zeros(self.n, dtype=np.int64)
-        self.calls = 0.0
-        self.skipped = 0
-        self.rounds = 0
-        self.rows: list[dict[str, float]] = []
-
-    def add(self, rnd) -> None:
-        self.skipped += rnd.skipped
-        self.rounds += 1
-        self.bits += rnd.bits_up
-        self.bits_down += rnd.bits_down
-        self.nnz += rnd.nnz
-        self.calls += rnd.calls if np.isscalar(rnd.calls) else float(rnd.calls.mean())
-
-    @property
-    def epochs(self) -> float:
-        return self.calls / self.s.problem.m
-
-    def record(self, k: int, state: State, gamma: float, elapsed: float) -> dict[str, float]:
-        p, x = self.s.problem, state.x
-        f, g = p.loss_grad(x) if np.all(np.isfinite(x)) else (math.inf, np.full(p.d, np.inf))
-        gap = f - self.s.fstar
-        row = {
-            "step": k,
-            "epochs": self.epochs,
-            "f": f,
-            "gap": gap,
-            "rel_gap": gap / (self.f0 - self.s.fstar),
-            "grad_norm2": float(g @ g),
-            "dist2": float(np.sum((x - self.s.xstar) ** 2)),
-            "bits_up_mean": float(self.bits.mean()),
-            "bits_up_max": float(self.bits.max()),
-            "bits_down": float(self.bits_down),
-            "nnz_mean": float(self.nnz.mean() / k) if k else 0.0,
-            "err2": float(np.mean(np.sum(state.e**2, axis=1))) if state.e is not None else math.nan,
-            "skipped_frac": self.skipped / (self.rounds * self.n) if self.rounds else 0.0,
-            "consensus": math.nan,
-            "gap_avg": math.nan,
-            "gamma": gamma,
-            "time": elapsed,
-        }
-        X = state.extra.get("X")
-        if X is not None:  # decentralized: (1/n) sum_i ||x_i - xbar||^2
-            row["consensus"] = float(np.mean(np.sum((X - x) ** 2, axis=1)))
-        x_avg = state.extra.get("x_avg")
-        if x_avg is not None:  # Mem-SGD's weighted average of the iterates
-            row["gap_avg"] = p.loss(x_avg) - self.s.fstar
-        self.rows.append(row)
-        return row
-
-    def diverged(self, row: dict[str, float], factor: float) -> bool:
-        f = row["f"]
-        return not math.isfinite(f) or f > factor * self.f0
 
 
 def check_budget(cfg: DictConfig) -> tuple[float, float, float]:
@@ -219,38 +173,44 @@ def read_summary(out_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-@dataclass
-class Prepared:
-    setup: Setup
-    method: Method
-    schedule: Schedule
-    x0: np.ndarray
-    limits: tuple[float, float, float]  # iterations, bits per worker, epochs
-    log_every: int
-
-
-def prepare(cfg: DictConfig) -> Prepared:
-    """Validate the run settings and build everything a run needs; print the constants."""
-    limits = check_budget(cfg)
-    log_every = int(cfg.log_every)
-    if log_every < 1:
-        raise ConfigError("log_every", f"must be an integer >= 1, got {cfg.log_every}")
+def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
+    """Validate one run's own settings and build its method, schedule and start."""
     check_positive("seed", cfg.seed, allow_zero=True)
-    setup = build_setup(cfg)
     p = setup.problem
     method = build_method(cfg, p.d)
     schedule = method.schedule(
-        make_schedule(OmegaConf.to_container(cfg.stepsize, resolve=True), setup.constants,
-                      method.estimator, method.theory_factor(p.n, p.d)),
-        setup.constants)
-    x0 = initial_point(cfg, setup)
-    c = setup.constants
-    log.info("problem: n=%d m=%d d=%d  l2=%.3e  L=%.6g  mu=%.3e  L_US=%.6g  L_IS=%.6g  "
-             "max L_i=%.6g  f*=%.12g", c["n"], c["m"], c["d"], c["l2"], c["L"], c["mu"],
-             c["L_US"], c["L_IS"], c["L_i_max"], c["f_star"])
-    log.info("method=%s compressor=%s stepsize gamma0=%.6g (%s)", method.name,
-             type(method.compressor).__name__, schedule.gamma0, schedule.formula)
-    return Prepared(setup, method, schedule, x0, limits, log_every)
+        make_schedule(
+            OmegaConf.to_container(cfg.stepsize, resolve=True),
+            setup.constants,
+            method.estimator,
+            method.theory_factor(p.n, p.d),
+        ),
+        setup.constants,
+    )
+    return RunSpec(method, schedule, initial_point(cfg, setup), int(cfg.seed))
+
+
+def limits_of(cfg: DictConfig) -> Limits:
+    iters, bits, epochs = check_budget(cfg)
+    log_every = cfg.log_every
+    if not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1:
+        raise ConfigError("log_every", f"must be an integer >= 1, got {log_every!r}")
+    return Limits(iters, bits, epochs, log_every, float(cfg.diverge_factor))
+
+
+def group_key(cfg: DictConfig) -> str:
+    """Hash of the config without the keys a run of a batch may set for itself (BATCHABLE):
+    runs with equal keys share a problem, shapes and code path, so they can run together."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("hydra", None)
+    for key in (*VOLATILE_KEYS, *BATCHABLE):
+        *head, last = key.split(".")
+        node = c
+        for h in head:
+            node = node.get(h) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
@@ -271,86 +231,179 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
     return {"status": "running", "config_hash": chash, "choices": choices or {}, "config": config}
 
 
-def final_summary(summary: dict[str, Any], status: str, steps: int, wall: float, step_time: float,
-                  row: dict[str, float]) -> dict[str, Any]:
+def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
+    row = out.rows[-1]
     summary.update(
-        status=status, steps=steps, wall_time=wall, step_time=step_time,
-        iters_per_sec=steps / step_time if step_time > 0 else math.nan,
-        final={key: row[key] for key in ("f", "gap", "rel_gap", "grad_norm2", "dist2",
-                                         "bits_up_mean", "bits_down", "nnz_mean", "epochs")},
+        status=out.status,
+        steps=out.steps,
+        engine=out.engine,
+        wall_time=out.wall,
+        step_time=out.step_time,
+        iters_per_sec=out.steps / out.step_time if out.step_time > 0 else math.nan,
+        final={
+            key: row[key]
+            for key in (
+                "f",
+                "gap",
+                "rel_gap",
+                "grad_norm2",
+                "dist2",
+                "bits_up_mean",
+                "bits_down",
+                "nnz_mean",
+                "epochs",
+            )
+        },
     )
-    log.info("%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s)", status, steps,
-             row["gap"], row["rel_gap"], row["bits_up_mean"], summary["iters_per_sec"])
     return summary
+
+
+def run_batch(
+    cfgs: list[DictConfig], out_dirs: list[str | Path], choices: list[dict[str, str] | None] | None = None
+) -> list[dict[str, Any]]:
+    """Execute the runs ``cfgs`` (equal but for BATCHABLE keys) in one batch, each writing its
+    results into its own directory; skip those already finished with the same config.
+
+    A run whose own settings are invalid is recorded with ``status=error`` and the others
+    go on; the first such error is raised once the batch is written."""
+    keep_large_allocations_on_heap()
+    dirs = [Path(d) for d in out_dirs]
+    choices = choices or [None] * len(cfgs)
+    summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
+    todo = []
+    for i, cfg in enumerate(cfgs):
+        chash = config_hash(cfg)
+        summaries[i] = finished_before(dirs[i], chash)
+        if summaries[i] is None:
+            summaries[i] = new_summary(cfg, chash, choices[i])
+            todo.append(i)
+    if not todo:
+        return summaries
+    errors: list[Exception] = []
+
+    def fail(i: int, exc: Exception) -> None:
+        summaries[i].update(status="error", error=str(exc))
+        write_results(dirs[i], None, summaries[i])
+        errors.append(exc)
+
+    try:
+        if len({group_key(cfgs[i]) for i in todo}) > 1:
+            raise ConfigError("batch", "the runs of a batch may differ only in " + ", ".join(BATCHABLE))
+        base = cfgs[todo[0]]
+        lim = limits_of(base)
+        setup = build_setup(base)
+    except Exception as exc:
+        for i in todo:
+            fail(i, exc)
+        raise
+    c = setup.constants
+    log.info(
+        "problem: n=%d m=%d d=%d  l2=%.3e  L=%.6g  mu=%.3e  L_US=%.6g  L_IS=%.6g  max L_i=%.6g  f*=%.12g",
+        c["n"],
+        c["m"],
+        c["d"],
+        c["l2"],
+        c["L"],
+        c["mu"],
+        c["L_US"],
+        c["L_IS"],
+        c["L_i_max"],
+        c["f_star"],
+    )
+    specs, ready = [], []
+    for i in todo:
+        try:
+            spec = prepare_run(cfgs[i], setup)
+        except EfbenchError as exc:
+            log.error("efbench: error: %s", exc)
+            fail(i, exc)
+            continue
+        log.info(
+            "run %s: method=%s compressor=%s seed=%d gamma0=%.6g (%s)",
+            dirs[i],
+            spec.method.name,
+            type(spec.method.compressor).__name__,
+            spec.seed,
+            spec.schedule.gamma0,
+            spec.schedule.formula,
+        )
+        specs.append(spec)
+        ready.append(i)
+    if ready:
+        try:
+            outs = execute(
+                setup.problem,
+                setup.fstar,
+                setup.xstar,
+                specs,
+                lim,
+                str(base.engine),
+                bool(base.progress),
+                specs[0].method.name,
+            )
+        except EfbenchError as exc:
+            for i in ready:
+                fail(i, exc)
+            raise
+        log.info("engine: %s, %d run(s)", outs[0].engine, len(outs))
+        for i, spec, out in zip(ready, specs, outs, strict=True):
+            summ = summaries[i]
+            summ.update(
+                constants={**c, **out.info},
+                gamma0=spec.schedule.gamma0,
+                stepsize_formula=spec.schedule.formula,
+                batch_size=len(outs),
+            )
+            final_summary(summ, out)
+            summ["wall_iters_per_sec"] = out.steps / out.wall if out.wall > 0 else math.nan
+            row = out.rows[-1]
+            log.info(
+                "%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s stepping, "
+                "%.0f it/s wall)",
+                out.status,
+                out.steps,
+                row["gap"],
+                row["rel_gap"],
+                row["bits_up_mean"],
+                summ["iters_per_sec"],
+                summ["wall_iters_per_sec"],
+            )
+            write_results(dirs[i], pd.DataFrame(out.rows), summ)
+        if any(o.status == "interrupted" for o in outs):
+            raise KeyboardInterrupt
+    if errors:
+        raise errors[0]
+    return summaries
 
 
 def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
-    """Execute the run described by ``cfg`` and write its results into ``out_dir``."""
-    out_dir = Path(out_dir)
-    keep_large_allocations_on_heap()
-    chash = config_hash(cfg)
-    prev = finished_before(out_dir, chash)
-    if prev:
-        return prev
-    summary = new_summary(cfg, chash, choices)
-    try:
-        prep = prepare(cfg)
-    except Exception as exc:
-        summary.update(status="error", error=str(exc))
-        write_results(out_dir, None, summary)
-        raise
-    setup, method, schedule, x0 = prep.setup, prep.method, prep.schedule, prep.x0
-    p, c = setup.problem, setup.constants
-    (max_it, max_bits, max_ep), log_every = prep.limits, prep.log_every
-    summary.update(constants=c, gamma0=schedule.gamma0, stepsize_formula=schedule.formula)
+    """Execute the run described by ``cfg`` (a batch of one) and write its results into ``out_dir``."""
+    return run_batch([cfg], [out_dir], [choices])[0]
 
-    rng = np.random.default_rng(int(cfg.seed))
-    state = method.init(p, x0, rng)
-    summary["engine"] = method.engine_used
-    log.info("engine: %s", method.engine_used)
-    info = method.info()
-    if info:
-        log.info("method constants: %s", "  ".join(f"{k}={v:.6g}" for k, v in info.items()))
-        c.update(info)
-    tracer = Tracer(setup, x0)
-    factor = float(cfg.diverge_factor)
-    status = "completed"
-    t_start = time.perf_counter()
-    step_time = 0.0
-    row = tracer.record(0, state, schedule(0), 0.0)
-    k = 0
-    bar = tqdm(total=None if math.isinf(max_it) else int(max_it), disable=not cfg.progress,
-               mininterval=0.5, delay=1.0, desc=f"{method.name}", unit="it", leave=False)
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            check_bits, check_epochs = math.isfinite(max_bits), math.isfinite(max_ep)
-            while k < max_it:
-                if (check_bits and tracer.bits.mean() >= max_bits) or (
-                        check_epochs and tracer.epochs >= max_ep):
-                    break
-                t0 = time.perf_counter()
-                gamma = schedule(k)
-                state, rnd = method.step(p, state, gamma, rng)
-                tracer.add(rnd)
-                k += 1
-                step_time += time.perf_counter() - t0
-                if k % log_every == 0:
-                    row = tracer.record(k, state, gamma, time.perf_counter() - t_start)
-                    bar.update(log_every)
-                    if tracer.diverged(row, factor):
-                        status = "diverged"
-                        break
-            if tracer.rows[-1]["step"] != k:
-                row = tracer.record(k, state, schedule(max(k - 1, 0)), time.perf_counter() - t_start)
-                if status == "completed" and tracer.diverged(row, factor):
-                    status = "diverged"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        row = tracer.record(k, state, schedule(max(k - 1, 0)), time.perf_counter() - t_start)
-    finally:
-        bar.close()
-    final_summary(summary, status, k, time.perf_counter() - t_start, step_time, row)
-    write_results(out_dir, pd.DataFrame(tracer.rows), summary)
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    return summary
+
+def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """The config of one seed of ``seeds=[...]``: ``seed=<s>``, no ``seeds``."""
+    c = cfg.copy()
+    with_flag = OmegaConf.is_struct(c)
+    OmegaConf.set_struct(c, False)
+    c.seed = seed
+    c.seeds = None
+    OmegaConf.set_struct(c, with_flag)
+    return c
+
+
+def run_seeds(
+    cfg: DictConfig, seeds: object, out_dir: str | Path, choices: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """``seeds=[...]``: those seeds in one batch, results in ``out_dir/seed=<s>``."""
+    if (
+        not isinstance(seeds, (list, tuple))
+        or not seeds
+        or len(set(seeds)) != len(seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ConfigError("seeds", f"must be a list of distinct integers >= 0, got {seeds}")
+    out = Path(out_dir)
+    return run_batch(
+        [seed_config(cfg, s) for s in seeds], [out / f"seed={s}" for s in seeds], [choices] * len(seeds)
+    )

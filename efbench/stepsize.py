@@ -44,8 +44,9 @@ def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
     return 1.0 / (L + constants[key] / (n * tau)), f"1/(L + {key}/(n*tau)), tau={tau}"
 
 
-def make_schedule(cfg: dict, constants: dict, estimator: dict,
-                  theory_factor: tuple[float, str] = (1.0, "")) -> Schedule:
+def make_schedule(
+    cfg: dict, constants: dict, estimator: dict, theory_factor: tuple[float, str] = (1.0, "")
+) -> Schedule:
     """Build the stepsize schedule from the ``stepsize`` config block; ``theory_factor``
     is a method's extra factor on the theory rule (DIANA: 1/(1 + 2 omega/n))."""
     rule = cfg.get("rule")

@@ -85,8 +85,9 @@ def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[
         return pd.DataFrame(), runs
     cfg_cols = [c for c in runs.columns if c.startswith("cfg.")]
     # swept values = config leaves that differ between runs (seed is a standard column)
-    varying = [c for c in cfg_cols if runs[c].astype(str).nunique(dropna=False) > 1
-               and c[4:] not in runs.columns]
+    varying = [
+        c for c in cfg_cols if runs[c].astype(str).nunique(dropna=False) > 1 and c[4:] not in runs.columns
+    ]
     runs = runs.drop(columns=[c for c in cfg_cols if c not in varying])
     runs = runs.rename(columns={c: c[4:] for c in varying})
     keys = [c for c in STANDARD if c in runs.columns] + [c[4:] for c in varying]
@@ -113,8 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     trace, runs = collect(args.root)
     if runs.empty:
         raise SystemExit(f"efbench-collect: no runs (summary.json) under {args.root}")
-    show = [c for c in ("run", "status", "steps", "final_rel_gap", "final_bits_up_mean",
-                        "iters_per_sec") if c in runs.columns]
+    show = [
+        c
+        for c in ("run", "status", "steps", "final_rel_gap", "final_bits_up_mean", "iters_per_sec")
+        if c in runs.columns
+    ]
     with pd.option_context("display.max_rows", 200, "display.width", 200):
         print(runs[show].to_string(index=False))
     print(f"{len(runs)} runs, {len(trace)} trace rows")

@@ -36,8 +36,9 @@ def data_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("efdata")
 
 
-def small_problem(n: int = 4, m: int = 30, d: int = 8, l2: float = 0.05, seed: int = 0,
-                  density: float = 1.0) -> LogisticProblem:
+def small_problem(
+    n: int = 4, m: int = 30, d: int = 8, l2: float = 0.05, seed: int = 0, density: float = 1.0
+) -> LogisticProblem:
     X, y = make_synthetic(n * m, d, seed, density=density)
     A, Y = partition(X, y, n, m, "shuffle", seed)
     return LogisticProblem(A, Y, l2)

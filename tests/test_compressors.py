@@ -18,8 +18,7 @@ from efbench.compressors import (
 from efbench.errors import ConfigError
 
 UNBIASED = [RandK(k=3, scaled=True), Natural(), QSGD(s=1), QSGD(s=4), Ternary()]
-ALL = [Identity(), TopK(k=3), RandK(k=3), HardThreshold(lam=0.5), Sign(), Rounding(delta=0.3),
-       *UNBIASED]
+ALL = [Identity(), TopK(k=3), RandK(k=3), HardThreshold(lam=0.5), Sign(), Rounding(delta=0.3), *UNBIASED]
 
 
 def _x(rng, n=5, d=10):
@@ -99,8 +98,11 @@ def test_unbiased_variance_bounds(rng):
     X = _x(rng, n=1, d=16)
     x2 = np.sum(X**2)
     T = 20000
-    for comp, omega in [(Natural(), 1 / 8), (QSGD(s=2), min(16 / 4, 4 / 2)),
-                        (RandK(k=4, scaled=True), 16 / 4 - 1)]:
+    for comp, omega in [
+        (Natural(), 1 / 8),
+        (QSGD(s=2), min(16 / 4, 4 / 2)),
+        (RandK(k=4, scaled=True), 16 / 4 - 1),
+    ]:
         var = np.mean([np.sum((comp(X, rng).values - X) ** 2) for _ in range(T)])
         assert var <= omega * x2 * 1.05
 
@@ -142,8 +144,7 @@ def test_bits_hand_computed(rng):
 
 def test_sparse_bits_rule():
     # index width 10: index list 42 bits a value until the bitmap (1024 bits) is cheaper
-    assert sparse_bits(np.array([0, 1, 100, 500]), 1024, 32, True).tolist() == [
-        0, 42, 4200, 1024 + 500 * 32]
+    assert sparse_bits(np.array([0, 1, 100, 500]), 1024, 32, True).tolist() == [0, 42, 4200, 1024 + 500 * 32]
     assert sparse_bits(np.array([5]), 1, 32, True).tolist() == [min(5 * 32, 1 + 5 * 32)]
 
 

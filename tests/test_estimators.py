@@ -49,8 +49,8 @@ def test_sgd_estimator_exactly_unbiased(kind, skewed, rng):
     expect = np.zeros((skewed.n, skewed.d))
     for j in range(skewed.m):
         rows = skewed.rows(np.full((skewed.n, 1), j))
-        wj = None if w is None else w[:, j:j + 1]
-        expect += p[:, j:j + 1] * skewed.sample_grads(x, rows, wj)
+        wj = None if w is None else w[:, j : j + 1]
+        expect += p[:, j : j + 1] * skewed.sample_grads(x, rows, wj)
     np.testing.assert_allclose(expect, skewed.worker_grads(x), rtol=1e-10, atol=1e-13)
 
 

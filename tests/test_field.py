@@ -76,45 +76,56 @@ def test_identity_compressor_reproduces_gd(setup):
     p, fs, c = setup
     gamma = 0.7 / c["L"]
     gd = trajectory(Uncompressed(name="gd", estimator=FULL), p, gamma, 40)[0]
-    for m in (EF21(name="ef21", compressor=Identity()),
-              CLAG(name="clag", zeta=0.0, compressor=Identity()),
-              LAG(name="lag", zeta=0.0),
-              DIANA(name="diana", estimator=FULL, alpha=1.0, compressor=Identity())):
-        np.testing.assert_allclose(trajectory(m, p, gamma, 40)[0], gd, rtol=1e-11, atol=1e-13,
-                                   err_msg=m.name)
+    for m in (
+        EF21(name="ef21", compressor=Identity()),
+        CLAG(name="clag", zeta=0.0, compressor=Identity()),
+        LAG(name="lag", zeta=0.0),
+        DIANA(name="diana", estimator=FULL, alpha=1.0, compressor=Identity()),
+    ):
+        np.testing.assert_allclose(trajectory(m, p, gamma, 40)[0], gd, rtol=1e-11, atol=1e-13, err_msg=m.name)
 
 
 def test_identity_compressor_reproduces_sgd(setup):
     p, fs, c = setup
     sgd = trajectory(Uncompressed(name="sgd", estimator=SGD), p, 0.2, 60, seed=5)[0]
-    for m in (DoubleSqueeze(name="ds", estimator=SGD, compressor=Identity()),
-              DIANA(name="diana", estimator=SGD, alpha=1.0, compressor=Identity())):
+    for m in (
+        DoubleSqueeze(name="ds", estimator=SGD, compressor=Identity()),
+        DIANA(name="diana", estimator=SGD, alpha=1.0, compressor=Identity()),
+    ):
         np.testing.assert_allclose(trajectory(m, p, 0.2, 60, seed=5)[0], sgd, rtol=1e-11, atol=1e-13)
     sched = Schedule(0.5, "", "inv", 10.0)
     mem = MemSGD(name="mem", estimator=SGD, compressor=Identity(), a=1.0, b=10.0)
     mem.schedule(sched, c)
-    np.testing.assert_allclose(trajectory(mem, p, sched, 60, seed=5)[0],
-                               trajectory(Uncompressed(name="sgd", estimator=SGD), p, sched, 60, seed=5)[0],
-                               rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(
+        trajectory(mem, p, sched, 60, seed=5)[0],
+        trajectory(Uncompressed(name="sgd", estimator=SGD), p, sched, 60, seed=5)[0],
+        rtol=1e-11,
+        atol=1e-13,
+    )
 
 
 def test_dcd_psgd_identity_equals_d_psgd(setup):
     p, fs, c = setup
     for topo in ("ring", "complete"):
         a = trajectory(DPSGD(name="d", estimator=SGD, topology=topo), p, 0.3, 50, seed=1)
-        b = trajectory(DCDPSGD(name="dcd", estimator=SGD, topology=topo, compressor=Identity()),
-                       p, 0.3, 50, seed=1)
+        b = trajectory(
+            DCDPSGD(name="dcd", estimator=SGD, topology=topo, compressor=Identity()), p, 0.3, 50, seed=1
+        )
         np.testing.assert_allclose(a[0], b[0], rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(a[2].extra["X"], b[2].extra["X"], rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("method", [
-    EF21(name="ef21", compressor=TopK(k=1)),
-    CLAG(name="clag", zeta=2.0, compressor=TopK(k=2)),
-    LAG(name="lag", zeta=2.0),
-    DIANA(name="diana", estimator=FULL, compressor=RandK(k=2, scaled=True)),
-    DIANA(name="diana_nat", estimator=FULL, compressor=Natural()),
-], ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "method",
+    [
+        EF21(name="ef21", compressor=TopK(k=1)),
+        CLAG(name="clag", zeta=2.0, compressor=TopK(k=2)),
+        LAG(name="lag", zeta=2.0),
+        DIANA(name="diana", estimator=FULL, compressor=RandK(k=2, scaled=True)),
+        DIANA(name="diana_nat", estimator=FULL, compressor=Natural()),
+    ],
+    ids=lambda m: m.name,
+)
 def test_converges_to_optimum_with_compression_on_heterogeneous_workers(setup, method):
     p, fs, c = setup
     gamma = 0.5 / c["L"] * (method.theory_factor(p.n, p.d)[0])
@@ -157,10 +168,12 @@ def test_ef_signsgd_uses_scaled_sign(setup):
 def test_decentralized_methods_converge_and_count_edge_bits(setup, topo):
     p, fs, c = setup
     f0 = p.loss(np.zeros(p.d)) - fs
-    for m in (DPSGD(name="d", estimator=FULL, topology=topo),
-              # DCD-PSGD needs a low-variance compressor (omega small against the spectral gap)
-              DCDPSGD(name="dcd", estimator=FULL, topology=topo, compressor=Natural()),
-              DeepSqueeze(name="deep", estimator=FULL, topology=topo, compressor=TopK(k=3), eta=0.3)):
+    for m in (
+        DPSGD(name="d", estimator=FULL, topology=topo),
+        # DCD-PSGD needs a low-variance compressor (omega small against the spectral gap)
+        DCDPSGD(name="dcd", estimator=FULL, topology=topo, compressor=Natural()),
+        DeepSqueeze(name="deep", estimator=FULL, topology=topo, compressor=TopK(k=3), eta=0.3),
+    ):
         traj, rounds, state = trajectory(m, p, 0.3 / c["L"], 3000)
         assert p.loss(traj[-1]) - fs < 1e-2 * f0, (m.name, topo)
         deg = adjacency(topo, p.n).sum(axis=1)
@@ -171,10 +184,12 @@ def test_decentralized_methods_converge_and_count_edge_bits(setup, topo):
 
 
 def test_incompatible_pairs_are_refused_before_the_run(tmp_path):
-    for overrides, kind in ((["method=diana", "compressor=topk"], "contractive"),
-                            (["method=ef21", "compressor=natural"], "unbiased"),
-                            (["method=clag", "compressor=ht"], "absolute"),
-                            (["method=dcd_psgd", "compressor=sign"], "contractive")):
+    for overrides, kind in (
+        (["method=diana", "compressor=topk"], "contractive"),
+        (["method=ef21", "compressor=natural"], "unbiased"),
+        (["method=clag", "compressor=ht"], "absolute"),
+        (["method=dcd_psgd", "compressor=sign"], "contractive"),
+    ):
         with pytest.raises(ConfigError, match=rf"compressor: method .* does not take a {kind}"):
             run(cfg_of(*overrides), tmp_path)
     with pytest.raises(ConfigError, match=r"method\.alpha"):
@@ -184,31 +199,37 @@ def test_incompatible_pairs_are_refused_before_the_run(tmp_path):
 def test_counterexample_cgd_topk_diverges_while_ec_and_ef21_converge(tmp_path):
     common = ["dataset=counterexample", "compressor=topk", "stepsize=constant", "log_every=10"]
     for gamma in (0.001, 0.01, 0.1):
-        s = run(cfg_of(*common, "method=cgd", f"stepsize.gamma={gamma}", "budget.iters=20000"),
-                tmp_path / f"cgd{gamma}")
+        s = run(
+            cfg_of(*common, "method=cgd", f"stepsize.gamma={gamma}", "budget.iters=20000"),
+            tmp_path / f"cgd{gamma}",
+        )
         assert s["status"] == "diverged"
     for method in ("ec_gd", "ef21"):
-        s = run(cfg_of(*common, f"method={method}", "stepsize.gamma=0.01", "budget.iters=3000"),
-                tmp_path / method)
+        s = run(
+            cfg_of(*common, f"method={method}", "stepsize.gamma=0.01", "budget.iters=3000"), tmp_path / method
+        )
         assert s["status"] == "completed" and s["final"]["gap"] < 1e-12, method
     s = run(cfg_of(*common, "method=gd", "stepsize.gamma=0.01", "budget.iters=3000"), tmp_path / "gd")
     assert s["final"]["gap"] < 1e-12
 
 
-@pytest.mark.parametrize("overrides", [
-    ["method=ef21", "compressor=topk"],
-    ["method=ef21", "compressor=topk", "method.estimator.kind=sgd"],
-    ["method=lag"],
-    ["method=clag", "compressor=topk"],
-    ["method=diana", "compressor=randk", "compressor.scaled=true"],
-    ["method=diana", "compressor=qsgd", "method.estimator.kind=full"],
-    ["method=mem_sgd", "compressor=topk"],
-    ["method=ef_signsgd"],
-    ["method=double_squeeze", "compressor=topk"],
-    ["method=d_psgd", "topology=torus"],
-    ["method=dcd_psgd", "compressor=natural", "topology=complete"],
-    ["method=deep_squeeze", "compressor=topk", "topology=ring"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=ef21", "compressor=topk"],
+        ["method=ef21", "compressor=topk", "method.estimator.kind=sgd"],
+        ["method=lag"],
+        ["method=clag", "compressor=topk"],
+        ["method=diana", "compressor=randk", "compressor.scaled=true"],
+        ["method=diana", "compressor=qsgd", "method.estimator.kind=full"],
+        ["method=mem_sgd", "compressor=topk"],
+        ["method=ef_signsgd"],
+        ["method=double_squeeze", "compressor=topk"],
+        ["method=d_psgd", "topology=torus"],
+        ["method=dcd_psgd", "compressor=natural", "topology=complete"],
+        ["method=deep_squeeze", "compressor=topk", "topology=ring"],
+    ],
+)
 def test_every_new_method_runs_from_the_config(overrides, tmp_path):
     s = run(cfg_of(*overrides, "budget.iters=200", "log_every=50"), tmp_path)
     assert s["status"] == "completed", s
@@ -230,8 +251,12 @@ def test_comparison_experiment_composes():
     with __import__("hydra").initialize_config_module("efbench.conf", version_base="1.3"):
         from hydra import compose
 
-        for comp, meth, target in (("ec_sgd_topk", "ec_sgd_is", "TopK"), ("ef21_topk", "ef21", "TopK"),
-                                   ("clag_topk", "clag", "TopK"), ("diana_randk", "diana", "RandK")):
+        for comp, meth, target in (
+            ("ec_sgd_topk", "ec_sgd_is", "TopK"),
+            ("ef21_topk", "ef21", "TopK"),
+            ("clag_topk", "clag", "TopK"),
+            ("diana_randk", "diana", "RandK"),
+        ):
             cfg = compose("config", overrides=["+experiment=compare_w8a", f"comparison={comp}"])
             assert cfg.method.name == meth and cfg.compressor._target_.endswith(target)
             assert cfg.dataset.name == "w8a" and cfg.compressor.k == 3

@@ -7,7 +7,7 @@ from conftest import small_problem
 from efbench.compressors import HardThreshold, Identity, RandK, TopK
 from efbench.errors import ConfigError
 from efbench.methods import CompressedGD, ErrorCompensated, Uncompressed
-from efbench.problems import QuadraticProblem, solve
+from efbench.problems import solve
 
 FULL = {"kind": "full"}
 SGD_US = {"kind": "sgd", "sampling": "uniform", "batch": 1}
@@ -51,8 +51,9 @@ def test_identity_compressor_reproduces_gd(setup, cls):
 def test_ec_sgd_identity_reproduces_sgd_with_same_seed(setup):
     p, xs, fs, c = setup
     a, _, _ = trajectory(Uncompressed(name="sgd", estimator=SGD_US), p, 0.1, 100, seed=3)
-    b, _, _ = trajectory(ErrorCompensated(name="ec", estimator=SGD_US, compressor=Identity()),
-                         p, 0.1, 100, seed=3)
+    b, _, _ = trajectory(
+        ErrorCompensated(name="ec", estimator=SGD_US, compressor=Identity()), p, 0.1, 100, seed=3
+    )
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -85,20 +86,15 @@ def test_ec_lsvrg_removes_the_sampling_noise_of_ec_sgd(setup):
     c1 = p1.constants()
     gamma = 0.5 / (c1["L"] + c1["L_IS"])
     sgd_is = {**SGD_US, "sampling": "importance"}
-    lsvrg = final_gap(ErrorCompensated(name="l", estimator=LSVRG, compressor=TopK(k=2)),
-                      p1, gamma, 6000)
-    sgd = final_gap(ErrorCompensated(name="s", estimator=sgd_is, compressor=TopK(k=2)),
-                    p1, gamma, 6000)
+    lsvrg = final_gap(ErrorCompensated(name="l", estimator=LSVRG, compressor=TopK(k=2)), p1, gamma, 6000)
+    sgd = final_gap(ErrorCompensated(name="s", estimator=sgd_is, compressor=TopK(k=2)), p1, gamma, 6000)
     assert lsvrg < 1e-12 and sgd > 1e-3
     p, xs, fs, c = setup  # heterogeneous workers: both keep a floor, L-SVRG's far lower
     gamma = 0.5 / (c["L"] + c["L_IS"] / p.n)
-    lsvrg = final_gap(ErrorCompensated(name="l", estimator=LSVRG, compressor=TopK(k=2)),
-                      p, gamma, 6000)
-    sgd = final_gap(ErrorCompensated(name="s", estimator=sgd_is, compressor=TopK(k=2)),
-                    p, gamma, 6000)
+    lsvrg = final_gap(ErrorCompensated(name="l", estimator=LSVRG, compressor=TopK(k=2)), p, gamma, 6000)
+    sgd = final_gap(ErrorCompensated(name="s", estimator=sgd_is, compressor=TopK(k=2)), p, gamma, 6000)
     assert lsvrg < sgd / 20
-    exact = final_gap(ErrorCompensated(name="l", estimator=LSVRG, compressor=Identity()),
-                      p, gamma, 6000)
+    exact = final_gap(ErrorCompensated(name="l", estimator=LSVRG, compressor=Identity()), p, gamma, 6000)
     assert exact < 1e-12
 
 
@@ -117,16 +113,20 @@ def test_ec_forms_coincide_for_homogeneous_and_differ_for_ht(setup):
     p, xs, fs, c = setup
     gamma = 0.3 / c["L"]
     for comp in (TopK(k=2), RandK(k=2)):
-        a = trajectory(ErrorCompensated(name="e", estimator=SGD_US, compressor=comp,
-                                        ec_form="scaled"), p, gamma, 60)[0]
-        b = trajectory(ErrorCompensated(name="e", estimator=SGD_US, compressor=comp,
-                                        ec_form="plain"), p, gamma, 60)[0]
+        a = trajectory(
+            ErrorCompensated(name="e", estimator=SGD_US, compressor=comp, ec_form="scaled"), p, gamma, 60
+        )[0]
+        b = trajectory(
+            ErrorCompensated(name="e", estimator=SGD_US, compressor=comp, ec_form="plain"), p, gamma, 60
+        )[0]
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     ht = HardThreshold(lam=0.05)
-    a = trajectory(ErrorCompensated(name="e", estimator=FULL, compressor=ht, ec_form="scaled"),
-                   p, gamma, 60)[0]
-    b = trajectory(ErrorCompensated(name="e", estimator=FULL, compressor=ht, ec_form="plain"),
-                   p, gamma, 60)[0]
+    a = trajectory(ErrorCompensated(name="e", estimator=FULL, compressor=ht, ec_form="scaled"), p, gamma, 60)[
+        0
+    ]
+    b = trajectory(ErrorCompensated(name="e", estimator=FULL, compressor=ht, ec_form="plain"), p, gamma, 60)[
+        0
+    ]
     assert np.abs(a - b).max() > 1e-4
 
 
@@ -146,12 +146,10 @@ def test_error_memory_identity(setup):
 
 def test_bits_per_round(setup):
     p, xs, fs, c = setup
-    _, rounds, _ = trajectory(ErrorCompensated(name="e", estimator=FULL, compressor=TopK(k=2)),
-                              p, 0.1, 3)
+    _, rounds, _ = trajectory(ErrorCompensated(name="e", estimator=FULL, compressor=TopK(k=2)), p, 0.1, 3)
     # d = 6: index width 3; top-2 costs min(2 * 35, 6 + 64) = 70 bits; downlink 32 * 6
     assert all(r.bits_up.tolist() == [70] * p.n and r.bits_down == 192 for r in rounds)
-    _, rounds, _ = trajectory(Uncompressed(name="gd", estimator=FULL, compressor=TopK(k=1)),
-                              p, 0.1, 2)
+    _, rounds, _ = trajectory(Uncompressed(name="gd", estimator=FULL, compressor=TopK(k=1)), p, 0.1, 2)
     assert all(r.bits_up.tolist() == [192] * p.n for r in rounds)  # gd ignores the compressor
     assert all(r.calls == p.m for r in rounds)
 
@@ -159,68 +157,3 @@ def test_bits_per_round(setup):
 def test_invalid_ec_form():
     with pytest.raises(ConfigError, match=r"method\.ec_form.*scaled, plain"):
         ErrorCompensated(name="e", ec_form="both")
-
-
-@pytest.mark.parametrize("comp", [Identity(), HardThreshold(lam=0.05), TopK(k=2)], ids=repr)
-@pytest.mark.parametrize("estimator", [SGD_US, {**SGD_US, "sampling": "importance"},
-                                       {**LSVRG, "p": 0.3}], ids=["us", "is", "lsvrg"])
-@pytest.mark.parametrize("form", ["scaled", "plain"])
-def test_numba_engine_matches_numpy_engine(setup, comp, estimator, form):
-    """The fused kernel computes the same step: same random draws, same messages, values
-    equal to rounding; over 300 steps the trajectories stay together."""
-    p, xs, fs, c = setup
-    gamma = 0.3 / c["L"]
-    a = trajectory(ErrorCompensated(name="e", estimator=estimator, compressor=comp, ec_form=form),
-                   p, gamma, 300, seed=4)
-    b = trajectory(ErrorCompensated(name="e", estimator=estimator, compressor=comp, ec_form=form,
-                                    engine="numba"), p, gamma, 300, seed=4)
-    np.testing.assert_allclose(b[0], a[0], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(b[2].e, a[2].e, rtol=1e-9, atol=1e-12)
-    for ra, rb in zip(a[1], b[1], strict=True):
-        assert ra.bits_up.tolist() == rb.bits_up.tolist() and ra.nnz.tolist() == rb.nnz.tolist()
-        np.testing.assert_array_equal(ra.calls, rb.calls)
-
-
-def test_numba_engine_refuses_what_it_does_not_fuse(setup):
-    p, xs, fs, c = setup
-    from efbench.compressors import Sign
-
-    for kwargs in ({"estimator": FULL, "compressor": TopK(k=1)},
-                   {"estimator": SGD_US, "compressor": Sign()},
-                   {"estimator": {**SGD_US, "batch": 4}, "compressor": TopK(k=1)}):
-        m = ErrorCompensated(name="e", engine="numba", **kwargs)
-        with pytest.raises(ConfigError, match="engine: numba runs"):
-            m.init(p, np.zeros(p.d), np.random.default_rng(0))
-    with pytest.raises(ConfigError, match="engine.*numpy, numba"):
-        ErrorCompensated(name="e", engine="jax")
-
-
-def test_auto_engine_fuses_only_logistic_ec_sgd():
-    """auto picks the kernel for EC-SGD on the logistic problem, and numpy elsewhere, e.g. the
-    quadratic counterexample, whose gradients the logistic kernel does not compute."""
-    logistic, quad = small_problem(n=3, m=10, d=4, l2=0.1, seed=0), QuadraticProblem.counterexample()
-    for p, want in ((logistic, "numba"), (quad, "numpy")):
-        m = ErrorCompensated(name="e", estimator=SGD_US, compressor=TopK(k=1))
-        m.init(p, np.ones(p.d), np.random.default_rng(0))
-        assert m.engine_used == want
-    m = ErrorCompensated(name="e", estimator=SGD_US, compressor=TopK(k=1), engine="numba")
-    with pytest.raises(ConfigError, match="engine: numba runs .* not the QuadraticProblem"):
-        m.init(quad, np.ones(quad.d), np.random.default_rng(0))
-
-
-@pytest.mark.parametrize("coin", ["shared", "per_worker"])
-def test_numba_engine_wide_topk_and_coins(coin):
-    """Large K (the heap selection) with ties on a wider problem, and both L-SVRG coins:
-    same draws, messages and refreshes as the numpy engine."""
-    p = small_problem(n=5, m=30, d=80, l2=0.05, seed=7)
-    gamma = 0.3 / p.constants()["L"]
-    est = {**LSVRG, "p": 0.2, "coin": coin}
-    a = trajectory(ErrorCompensated(name="e", estimator=est, compressor=TopK(k=20)), p, gamma, 200, seed=1)
-    b = trajectory(ErrorCompensated(name="e", estimator=est, compressor=TopK(k=20), engine="numba"),
-                   p, gamma, 200, seed=1)
-    np.testing.assert_allclose(b[0], a[0], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(b[2].est.w, a[2].est.w, rtol=1e-9, atol=1e-12)
-    for ra, rb in zip(a[1], b[1], strict=True):
-        assert ra.bits_up.tolist() == rb.bits_up.tolist() and ra.nnz.tolist() == rb.nnz.tolist()
-        np.testing.assert_array_equal(np.broadcast_to(ra.calls, (p.n,)), np.broadcast_to(rb.calls, (p.n,)))
-    assert any(np.any(np.asarray(r.calls) > 2) for r in a[1])  # some refreshes happened

@@ -23,7 +23,7 @@ def test_worker_and_sample_gradients_match_finite_differences(problem, rng):
     x = rng.standard_normal(problem.d)
     G = problem.worker_grads(x)
     for i in range(problem.n):
-        sub = LogisticProblem(problem.A[i:i + 1], problem.y[i:i + 1], problem.l2)
+        sub = LogisticProblem(problem.A[i : i + 1], problem.y[i : i + 1], problem.l2)
         np.testing.assert_allclose(G[i], fd_grad(sub.loss, x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(G.mean(axis=0), problem.grad(x), rtol=1e-12, atol=1e-14)
     j = rng.integers(0, problem.m, size=(problem.n, 1))
@@ -79,8 +79,9 @@ def test_sparse_and_dense_full_passes_agree(rng):
         assert p.loss(x) == pytest.approx(as_dense.loss(x), rel=1e-13)
         np.testing.assert_allclose(p.grad(x), as_dense.grad(x), rtol=1e-12, atol=1e-15)
         for point in (x, X):
-            np.testing.assert_allclose(p.worker_grads(point), as_dense.worker_grads(point),
-                                       rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(
+                p.worker_grads(point), as_dense.worker_grads(point), rtol=1e-12, atol=1e-15
+            )
         np.testing.assert_allclose(p.hess_vec(x, X[0]), as_dense.hess_vec(x, X[0]), rtol=1e-12, atol=1e-15)
 
 
@@ -142,11 +143,14 @@ def test_worker_grads_of_some_workers(rng):
     result, on the dense, sparse and quadratic problems, at one point or one per worker."""
     from efbench.problems import QuadraticProblem
 
-    for p in (small_problem(n=5, m=30, d=12, l2=0.01, seed=5),
-              small_problem(n=5, m=30, d=12, l2=0.01, seed=5, density=0.1),
-              QuadraticProblem.counterexample()):
+    for p in (
+        small_problem(n=5, m=30, d=12, l2=0.01, seed=5),
+        small_problem(n=5, m=30, d=12, l2=0.01, seed=5, density=0.1),
+        QuadraticProblem.counterexample(),
+    ):
         x, X = rng.standard_normal(p.d), rng.standard_normal((p.n, p.d))
         idx = np.array([p.n - 1, 0])
         np.testing.assert_allclose(p.worker_grads(x, idx), p.worker_grads(x)[idx], rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(p.worker_grads(X[idx], idx), p.worker_grads(X)[idx],
-                                   rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(
+            p.worker_grads(X[idx], idx), p.worker_grads(X)[idx], rtol=1e-13, atol=1e-15
+        )

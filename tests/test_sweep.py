@@ -24,8 +24,9 @@ def sweep_dir(tmp_path_factory):
 
 def test_multirun_runs_every_combination_in_readable_dirs(sweep_dir):
     dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert dirs == [f"budget.iters=60,compressor={c},log_every=20,seed={s}"
-                    for c in ("ht", "topk") for s in (0, 1)]
+    assert dirs == [
+        f"budget.iters=60,compressor={c},log_every=20,seed={s}" for c in ("ht", "topk") for s in (0, 1)
+    ]
     for d in dirs:
         assert json.loads((sweep_dir / d / "summary.json").read_text())["status"] == "completed"
 
@@ -34,8 +35,21 @@ def test_collect_gives_tidy_frames(sweep_dir):
     trace, runs = collect(sweep_dir)
     assert len(runs) == 4 and set(runs.status) == {"completed"}
     assert set(runs.compressor) == {"topk", "ht"} and set(runs.seed) == {0, 1}
-    for col in ("dataset", "method", "compressor", "sampling", "stepsize", "seed", "label",
-                "compressor.k", "compressor.lam", "step", "rel_gap", "bits_up_mean", "epochs"):
+    for col in (
+        "dataset",
+        "method",
+        "compressor",
+        "sampling",
+        "stepsize",
+        "seed",
+        "label",
+        "compressor.k",
+        "compressor.lam",
+        "step",
+        "rel_gap",
+        "bits_up_mean",
+        "epochs",
+    ):
         assert col in trace.columns, col
     assert len(trace) == 4 * 4  # steps 0, 20, 40, 60 of each run
     topk = trace[trace.compressor == "topk"]
@@ -66,9 +80,17 @@ def test_resume_skips_finished_and_reruns_broken(sweep_dir):
 
 def test_joblib_launcher_runs_in_parallel_processes(tmp_path):
     root = tmp_path / "jl"
-    r = efbench("-m", "seed=0,1", "budget.iters=30", "log_every=10", "progress=false",
-                "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={root}",
-                cwd=tmp_path)
+    r = efbench(
+        "-m",
+        "seed=0,1",
+        "budget.iters=30",
+        "log_every=10",
+        "progress=false",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={root}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "Joblib" in r.stderr + r.stdout
     _, runs = collect(root)
@@ -77,8 +99,15 @@ def test_joblib_launcher_runs_in_parallel_processes(tmp_path):
 
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     root = tmp_path / "bad"
-    r = efbench("-m", "compressor=topk", "compressor.k=1,99", "budget.iters=20", "progress=false",
-                f"hydra.sweep.dir={root}", cwd=tmp_path)
+    r = efbench(
+        "-m",
+        "compressor=topk",
+        "compressor.k=1,99",
+        "budget.iters=20",
+        "progress=false",
+        f"hydra.sweep.dir={root}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0
     _, runs = collect(root)
     assert sorted(runs.status) == ["completed", "error"]
@@ -93,8 +122,11 @@ def test_plots_and_cli(sweep_dir, tmp_path, capsys):
             assert p.stat().st_size > 5000
     plots.main([str(sweep_dir), "--out", str(tmp_path / "cli"), "--x", "bits", "iterations"])
     assert {p.name for p in (tmp_path / "cli").iterdir()} == {
-        "rel_gap_vs_bits.png", "rel_gap_vs_bits.pdf", "rel_gap_vs_iterations.png",
-        "rel_gap_vs_iterations.pdf"}
+        "rel_gap_vs_bits.png",
+        "rel_gap_vs_bits.pdf",
+        "rel_gap_vs_iterations.png",
+        "rel_gap_vs_iterations.pdf",
+    }
     collect_main([str(sweep_dir), "-o", str(tmp_path / "all")])
     assert "4 runs, 16 trace rows" in capsys.readouterr().out
     assert len(pd.read_parquet(tmp_path / "all_trace.parquet")) == 16
@@ -118,9 +150,14 @@ def test_collect_many_runs_quickly(tmp_path):
         d = tmp_path / f"seed={i}"
         d.mkdir()
         src.to_parquet(d / "trace.parquet")
-        (d / "summary.json").write_text(json.dumps(
-            {"status": "completed", "config": {"seed": i, "dataset": {"name": "x"},
-                                               "method": {"name": "m"}}}))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "status": "completed",
+                    "config": {"seed": i, "dataset": {"name": "x"}, "method": {"name": "m"}},
+                }
+            )
+        )
     t0 = time.perf_counter()
     trace, runs = collect(tmp_path)
     assert time.perf_counter() - t0 < 10
@@ -136,12 +173,30 @@ def test_paper_quick_pipeline_on_a9a(tmp_path, mirror, data_cache, monkeypatch):
     monkeypatch.setenv("EFBENCH_DATA_MIRROR", str(mirror))
     monkeypatch.setenv("EFBENCH_DATA_DIR", str(data_cache))
     out = tmp_path / "paper"
-    paper.main(["--out", str(out), "--quick", "--datasets", "a9a", "--no-calibrate",
-                "budget.iters=300", "log_every=50"])
+    paper.main(
+        [
+            "--out",
+            str(out),
+            "--quick",
+            "--datasets",
+            "a9a",
+            "--no-calibrate",
+            "budget.iters=300",
+            "log_every=50",
+        ]
+    )
     report = (out / "report.md").read_text()
-    for needle in ("## Constants per dataset", "## Stepsizes", "## Final suboptimality",
-                   "### 1. Importance vs uniform", "### 2. EC-LSVRG vs EC-SGD", "### 3. HT vs TopK",
-                   "- a9a: iterations to reach", "exp3_ht_vs_topk_vs_bits.png", "3.50016"):
+    for needle in (
+        "## Constants per dataset",
+        "## Stepsizes",
+        "## Final suboptimality",
+        "### 1. Importance vs uniform",
+        "### 2. EC-LSVRG vs EC-SGD",
+        "### 3. HT vs TopK",
+        "- a9a: iterations to reach",
+        "exp3_ht_vs_topk_vs_bits.png",
+        "3.50016",
+    ):
         assert needle in report, needle
     _, runs = collect(out / "paper_exp3")
     assert len(runs) == 4 and set(runs.compressor) == {"ht_paper", "topk_paper"}

@@ -1,0 +1,270 @@
+"""Compiled building blocks, each formula defined once (numba).
+
+The numpy path (compressors, samplers, gradients of :mod:`efbench.problems`) and the fused
+multi-step kernel (:mod:`efbench.fused`) call these same functions, so the two engines
+cannot drift apart: what differs between them is only how the loop is driven. Plain,
+readable numpy versions of the same formulas live in ``tests/reference.py`` and are
+compared with these.
+
+* logistic loss of a margin t = y <a, x>: ``log(1 + e^-t)`` and its derivative
+  ``-sigmoid(-t)``, from one exp(-|t|) (no overflow for any t);
+* sampling: worker i's row for a uniform draw u (uniform: ``i m + floor(m u)``; importance:
+  the position of ``u + i`` in the concatenated, shifted per-worker CDFs) and its weight;
+* compressors identity, hard threshold and TopK on one row, with the TopK tie rule:
+  among equal magnitudes the lowest index is kept first;
+* the bit rule of a sparse message (SPEC.md section 2): ``k F + min(k I, d)``, or ``k F``
+  with values-only accounting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, vectorize
+
+IDENTITY, THRESHOLD, TOPK = 0, 1, 2
+
+
+@njit(cache=True)
+def loss_and_dloss(t: float) -> tuple[float, float]:
+    """log(1 + e^-t) and its derivative -sigmoid(-t), from one exp(-|t|)."""
+    ex = math.exp(-abs(t))
+    if t >= 0.0:
+        return math.log1p(ex), -ex / (1.0 + ex)
+    return -t + math.log1p(ex), -1.0 / (1.0 + ex)
+
+
+@njit(cache=True)
+def margin_coef(y: float, z: float) -> float:
+    """d/dz log(1 + exp(-y z)) = -y sigmoid(-y z): the per-sample gradient is coef * a."""
+    return y * loss_and_dloss(y * z)[1]
+
+
+@vectorize(["float64(float64, float64)"], cache=True)
+def margin_coef_ufunc(y: float, z: float) -> float:  # pragma: no cover - compiled
+    """:func:`margin_coef` element-wise over arrays."""
+    return margin_coef(y, z)
+
+
+@vectorize(["float64(float64)"], cache=True)
+def margin_loss_ufunc(t: float) -> float:  # pragma: no cover - compiled
+    """log(1 + e^-t) element-wise (:func:`loss_and_dloss`)."""
+    return loss_and_dloss(t)[0]
+
+
+@njit(cache=True)
+def sample_row(u: float, i: int, m: int, cdf: np.ndarray, weights: np.ndarray) -> tuple[int, float]:
+    """Worker i's flat row index for the uniform draw u in [0, 1), and its weight 1/(m p_ij):
+    uniform (``cdf`` empty) j = floor(m u), weight 1; importance: the position of u + i in
+    the per-worker CDFs shifted by the worker index, capped at the worker's last row (u + i
+    may round up into the next block)."""
+    if cdf.size == 0:
+        return i * m + int(u * m), 1.0
+    r = min(np.searchsorted(cdf, u + i, side="right"), i * m + m - 1)
+    return r, weights[r]
+
+
+@njit(cache=True)
+def draw_rows(
+    u: np.ndarray, m: int, cdf: np.ndarray, weights: np.ndarray, rows: np.ndarray, w: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """:func:`sample_row` for draws u (n, tau): flat rows and weights into ``rows``, ``w``."""
+    for i in range(u.shape[0]):
+        for t in range(u.shape[1]):
+            rows[i, t], w[i, t] = sample_row(u[i, t], i, m, cdf, weights)
+
+
+@njit(cache=True)
+def kth_largest_abs(row: np.ndarray, k: int, heap: np.ndarray) -> float:  # pragma: no cover
+    """The k-th largest |row_j| by a min-heap of the k largest seen so far (``heap`` holds
+    them after the call): one pass, most entries fail one comparison with the root."""
+    for j in range(k):
+        a = abs(row[j])
+        c = j
+        while c > 0:  # sift up
+            parent = (c - 1) // 2
+            if heap[parent] <= a:
+                break
+            heap[c] = heap[parent]
+            c = parent
+        heap[c] = a
+    root = heap[0]  # in a register: the common case is one comparison with it
+    for j in range(k, row.shape[0]):
+        a = abs(row[j])
+        if a <= root:
+            continue
+        c = 0
+        while True:  # replace the root, sift down
+            child = 2 * c + 1
+            if child >= k:
+                break
+            if child + 1 < k and heap[child + 1] < heap[child]:
+                child += 1
+            if heap[child] >= a:
+                break
+            heap[c] = heap[child]
+            c = child
+        heap[c] = a
+        root = heap[0]
+    return heap[0]
+
+
+@njit(cache=True)
+def compress_row(
+    row: np.ndarray, comp: int, thr: float, k: int, heap: np.ndarray, out: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """C(row) into ``out`` (zeros where not sent); returns the coordinates sent.
+
+    identity: all d; hard threshold: |row_j| >= thr; TopK: the k largest |row_j|, ties with
+    the k-th taken lowest index first, k values sent (even when nan defeats the comparisons).
+    """
+    d = row.shape[0]
+    if comp == IDENTITY:
+        out[:] = row
+        return d
+    if comp == THRESHOLD:
+        count = 0
+        for j in range(d):  # selects, not branches: vectorized, no mispredictions
+            v = row[j]
+            keep = abs(v) >= thr
+            out[j] = v if keep else 0.0
+            count += keep
+        return count
+    if k >= d:
+        out[:] = row
+        return d
+    kth = kth_largest_abs(row, k, heap)
+    ties = k  # those above the k-th largest are all in the heap; the rest are ties
+    for h in range(k):
+        if heap[h] > kth:
+            ties -= 1
+    for j in range(d):
+        a = abs(row[j])
+        keep = a > kth or (a == kth and ties > 0)
+        if a == kth and keep:
+            ties -= 1
+        out[j] = row[j] if keep else 0.0
+    return k
+
+
+@njit(cache=True)
+def message_bits(count: int, d: int, value_bits: int, index_width: int, index_bits: bool) -> int:
+    """Bits of a sparse message of ``count`` values: min(index list k (F + I), bitmap + values
+    d + k F) = k F + min(k I, d); values only (k F) without ``index_bits``."""
+    if not index_bits:
+        return count * value_bits
+    return count * value_bits + min(count * index_width, d)
+
+
+@vectorize(["int64(int64, int64, int64, int64, boolean)"], cache=True)
+def message_bits_ufunc(count, d, value_bits, index_width, index_bits):  # pragma: no cover - compiled
+    """:func:`message_bits` element-wise."""
+    return message_bits(count, d, value_bits, index_width, index_bits)
+
+
+@njit(cache=True)
+def compress_rows(
+    X: np.ndarray,
+    comp: int,
+    thr: float,
+    k: int,
+    value_bits: int,
+    index_width: int,
+    index_bits: bool,
+    out: np.ndarray,
+    bits: np.ndarray,
+    nnz: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """:func:`compress_row` on every row of X (rows, d), with each message's bits."""
+    heap = np.empty(max(k, 1))
+    d = X.shape[1]
+    for r in range(X.shape[0]):
+        c = compress_row(X[r], comp, thr, k, heap, out[r])
+        nnz[r] = c
+        bits[r] = (
+            value_bits * d if comp == IDENTITY else message_bits(c, d, value_bits, index_width, index_bits)
+        )
+
+
+@njit(cache=True)
+def csr_row_dot(indptr, indices, data, r, x) -> float:  # pragma: no cover - compiled
+    z = 0.0
+    for q in range(indptr[r], indptr[r + 1]):
+        z += data[q] * x[indices[q]]
+    return z
+
+
+@njit(cache=True)
+def csr_loss_grad(indptr, indices, data, y, X, loss, G) -> None:  # pragma: no cover - compiled
+    """For each point X[s] (S, d), one pass over CSR rows a_r with labels y_r: loss[s] =
+    sum_r log(1 + exp(-y_r <a_r, x_s>)) and G[s] = sum_r coef_r a_r, the data parts of N f
+    and N grad f. Each point's sums run in the same order whatever S is (batches of runs
+    reproduce single runs bit for bit). Unsigned indices: numba then skips its
+    negative-index check (2x on a9a)."""
+    for s in range(X.shape[0]):
+        x, g = X[s], G[s]
+        g[:] = 0.0
+        total = 0.0
+        for r in range(y.shape[0]):
+            t = y[r] * csr_row_dot(indptr, indices, data, r, x)
+            lr, dr = loss_and_dloss(t)
+            total += lr
+            c = y[r] * dr
+            for q in range(indptr[r], indptr[r + 1]):
+                g[indices[q]] += c * data[q]
+        loss[s] = total
+
+
+@njit(cache=True)
+def csr_worker_grad(indptr, indices, data, y, x, i, m, out) -> None:  # pragma: no cover - compiled
+    """out = (1/m) sum_j coef_ij a_ij over worker i's m rows (flat i m .. i m + m - 1): the
+    data part of grad f_i(x)."""
+    out[:] = 0.0
+    for r in range(i * m, i * m + m):
+        c = margin_coef(y[r], csr_row_dot(indptr, indices, data, r, x)) / m
+        for q in range(indptr[r], indptr[r + 1]):
+            out[indices[q]] += c * data[q]
+
+
+@njit(cache=True)
+def csr_worker_grads(indptr, indices, data, y, X, workers, m):  # pragma: no cover - compiled
+    """(len(workers), d): row t is the data part of grad f_i(x_t), i = workers[t]; X is
+    (len(workers), d), one point per worker, or (1, d), one for all."""
+    out = np.zeros((workers.shape[0], X.shape[1]))
+    for t in range(workers.shape[0]):
+        csr_worker_grad(indptr, indices, data, y, X[t if X.shape[0] > 1 else 0], workers[t], m, out[t])
+    return out
+
+
+@njit(cache=True)
+def dense_worker_grad(flat, y, x, i, m, out) -> None:  # pragma: no cover - compiled
+    """:func:`csr_worker_grad` on dense rows."""
+    out[:] = 0.0
+    for r in range(i * m, i * m + m):
+        a = flat[r]
+        c = margin_coef(y[r], np.dot(a, x)) / m
+        for j in range(a.shape[0]):
+            out[j] += c * a[j]
+
+
+@njit(cache=True)
+def row_dots(a: np.ndarray, x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """<a_i, x> (x (d,)) or <a_i, x_i> (x (n, d)) for rows a (n, d), by the BLAS dot the
+    compiled step uses for each sample, so both engines get the same margins bit for bit."""
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = np.dot(a[i], x if x.ndim == 1 else x[i])
+    return out
+
+
+@njit(cache=True)
+def worker_mean(V: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """out = (1/n) sum_i V_i, summed in worker order as the compiled step sums messages."""
+    out[:] = 0.0
+    for i in range(V.shape[0]):
+        for j in range(V.shape[1]):
+            out[j] += V[i, j]
+    n = V.shape[0]
+    for j in range(V.shape[1]):
+        out[j] /= n

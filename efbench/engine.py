@@ -1,0 +1,321 @@
+"""The one loop: a batch of R runs on one problem, from step 0 to their budgets.
+
+A single run is a batch of one. Each run has its own method object (its own compressor
+parameter, method scalars), stepsize schedule, starting point and random generator, so
+its trace does not depend on the batch it runs in: the numpy engine steps each run in
+turn; the compiled engine (:mod:`efbench.fused`) advances all runs from one log point to
+the next in one call, with per-run stepsizes, thresholds, K and refresh probabilities,
+and checks the bit and epoch budgets inside. Metrics are evaluated for all live runs at
+once (:meth:`efbench.problems.LogisticProblem.loss_grad_many`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from efbench.errors import ConfigError
+from efbench.fused import ec_advance
+from efbench.methods import FusedSpec, Method, Round, State
+from efbench.problems import LogisticProblem
+from efbench.stepsize import Schedule
+
+ENGINES = ("auto", "numpy", "numba")
+# trace columns every method has; a method declares its others (Method.metrics)
+COMMON_METRICS = (
+    "step",
+    "epochs",
+    "f",
+    "gap",
+    "rel_gap",
+    "grad_norm2",
+    "dist2",
+    "bits_up_mean",
+    "bits_up_max",
+    "bits_down",
+    "nnz_mean",
+)
+
+
+@dataclass
+class RunSpec:
+    """One run of a batch: its method, stepsize schedule, starting point and seed."""
+
+    method: Method
+    schedule: Schedule
+    x0: np.ndarray
+    seed: int
+
+
+@dataclass
+class Limits:
+    iters: float
+    bits: float  # mean cumulative uplink bits per worker
+    epochs: float
+    log_every: int
+    diverge_factor: float
+
+
+@dataclass
+class Outcome:
+    """What a run produced: its status, steps, trace rows and timings."""
+
+    status: str
+    steps: int
+    rows: list[dict[str, float]]
+    step_time: float
+    wall: float
+    engine: str
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class Counters:
+    """Per-run cumulative counts of a batch: uplink bits and coordinates per worker (R, n),
+    downlink bits, oracle calls per worker, skipped messages, rounds (R,)."""
+
+    def __init__(self, R: int, n: int, m: int):
+        self.m, self.n = m, n
+        self.bits = np.zeros((R, n), dtype=np.int64)
+        self.nnz = np.zeros((R, n), dtype=np.int64)
+        self.bits_down = np.zeros(R, dtype=np.int64)
+        self.calls = np.zeros(R)
+        self.skipped = np.zeros(R, dtype=np.int64)
+        self.rounds = np.zeros(R, dtype=np.int64)
+
+    def add(self, r: int, rnd: Round) -> None:
+        self.skipped[r] += rnd.skipped
+        self.rounds[r] += 1
+        self.bits[r] += rnd.bits_up
+        self.bits_down[r] += rnd.bits_down
+        self.nnz[r] += rnd.nnz
+        self.calls[r] += rnd.calls if np.isscalar(rnd.calls) else float(rnd.calls.mean())
+
+    def over_budget(self, r: int, lim: Limits) -> bool:
+        """Checked before each step, as the compiled step checks it (bits are integers, so the
+        mean is exact in any summation order)."""
+        return self.bits[r].sum() / self.n >= lim.bits or self.calls[r] / self.m >= lim.epochs
+
+
+def choose_engine(engine: str, runs: list[RunSpec], problem: LogisticProblem) -> list[FusedSpec] | None:
+    """The runs' compiled specs when the compiled step runs them, else None (numpy).
+    ``engine=numba`` refuses what it cannot fuse, naming why."""
+    if engine not in ENGINES:
+        raise ConfigError("engine", f"unknown value {engine!r}", ENGINES)
+    if engine == "numpy":
+        return None
+    specs = [r.method.fuse(problem) for r in runs]
+    why = next((s for s in specs if isinstance(s, str)), None)
+    if why is None and len({s.shape() for s in specs}) > 1:
+        why = "the runs of this batch differ in more than lam, K, p and the stepsize"
+    if why is None:
+        return specs
+    if engine == "numba":
+        raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
+    return None
+
+
+def execute(
+    problem: LogisticProblem,
+    fstar: float,
+    xstar: np.ndarray,
+    runs: list[RunSpec],
+    lim: Limits,
+    engine: str = "auto",
+    progress: bool = False,
+    desc: str = "",
+) -> list[Outcome]:
+    """Run every run of the batch to its budget (or divergence); return their outcomes."""
+    specs = choose_engine(engine, runs, problem)
+    R, n, m = len(runs), problem.n, problem.m
+    rngs = [np.random.default_rng(r.seed) for r in runs]
+    states = [r.method.init(problem, r.x0, g) for r, g in zip(runs, rngs, strict=True)]
+    infos = [r.method.info(s) for r, s in zip(runs, states, strict=True)]
+    fused = None if specs is None else FusedBatch(problem, specs, runs, states)
+    counters = Counters(R, n, m)
+    f0 = np.array([problem.loss(r.x0) for r in runs])
+    rows: list[list[dict[str, float]]] = [[] for _ in runs]
+    status = ["completed"] * R
+    steps = np.zeros(R, dtype=np.int64)
+    step_time = np.zeros(R)
+    live = list(range(R))  # runs that may take more steps
+    t_start = time.perf_counter()
+
+    def record(which: list[int]) -> None:
+        X = np.stack([states[r].x for r in which])
+        finite = np.all(np.isfinite(X), axis=1)
+        f, G = problem.loss_grad_many(np.where(finite[:, None], X, 0.0))
+        elapsed = time.perf_counter() - t_start
+        for t, r in enumerate(which):
+            run, k = runs[r], int(steps[r])
+            ok = bool(finite[t])
+            gap = f[t] - fstar if ok else math.inf
+            row = {
+                "step": k,
+                "epochs": counters.calls[r] / m,
+                "f": float(f[t]) if ok else math.inf,
+                "gap": gap,
+                "rel_gap": gap / (f0[r] - fstar),
+                "grad_norm2": float(G[t] @ G[t]) if ok else math.inf,
+                "dist2": float(np.sum((X[t] - xstar) ** 2)),
+                "bits_up_mean": float(counters.bits[r].mean()),
+                "bits_up_max": float(counters.bits[r].max()),
+                "bits_down": float(counters.bits_down[r]),
+                "nnz_mean": float(counters.nnz[r].mean() / k) if k else 0.0,
+            }
+            measured = run.method.measure(problem, states[r], fstar)
+            for name in run.method.metrics:
+                if name == "skipped_frac":
+                    rounds = counters.rounds[r]
+                    row[name] = counters.skipped[r] / (rounds * n) if rounds else 0.0
+                else:
+                    row[name] = measured[name]
+            row["gamma"] = run.schedule(max(k - 1, 0))
+            row["time"] = elapsed
+            rows[r].append(row)
+            if status[r] == "completed" and (
+                not math.isfinite(row["f"]) or row["f"] > lim.diverge_factor * f0[r]
+            ):
+                status[r] = "diverged"
+
+    record(live)
+    bar = tqdm(
+        total=None if math.isinf(lim.iters) else int(lim.iters) * R,
+        disable=not progress,
+        mininterval=0.5,
+        delay=1.0,
+        desc=desc,
+        unit="it",
+        leave=False,
+    )
+    k = 0
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            while live and k < lim.iters:
+                T = int(min(lim.log_every - k % lim.log_every, lim.iters - k))
+                if fused is not None:
+                    took = fused.advance(live, T, rngs, counters, lim, step_time)
+                else:
+                    took = _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time)
+                steps[live] += took
+                k += T
+                live = [r for r, t in zip(live, took, strict=True) if t == T]  # others hit a budget
+                if k % lim.log_every == 0 and live:
+                    record(live)
+                    live = [r for r in live if status[r] == "completed"]
+                bar.update(int(took.sum()))
+    except KeyboardInterrupt:
+        for r in live:
+            status[r] = "interrupted"
+    finally:
+        bar.close()
+    last = [r for r in range(R) if rows[r][-1]["step"] != steps[r]]
+    if last:
+        record(last)
+    wall = time.perf_counter() - t_start
+    name = "numpy" if fused is None else "numba"
+    return [
+        Outcome(status[r], int(steps[r]), rows[r], float(step_time[r]), wall, name, infos[r])
+        for r in range(R)
+    ]
+
+
+def _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time) -> np.ndarray:
+    """Each live run in turn, up to T steps from step k: the numpy engine."""
+    took = np.zeros(len(live), dtype=np.int64)
+    for t, r in enumerate(live):
+        run, state, rng = runs[r], states[r], rngs[r]
+        t0 = time.perf_counter()
+        for j in range(T):
+            if counters.over_budget(r, lim):
+                break
+            state, rnd = run.method.step(problem, state, run.schedule(k + j), rng)
+            counters.add(r, rnd)
+            took[t] += 1
+        states[r] = state
+        step_time[r] += time.perf_counter() - t0
+    return took
+
+
+class FusedBatch:
+    """The batch's arrays as the compiled step takes them: models X (R, d), error memories
+    E (R, n, d) and L-SVRG points (R, n, d), each run's State holding views of its rows."""
+
+    def __init__(
+        self, problem: LogisticProblem, specs: list[FusedSpec], runs: list[RunSpec], states: list[State]
+    ):
+        self.p, self.spec = problem, specs[0]
+        self.X = np.stack([s.x for s in states])
+        self.E = np.stack([s.e for s in states])
+        lsvrg = self.spec.lsvrg
+        self.W = np.stack([s.est.w for s in states]) if lsvrg else self.E[:, :0]
+        self.GW = np.stack([s.est.gw for s in states]) if lsvrg else self.E[:, :0]
+        for r, s in enumerate(states):
+            s.x, s.e = self.X[r], self.E[r]
+            if lsvrg:
+                s.est.w, s.est.gw = self.W[r], self.GW[r]
+        self.lam = np.array([s.lam for s in specs])
+        self.k = np.array([s.k for s in specs], dtype=np.int64)
+        self.prob = np.array([s.p for s in specs])
+        self.schedules = [r.schedule for r in runs]
+        self.down = np.array([r.method.downlink(problem.d) for r in runs], dtype=np.int64)
+        self.coins = {0: 0, 1: 1, 2: problem.n}[self.spec.coin]
+        csr = problem._csr_u if problem.csr is not None else (np.zeros(0, np.uint64),) * 2 + (np.zeros(0),)
+        self.csr = csr
+        self.index_width = (problem.d - 1).bit_length()
+
+    def advance(
+        self, live: list[int], T: int, rngs, counters: Counters, lim: Limits, step_time: np.ndarray
+    ) -> np.ndarray:
+        p, s, n = self.p, self.spec, self.p.n
+        R = self.X.shape[0]
+        draws = np.zeros((R, T, n + self.coins))
+        gammas = np.zeros((R, T))
+        mask = np.zeros(R, dtype=bool)
+        mask[live] = True
+        for r in live:
+            draws[r] = rngs[r].random((T, n + self.coins))
+            k0 = int(counters.rounds[r])
+            gammas[r] = [self.schedules[r](k0 + j) for j in range(T)]
+        steps = np.zeros(R, dtype=np.int64)
+        t0 = time.perf_counter()
+        ec_advance(
+            p.flat,
+            p.yflat,
+            *self.csr,
+            p.m,
+            s.cdf,
+            s.weights,
+            self.X,
+            self.E,
+            self.W,
+            self.GW,
+            draws,
+            gammas,
+            self.lam,
+            self.k,
+            self.prob,
+            s.comp,
+            s.scaled,
+            p.l2,
+            s.float_bits,
+            self.index_width,
+            s.index_bits,
+            s.lsvrg,
+            s.coin,
+            lim.bits,
+            lim.epochs,
+            mask,
+            counters.bits,
+            counters.nnz,
+            counters.calls,
+            steps,
+        )
+        elapsed = time.perf_counter() - t0
+        counters.rounds += steps
+        counters.bits_down += steps * self.down
+        step_time[live] += elapsed / len(live)
+        return steps[live]

@@ -1,0 +1,143 @@
+"""The compiled multi-step kernel of the error-compensated SGD family (engine ``numba``).
+
+``ec_advance`` moves every run of a batch from one log point to the next in one call:
+sampling, the SGD or L-SVRG gradient, error feedback, compression, bit counting, the
+L-SVRG refreshes and the budget checks, assembled from :mod:`efbench.blocks` (the same
+functions the numpy engine calls). The formulas are those of
+:class:`efbench.methods.ErrorCompensated` with tau = 1:
+
+    g_i = w_i [grad f_{i r_i}(x) - grad f_{i r_i}(w_i)] + grad f_i(w_i)   (L-SVRG)
+    g_i = w_i grad f_{i r_i}(x)                                            (SGD)
+    u_i = e_i + gamma g_i,  v_i = C(u_i),  e_i = u_i - v_i,  x -= mean_i v_i
+
+with C = identity, hard threshold (|u_j| >= gamma lambda in the scaled form, lambda in the
+plain one) or TopK. Random numbers come from each run's numpy Generator, drawn before
+the call in the order the numpy engine draws them (per step: n sample draws, then the
+L-SVRG coin or coins), so both engines consume the same stream and send the same messages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from efbench.blocks import (
+    IDENTITY,
+    compress_row,
+    csr_worker_grad,
+    dense_worker_grad,
+    margin_coef,
+    message_bits,
+    sample_row,
+)
+
+NO_COIN, SHARED_COIN, WORKER_COINS = 0, 1, 2
+
+
+@njit(cache=True)
+def ec_advance(
+    flat,
+    yflat,
+    csr_indptr,
+    csr_indices,
+    csr_data,
+    m,
+    cdf,
+    weights,
+    X,
+    E,
+    SNAP,
+    SNAPG,
+    draws,
+    gammas,
+    lam,
+    k,
+    p,
+    comp,
+    scaled,
+    l2,
+    float_bits,
+    index_width,
+    index_bits,
+    lsvrg,
+    coin,
+    max_bits,
+    max_epochs,
+    live,
+    bits,
+    nnz,
+    calls,
+    steps,
+):  # pragma: no cover
+    """Advance each run r of X (R, d), E (R, n, d) by up to T = draws.shape[1] steps, in place.
+
+    ``draws`` (R, T, n + c) are each run's uniforms, c = 0, 1 or n coins; ``gammas``
+    (R, T) its stepsizes; ``lam``, ``k``, ``p`` (R,) its threshold, K and refresh
+    probability. ``SNAP``, ``SNAPG`` (R, n, d) are the L-SVRG points w_i and grad f_i(w_i).
+    Before each step a run stops for good when its mean cumulative uplink bits per worker
+    reach ``max_bits`` or its epochs (oracle calls / m) reach ``max_epochs``, exactly as the
+    numpy engine checks them; runs with ``live[r]`` false take no step. Counters ``bits``,
+    ``nnz`` (R, n), ``calls`` (R,) are cumulative; ``steps`` (R,) receives the steps each
+    run took in this call.
+    """
+    R, n, d = E.shape
+    T = draws.shape[1]
+    vsum = np.empty(d)
+    buf = np.empty(d)
+    grad = np.empty(d)
+    heap = np.empty(max(k.max(), 1))
+    sparse = csr_indptr.size > 0
+    for r in range(R):
+        x = X[r]
+        steps[r] = 0
+        if not live[r]:
+            continue
+        for t in range(T):
+            if bits[r].sum() / n >= max_bits or calls[r] / m >= max_epochs:
+                break
+            gamma = gammas[r, t]
+            thr = gamma * lam[r] if scaled else lam[r]
+            vsum[:] = 0.0
+            for i in range(n):
+                row, w = sample_row(draws[r, t, i], i, m, cdf, weights)
+                a = flat[row]
+                yy = yflat[row]
+                e = E[r, i]
+                c = margin_coef(yy, np.dot(a, x)) * w  # BLAS dot: a loop is add-latency bound
+                wl2 = w * l2
+                if lsvrg:
+                    sn, sg = SNAP[r, i], SNAPG[r, i]
+                    c2 = margin_coef(yy, np.dot(a, sn)) * w
+                    for j in range(d):
+                        e[j] += gamma * (c * a[j] + wl2 * x[j] - (c2 * a[j] + wl2 * sn[j]) + sg[j])
+                else:
+                    for j in range(d):
+                        e[j] += gamma * (c * a[j] + wl2 * x[j])
+                count = compress_row(e, comp, thr, k[r], heap, buf)
+                for j in range(d):
+                    vsum[j] += buf[j]
+                    e[j] -= buf[j]
+                nnz[r, i] += count
+                if comp == IDENTITY:
+                    bits[r, i] += float_bits * d
+                else:
+                    bits[r, i] += message_bits(count, d, float_bits, index_width, index_bits)
+            step_calls = 1.0
+            if lsvrg:
+                refreshed = 0
+                for i in range(n):  # w_i^{k+1} = x^k where the coin says so: m oracle calls
+                    u = draws[r, t, n] if coin == SHARED_COIN else draws[r, t, n + i]
+                    if u < p[r]:
+                        refreshed += 1
+                        SNAP[r, i] = x
+                        if sparse:
+                            csr_worker_grad(csr_indptr, csr_indices, csr_data, yflat, x, i, m, grad)
+                        else:
+                            dense_worker_grad(flat, yflat, x, i, m, grad)
+                        for j in range(d):
+                            SNAPG[r, i, j] = grad[j] + l2 * x[j]
+                step_calls = (2.0 * n + m * refreshed) / n
+            calls[r] += step_calls
+            for j in range(d):  # the order of blocks.worker_mean
+                x[j] -= vsum[j] / n
+            steps[r] += 1
