@@ -23,7 +23,7 @@ def sweep_dir(tmp_path_factory):
 
 
 def test_multirun_runs_every_combination_in_readable_dirs(sweep_dir):
-    dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name != ".batches")
     assert dirs == [
         f"budget.iters=60,compressor={c},log_every=20,seed={s}" for c in ("ht", "topk") for s in (0, 1)
     ]
@@ -64,7 +64,7 @@ def test_collect_gives_tidy_frames(sweep_dir):
 
 
 def test_resume_skips_finished_and_reruns_broken(sweep_dir):
-    stamp = {p: (p / "trace.parquet").stat().st_mtime_ns for p in sweep_dir.iterdir() if p.is_dir()}
+    stamp = {p: (p / "trace.parquet").stat().st_mtime_ns for p in sweep_dir.glob("budget*")}
     broken = sweep_dir / "budget.iters=60,compressor=ht,log_every=20,seed=0"
     s = json.loads((broken / "summary.json").read_text())
     s["status"] = "running"  # as if the sweep had been killed during this run
@@ -76,6 +76,65 @@ def test_resume_skips_finished_and_reruns_broken(sweep_dir):
         changed = (p / "trace.parquet").stat().st_mtime_ns != t
         assert changed == (p == broken), p
     assert json.loads((broken / "summary.json").read_text())["status"] == "completed"
+
+
+def test_sweep_groups_batchable_jobs_and_matches_batching_off(tmp_path):
+    """The two seeds of each compressor run as one batched job; every run's directory,
+    config hash and trace are those of the same sweep with batching off."""
+    on, off = tmp_path / "on", tmp_path / "off"
+    sweep = [*SWEEP, "stepsize.multiplier=0.5,1"]
+    r = efbench(*sweep, f"hydra.sweep.dir={on}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout + r.stderr).count("Launching 2 jobs locally") == 1  # 8 runs in 2 groups
+    r = efbench(*sweep, "hydra.sweeper.batch=false", f"hydra.sweep.dir={off}", cwd=tmp_path)
+    assert r.returncode == 0 and (r.stdout + r.stderr).count("Launching 8 jobs locally") == 1, r.stderr
+    runs = sorted(p.name for p in off.glob("budget*"))
+    assert len(runs) == 8 and runs == sorted(p.name for p in on.glob("budget*"))
+    for name in runs:
+        a, b = (json.loads((root / name / "summary.json").read_text()) for root in (on, off))
+        assert a["config_hash"] == b["config_hash"] and a["config"] == b["config"]
+        assert (a["batch_size"], b["batch_size"]) == (4, 1)
+        ta, tb = (pd.read_parquet(root / name / "trace.parquet").drop(columns="time") for root in (on, off))
+        pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    r = efbench(*sweep, f"hydra.sweep.dir={on}", cwd=tmp_path)  # resumes run by run
+    assert (r.stdout + r.stderr).count("skipping") == 8, r.stderr
+
+
+def test_sweep_grouping_rule():
+    from hydra_plugins.efbench_sweeper.efbench_sweeper import batchable, group_jobs
+
+    assert all(
+        map(
+            batchable,
+            [
+                "seed=3",
+                "stepsize.multiplier=2",
+                "compressor.lam=0.1",
+                "method.estimator.p=0.1",
+                "x0=shift",
+                "method.zeta=4",
+            ],
+        )
+    )
+    assert not any(
+        map(
+            batchable,
+            [
+                "stepsize=constant",
+                "method=ef21",
+                "+seed=1",
+                "compressor.scaled=true",
+                "dataset.m=10",
+                "budget.iters=5",
+                "engine=numpy",
+            ],
+        )
+    )
+    jobs = [["method=a", "seed=0"], ["method=a", "seed=1"], ["method=b", "seed=0"]]
+    grouped = group_jobs(jobs, max_runs=256)
+    assert grouped[1] == ["method=b", "seed=0"] and grouped[0][0] == "method=a"
+    assert grouped[0][1] == """+efbench_batch='[["seed=0"], ["seed=1"]]'"""
+    assert len(group_jobs([["seed=0"], ["seed=1"], ["seed=2"]], max_runs=2)) == 2
 
 
 def test_joblib_launcher_runs_in_parallel_processes(tmp_path):

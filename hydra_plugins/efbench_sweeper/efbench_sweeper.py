@@ -1,0 +1,95 @@
+"""The ``efbench`` sweeper (efbench's default): Hydra's basic sweeper, whose jobs are first
+grouped so that the jobs of a sweep that differ only in batchable keys (seed, stepsize,
+compressor parameters, ... : :data:`efbench.runner.BATCHABLE`) become one job running them
+as one batch (:func:`efbench.runner.run_batch`).
+
+The grouped job carries its runs' own overrides in ``efbench_batch`` (a JSON list); it runs
+each in ``<sweep dir>/<that run's override_dirname>``, the directory the run would have had
+alone, so resume and collection see no difference; the group's own Hydra folder (its log
+and ``.hydra``) is ``<sweep dir>/.batches/<n>``. Any launcher runs the grouped jobs (basic;
+joblib: groups spread over processes; cluster launchers: a group per cluster job).
+``hydra.sweeper.batch=false`` launches every job on its own; ``hydra.sweeper.max_runs``
+caps the runs of one group.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.types import Override
+
+BATCH_KEY = "efbench_batch"
+# top-level leaves among efbench.runner.BATCHABLE; every other batchable key is dotted
+# (a bare group name such as ``stepsize=constant`` changes the defaults list: not batchable)
+TOP_LEVEL = ("seed", "x0")
+
+
+@dataclass
+class EfbenchSweeperConf:
+    _target_: str = "hydra_plugins.efbench_sweeper.efbench_sweeper.EfbenchSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+    batch: bool = True
+    max_runs: int = 256
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="efbench", node=EfbenchSweeperConf, provider="efbench"
+)
+
+
+def batchable(line: str) -> bool:
+    """Whether the override ``key=value`` sets a batchable key (never an added, deleted or
+    group override)."""
+    from efbench.runner import BATCHABLE
+
+    key, sep, _ = line.partition("=")
+    if not sep or key.startswith(("+", "~")) or key.endswith("@"):
+        return False
+    if "." not in key and key not in TOP_LEVEL:
+        return False
+    return any(key == b or key.startswith(b + ".") for b in BATCHABLE)
+
+
+def quoted(text: str) -> str:
+    """``text`` as a single-quoted Hydra override value."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def group_jobs(jobs: List[List[str]], max_runs: int) -> List[List[str]]:
+    """Jobs with equal non-batchable overrides become one job with ``+efbench_batch``."""
+    groups: Dict[tuple, List[List[str]]] = {}
+    for job in jobs:
+        fixed = tuple(line for line in job if not batchable(line))
+        groups.setdefault(fixed, []).append([line for line in job if batchable(line)])
+    out = []
+    for fixed, runs in groups.items():
+        for lo in range(0, len(runs), max_runs):
+            chunk = runs[lo : lo + max_runs]
+            if len(chunk) == 1:
+                out.append([*fixed, *chunk[0]])
+            else:
+                batch = f"+{BATCH_KEY}={quoted(json.dumps(chunk))}"
+                out.append([*fixed, batch, f"hydra.sweep.subdir=.batches/{len(out)}"])
+    return out
+
+
+class EfbenchSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: Optional[int],
+        params: Optional[Dict[str, str]] = None,
+        batch: bool = True,
+        max_runs: int = 256,
+    ) -> None:
+        super().__init__(max_batch_size, params)
+        self.batch = batch
+        self.max_runs = max_runs
+
+    def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> Any:
+        jobs = BasicSweeper.split_arguments(overrides, None)[0]
+        if self.batch:
+            jobs = group_jobs(jobs, self.max_runs)
+        return [list(c) for c in BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size)]
