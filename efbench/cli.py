@@ -19,7 +19,6 @@ log = logging.getLogger("efbench")
 BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
 
 
-
 def override_dirname(lines: list[str], hc: DictConfig) -> str:
     """The ``hydra.job.override_dirname`` a job with these overrides would get alone."""
     spec = hc.job.config.override_dirname

@@ -11,6 +11,7 @@ once (:meth:`efbench.problems.LogisticProblem.loss_grad_many`).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from efbench.methods import FusedSpec, Method, Round, State
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 
+log = logging.getLogger("efbench")
 ENGINES = ("auto", "numpy", "numba")
 # trace columns every method has; a method declares its others (Method.metrics)
 COMMON_METRICS = (
@@ -53,11 +55,21 @@ class RunSpec:
 
 @dataclass
 class Limits:
+    """Budgets (a run stops at the first reached), the log schedule and the divergence test."""
+
     iters: float
     bits: float  # mean cumulative uplink bits per worker
     epochs: float
-    log_every: int
+    log_every: int | None  # log every this many steps; None: log-spaced steps
     diverge_factor: float
+    log_per_decade: float = 10.0
+
+    def next_log(self, k: int) -> int:
+        """The first log point after step k: the next multiple of ``log_every``, or the next
+        of the log-spaced steps 1, 2, ..., each about 10^(1/log_per_decade) times the last."""
+        if self.log_every:
+            return (k // self.log_every + 1) * self.log_every
+        return max(k + 1, math.floor(k * 10.0 ** (1.0 / self.log_per_decade)))
 
 
 @dataclass
@@ -195,7 +207,8 @@ def execute(
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             while live and k < lim.iters:
-                T = int(min(lim.log_every - k % lim.log_every, lim.iters - k))
+                at = lim.next_log(k)
+                T = int(min(at, lim.iters) - k)
                 if fused is not None:
                     took = fused.advance(live, T, rngs, counters, lim, step_time)
                 else:
@@ -203,7 +216,7 @@ def execute(
                 steps[live] += took
                 k += T
                 live = [r for r, t in zip(live, took, strict=True) if t == T]  # others hit a budget
-                if k % lim.log_every == 0 and live:
+                if k == at and live:
                     record(live)
                     live = [r for r in live if status[r] == "completed"]
                 bar.update(int(took.sum()))
@@ -263,9 +276,17 @@ class FusedBatch:
         self.schedules = [r.schedule for r in runs]
         self.down = np.array([r.method.downlink(problem.d) for r in runs], dtype=np.int64)
         self.coins = {0: 0, 1: 1, 2: problem.n}[self.spec.coin]
-        csr = problem._csr_u if problem.csr is not None else (np.zeros(0, np.uint64),) * 2 + (np.zeros(0),)
-        self.csr = csr
+        self.csr = problem.csr_arrays
         self.index_width = (problem.d - 1).bit_length()
+        if not ec_advance.signatures:  # first call in this process: compile or load from disk
+            t0 = time.perf_counter()
+            self.advance(
+                [], 1, [], Counters(len(runs), problem.n, problem.m), Limits(1, 0, 0, 1, 1), np.zeros(1)
+            )
+            log.info(
+                "compiled step ready in %.2f s (compiled once, then loaded from numba's cache)",
+                time.perf_counter() - t0,
+            )
 
     def advance(
         self, live: list[int], T: int, rngs, counters: Counters, lim: Limits, step_time: np.ndarray
@@ -306,8 +327,8 @@ class FusedBatch:
             s.index_bits,
             s.lsvrg,
             s.coin,
-            lim.bits,
-            lim.epochs,
+            float(lim.bits),
+            float(lim.epochs),
             mask,
             counters.bits,
             counters.nnz,
@@ -317,5 +338,6 @@ class FusedBatch:
         elapsed = time.perf_counter() - t0
         counters.rounds += steps
         counters.bits_down += steps * self.down
-        step_time[live] += elapsed / len(live)
+        if live:
+            step_time[live] += elapsed / len(live)
         return steps[live]

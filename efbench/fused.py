@@ -28,6 +28,7 @@ from efbench.blocks import (
     dense_worker_grad,
     margin_coef,
     message_bits,
+    sample_dot,
     sample_row,
 )
 
@@ -87,6 +88,9 @@ def ec_advance(
     grad = np.empty(d)
     heap = np.empty(max(k.max(), 1))
     sparse = csr_indptr.size > 0
+    saved = np.empty(d)
+    c2 = 0.0
+    sn, sg = X[0], X[0]
     for r in range(R):
         x = X[r]
         steps[r] = 0
@@ -100,19 +104,42 @@ def ec_advance(
             vsum[:] = 0.0
             for i in range(n):
                 row, w = sample_row(draws[r, t, i], i, m, cdf, weights)
-                a = flat[row]
                 yy = yflat[row]
                 e = E[r, i]
-                c = margin_coef(yy, np.dot(a, x)) * w  # BLAS dot: a loop is add-latency bound
+                c = margin_coef(yy, sample_dot(flat, csr_indptr, csr_indices, csr_data, row, x)) * w
                 wl2 = w * l2
                 if lsvrg:
                     sn, sg = SNAP[r, i], SNAPG[r, i]
-                    c2 = margin_coef(yy, np.dot(a, sn)) * w
-                    for j in range(d):
-                        e[j] += gamma * (c * a[j] + wl2 * x[j] - (c2 * a[j] + wl2 * sn[j]) + sg[j])
+                    c2 = margin_coef(yy, sample_dot(flat, csr_indptr, csr_indices, csr_data, row, sn)) * w
+                if sparse:
+                    # the dense formula with a_j = 0 off the row's entries, then the entries
+                    # from the saved e_j: the same arithmetic, without reading a dense row
+                    q0, q1 = csr_indptr[row], csr_indptr[row + 1]
+                    for q in range(q0, q1):
+                        saved[q - q0] = e[csr_indices[q]]
+                    zc, zc2 = c * 0.0, c2 * 0.0 if lsvrg else 0.0
+                    if lsvrg:
+                        for j in range(d):
+                            e[j] += gamma * (zc + wl2 * x[j] - (zc2 + wl2 * sn[j]) + sg[j])
+                        for q in range(q0, q1):
+                            j, aj = csr_indices[q], csr_data[q]
+                            e[j] = saved[q - q0] + gamma * (
+                                c * aj + wl2 * x[j] - (c2 * aj + wl2 * sn[j]) + sg[j]
+                            )
+                    else:
+                        for j in range(d):
+                            e[j] += gamma * (zc + wl2 * x[j])
+                        for q in range(q0, q1):
+                            j, aj = csr_indices[q], csr_data[q]
+                            e[j] = saved[q - q0] + gamma * (c * aj + wl2 * x[j])
                 else:
-                    for j in range(d):
-                        e[j] += gamma * (c * a[j] + wl2 * x[j])
+                    a = flat[row]
+                    if lsvrg:
+                        for j in range(d):
+                            e[j] += gamma * (c * a[j] + wl2 * x[j] - (c2 * a[j] + wl2 * sn[j]) + sg[j])
+                    else:
+                        for j in range(d):
+                            e[j] += gamma * (c * a[j] + wl2 * x[j])
                 count = compress_row(e, comp, thr, k[r], heap, buf)
                 for j in range(d):
                     vsum[j] += buf[j]

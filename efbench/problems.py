@@ -72,6 +72,8 @@ class LogisticProblem:
                 self.csr.indices.astype(np.uint64),
                 self.csr.data,
             )
+        empty = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0))
+        self.csr_arrays = self._csr_u if self.csr is not None else empty  # what the compiled blocks take
 
     @property
     def n(self) -> int:
@@ -124,7 +126,9 @@ class LogisticProblem:
         loss = np.empty(S)
         G = np.empty_like(X)
         if self.csr is not None:  # one compiled pass over the rows for all points
-            blocks.csr_loss_grad(*self._csr_u, self.yflat, X, loss, G)
+            GT = np.empty((self.d, S))
+            blocks.csr_loss_grad(*self._csr_u, self.yflat, np.ascontiguousarray(X.T), loss, GT)
+            G[:] = GT.T
         else:
             for s in range(S):  # blocks of rows that stay in cache between the two products
                 x, g = X[s], G[s]
@@ -191,7 +195,8 @@ class LogisticProblem:
         if rows.shape[-1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
             a1 = a[..., 0, :]
             yy = yy[..., 0]
-            coef = blocks.margin_coef_ufunc(yy, blocks.row_dots(a1, x))
+            z = blocks.sample_dots(self.flat, *self.csr_arrays, rows[..., 0], x)
+            coef = blocks.margin_coef_ufunc(yy, z)
             # (w l2) x and c a + (w l2) x in the compiled step's order: the same bits
             l2x = self.l2 * x
             if weights is not None:
@@ -249,10 +254,15 @@ class LogisticProblem:
 
     @functools.cached_property
     def data_fingerprint(self) -> str:
-        """Hash of the split data (not of l2): the key of everything cached about it."""
+        """Hash of the split data (not of l2): the key of everything cached about it. Sparse
+        data are hashed in CSR form (w8a: 7 MB instead of the 119 MB dense array)."""
         h = hashlib.blake2b(digest_size=16)
         h.update(np.asarray(self.A.shape).tobytes())
-        h.update(self.A.tobytes())
+        if self.csr is not None:
+            for part in self.csr_arrays:
+                h.update(part.tobytes())
+        else:
+            h.update(self.A.tobytes())
         h.update(self.y.tobytes())
         return h.hexdigest()
 

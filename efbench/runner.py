@@ -1,7 +1,8 @@
 """Runs from configs: build the problem once, the runs of a batch, execute, write results.
 
 Results in the run directory, each written atomically (temporary file + rename):
-``trace.parquet`` (SPEC.md section 5 metrics every ``log_every`` steps, step 0 and the
+``trace.parquet`` (SPEC.md section 5 metrics at step 0, every ``log_every`` steps or at
+log-spaced steps, and the
 last step) and ``summary.json`` (status, final metrics, constants, stepsize, timing,
 resolved config and its hash). A run whose summary says completed or diverged for the
 same config hash is skipped when launched again, which makes sweeps resumable.
@@ -16,6 +17,7 @@ import io
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,18 +99,54 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# the problems this process has built, by the config that defines them (a sweep's jobs in
+# one process, e.g. a joblib worker, share them); the newest few are kept
+_SETUPS: dict[str, Setup] = {}
+SETUPS_KEPT = 2
+
+
 def build_setup(cfg: DictConfig) -> Setup:
-    """Load and split the data, fix l2, compute the constants and (cached) x*, f*."""
+    """Load and split the data, fix l2, compute the constants and (cached) x*, f*; once per
+    process for the same data and problem settings. Logs each one-off cost as it is paid."""
+    key = json.dumps(
+        OmegaConf.to_container(
+            OmegaConf.create({"dataset": cfg.dataset, "data": cfg.data, "problem": cfg.problem}), resolve=True
+        ),
+        sort_keys=True,
+        default=str,
+    )
+    if key in _SETUPS:
+        log.info("problem: the one built earlier in this process")
+        return _SETUPS[key]
+    setup = _build_setup(cfg)
+    while len(_SETUPS) >= SETUPS_KEPT:
+        _SETUPS.pop(next(iter(_SETUPS)))
+    _SETUPS[key] = setup
+    return setup
+
+
+def _build_setup(cfg: DictConfig) -> Setup:
     check_choice("dataset.source", cfg.dataset.source, SOURCES)
     if cfg.dataset.source == "counterexample":
         problem = QuadraticProblem.counterexample()
         constants = problem.constants()
         constants["f_star"] = 0.0
         return Setup(problem, constants, np.zeros(problem.d), 0.0)
+    t0 = time.perf_counter()
     X, y = load_dataset(cfg)
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
     problem = LogisticProblem(A, Y, 0.0)
+    t1 = time.perf_counter()
+    log.info(
+        "data: %s, %d workers x %d rows x %d features, %s, in %.2f s",
+        cfg.dataset.name,
+        n,
+        m,
+        problem.d,
+        "sparse" if problem.csr is not None else "dense",
+        t1 - t0,
+    )
     cache = Path(cfg.data.dir or "data") / "cache" if cfg.dataset.source == "libsvm" else None
     load_spectra(problem, cache)
     mode = cfg.problem.l2_mode
@@ -116,8 +154,15 @@ def build_setup(cfg: DictConfig) -> Setup:
     l2 = check_positive("problem.l2", cfg.problem.l2, allow_zero=False)
     problem.l2 = l2 * problem.data_smoothness if mode == "relative" else l2
     constants = problem.constants()
+    t2 = time.perf_counter()
     xstar, fstar = optimum(problem, cache)
     constants["f_star"] = fstar
+    log.info(
+        "constants in %.2f s, x* in %.2f s%s",
+        t2 - t1,
+        time.perf_counter() - t2,
+        " (cached on disk)" if cache is not None else "",
+    )
     return Setup(problem, constants, xstar, fstar)
 
 
@@ -193,9 +238,12 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
 def limits_of(cfg: DictConfig) -> Limits:
     iters, bits, epochs = check_budget(cfg)
     log_every = cfg.log_every
-    if not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1:
-        raise ConfigError("log_every", f"must be an integer >= 1, got {log_every!r}")
-    return Limits(iters, bits, epochs, log_every, float(cfg.diverge_factor))
+    if log_every is not None and (
+        not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1
+    ):
+        raise ConfigError("log_every", f"must be an integer >= 1 or null (log-spaced), got {log_every!r}")
+    per_decade = check_positive("log_per_decade", cfg.log_per_decade)
+    return Limits(iters, bits, epochs, log_every, float(cfg.diverge_factor), per_decade)
 
 
 def group_key(cfg: DictConfig) -> str:

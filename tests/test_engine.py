@@ -33,10 +33,11 @@ ESTIMATORS = {
 PARAMS = {"ht": {"lam": 0.02}, "topk": {"k": 3}}
 
 
-def tied_problem(n=4, m=12, d=10, seed=0) -> LogisticProblem:
-    """Binary features: sample gradients have many equal magnitudes (TopK ties)."""
+def tied_problem(n=4, m=12, d=10, seed=0, density=0.5) -> LogisticProblem:
+    """Binary features: sample gradients have many equal magnitudes (TopK ties); below 25 %
+    nonzeros the problem keeps its rows sparse (CSR sampling and passes)."""
     rng = np.random.default_rng(seed)
-    X = rng.integers(0, 2, (n * m, d)).astype(float)
+    X = (rng.random((n * m, d)) < density).astype(float)
     y = np.where(rng.random(n * m) < 0.5, -1.0, 1.0)
     A, Y = partition(X, y, n, m, "file", 0)
     return LogisticProblem(A, Y, 1e-3)
@@ -57,6 +58,7 @@ def registry_compressors(problem) -> dict[str, dict]:
 
 
 PROBLEM = tied_problem()
+PROBLEMS = {"dense": PROBLEM, "sparse": tied_problem(m=30, d=40, density=0.1)}
 FUSABLE = registry_compressors(PROBLEM)
 
 
@@ -64,12 +66,12 @@ def test_registry_has_the_fusable_compressors():
     assert {"identity", "ht", "topk"} <= set(FUSABLE)
 
 
-def _runs(comp_spec, est, form, float_bits, index_bits, gamma=0.5, seeds=(3,)):
+def _runs(comp_spec, est, form, float_bits, index_bits, gamma=0.5, seeds=(3,), problem=PROBLEM):
     runs = []
     for seed in seeds:
         comp = instantiate({**comp_spec, "float_bits": float_bits, "index_bits": index_bits})
         method = ErrorCompensated(name="e", estimator=est, compressor=comp, ec_form=form)
-        runs.append(RunSpec(method, Schedule(gamma, "c"), np.zeros(PROBLEM.d), seed))
+        runs.append(RunSpec(method, Schedule(gamma, "c"), np.zeros(problem.d), seed))
     return runs
 
 
@@ -82,14 +84,17 @@ def _trace(outcome) -> pd.DataFrame:
 @pytest.mark.parametrize("form", ["scaled", "plain"])
 @pytest.mark.parametrize("est", list(ESTIMATORS))
 @pytest.mark.parametrize("comp", list(FUSABLE))
-def test_engines_agree(comp, est, form, index_bits, float_bits):
+@pytest.mark.parametrize("data", list(PROBLEMS))
+def test_engines_agree(data, comp, est, form, index_bits, float_bits):
     """Same draws, same messages: bits, coordinates and oracle calls equal at every step;
     since both engines call the same compiled blocks in the same order, f is equal too."""
+    p = PROBLEMS[data]
+    assert (p.csr is not None) == (data == "sparse")
     lim = Limits(60, np.inf, np.inf, 1, 1e6)
-    xstar = np.zeros(PROBLEM.d)
+    xstar = np.zeros(p.d)
     args = (FUSABLE[comp], ESTIMATORS[est], form, float_bits, index_bits)
-    a = execute(PROBLEM, 0.0, xstar, _runs(*args), lim, "numpy")[0]
-    b = execute(PROBLEM, 0.0, xstar, _runs(*args), lim, "numba")[0]
+    a = execute(p, 0.0, xstar, _runs(*args, problem=p), lim, "numpy")[0]
+    b = execute(p, 0.0, xstar, _runs(*args, problem=p), lim, "numba")[0]
     assert (a.engine, b.engine) == ("numpy", "numba")
     ta, tb = _trace(a), _trace(b)
     for col in ("bits_up_mean", "bits_up_max", "bits_down", "nnz_mean", "epochs", "step"):
@@ -289,3 +294,26 @@ def test_declared_metrics_are_the_trace_columns(tmp_path):
         run(cfg_of(f"method={method}", "compressor=topk", "budget.iters=20"), tmp_path / method)
         cols = list(pd.read_parquet(tmp_path / method / "trace.parquet").columns)
         assert cols[11:] == [*extra, "gamma", "time"], method
+
+
+def test_log_spaced_schedule_is_the_default(tmp_path):
+    lim = Limits(2000, np.inf, np.inf, None, 1e6, 10)
+    points, k = [], 0
+    while k < 2000:
+        k = lim.next_log(k)
+        points.append(k)
+    assert points[:10] == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12]
+    ratios = np.array(points[10:]) / np.array(points[9:-1])
+    assert np.all((ratios >= 1.2) & (ratios <= 10**0.1 + 1e-12))
+    run(cfg_of("budget.iters=2000"), tmp_path)
+    steps = pd.read_parquet(tmp_path / "trace.parquet")["step"].tolist()
+    assert steps == [0, *[p for p in points if p < 2000], 2000]
+    assert Limits(100, np.inf, np.inf, 30, 1e6).next_log(30) == 60
+
+
+def test_problem_is_built_once_per_process():
+    from efbench.runner import build_setup
+
+    a, b = build_setup(cfg_of("seed=1")), build_setup(cfg_of("seed=2", "stepsize.multiplier=3"))
+    assert a is b
+    assert build_setup(cfg_of("problem.l2=1e-3")) is not a
