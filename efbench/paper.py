@@ -56,14 +56,14 @@ def calibrate_threshold(
     """The HT lambda at which EC-LSVRG + HT sends on average as many coordinates as
     EC-LSVRG + TopK with the dataset's K. Returns (lambda, its mean nnz, K)."""
     base = ["method=ec_lsvrg", f"budget.iters={iters}", "log_every=100", "seed=0", *overrides]
-    k = float(_compose(dataset, base).dataset.paper.topk_k)
+    k = float(_compose(dataset, base).paper[dataset].topk_k)
 
     def nnz(lam: float) -> float:
         cfg = _compose(dataset, [*base, "compressor=ht", f"compressor.lam={lam!r}"])
         with tempfile.TemporaryDirectory() as tmp:
             return float(run(cfg, tmp)["final"]["nnz_mean"])
 
-    lam = float(_compose(dataset, base).dataset.paper.ht_lam)
+    lam = float(_compose(dataset, base).paper[dataset].ht_lam)
     lo = hi = None  # thresholds known to send more / fewer coordinates than K
     best = (lam, math.inf)
     for _ in range(max_pilots):
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher) when > 1")
-    ap.add_argument("--no-calibrate", action="store_true", help="use dataset.paper.ht_lam as is")
+    ap.add_argument("--no-calibrate", action="store_true", help="use paper.<dataset>.ht_lam as is")
     ap.add_argument("--report-only", action="store_true", help="redo figures and report from --out")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (key=value)")
     args = ap.parse_args(argv)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
                 single = [o for o in extra if not o.startswith("seed=")]  # no sweep syntax
                 pilot = min(int(_compose(ds, single).budget.iters), 20000)
                 lam, nnz, k = calibrate_threshold(ds, args.overrides, iters=pilot)
-                extra.append(f"dataset.paper.ht_lam={lam:.6g}")
+                extra.append(f"paper.{ds}.ht_lam={lam:.6g}")
                 notes.append(
                     f"- {ds}: HT lambda calibrated to {lam:.4g} (mean nnz {nnz:.3g} over a "
                     f"{pilot}-iteration pilot vs TopK K = {k:g})"

@@ -273,10 +273,16 @@ def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
 
 
 def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> dict[str, Any]:
-    """The summary of a run that has not finished yet: its resolved config and hash."""
+    """The summary of a run that has not finished yet: its resolved config and hash. The
+    ``sampling`` choice is the sampling the method uses (ec_sgd_us / ec_sgd_is fix their
+    own; full-gradient methods sample nothing), not the group's unused default."""
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    return {"status": "running", "config_hash": chash, "choices": choices or {}, "config": config}
+    choices = dict(choices or {})
+    if "sampling" in choices:
+        est = config.get("method", {}).get("estimator", {})
+        choices["sampling"] = est.get("sampling", "none") if est.get("kind", "full") != "full" else "none"
+    return {"status": "running", "config_hash": chash, "choices": choices, "config": config}
 
 
 def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:

@@ -233,3 +233,13 @@ def test_installed_efbench_unknown_group_option(tmp_path):
     assert r.returncode != 0
     assert "Could not find 'compressor/zip'" in r.stderr
     assert "topk" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_summary_records_the_sampling_a_method_uses():
+    from efbench.runner import new_summary
+
+    for method, want in (("ec_sgd_is", "importance"), ("ec_sgd_us", "uniform"), ("gd", "none")):
+        s = new_summary(cfg_of(f"method={method}", "sampling=uniform"), "h", {"sampling": "uniform"})
+        assert s["choices"]["sampling"] == want, method
+    s = new_summary(cfg_of("method=ec_sgd", "sampling=importance"), "h", {"sampling": "importance"})
+    assert s["choices"]["sampling"] == "importance"

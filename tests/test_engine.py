@@ -48,7 +48,7 @@ def registry_compressors(problem) -> dict[str, dict]:
     (presets such as ht_paper only set other parameters of the same class)."""
     out, seen = {}, set()
     for path in sorted((CONF / "compressor").glob("*.yaml")):
-        composed = cfg_of(f"compressor={path.stem}").compressor
+        composed = cfg_of("+experiment=paper_reference", f"compressor={path.stem}").compressor
         spec = {**OmegaConf.to_container(composed, resolve=True), **PARAMS.get(path.stem, {})}
         method = ErrorCompensated(name="e", estimator=ESTIMATORS["us"], compressor=instantiate(spec))
         if isinstance(method.fuse(problem), FusedSpec) and spec["_target_"] not in seen:

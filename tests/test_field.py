@@ -247,18 +247,21 @@ def test_every_new_method_runs_from_the_config(overrides, tmp_path):
         assert "omega" in s["stepsize_formula"] and "alpha" in s["constants"]
 
 
-def test_comparison_experiment_composes():
+def test_comparison_experiments_compose():
+    """Each method + compressor pairing of the w8a bits comparison is an experiment config."""
     with __import__("hydra").initialize_config_module("efbench.conf", version_base="1.3"):
         from hydra import compose
 
-        for comp, meth, target in (
+        for pair, meth, target in (
             ("ec_sgd_topk", "ec_sgd_is", "TopK"),
             ("ef21_topk", "ef21", "TopK"),
             ("clag_topk", "clag", "TopK"),
             ("diana_randk", "diana", "RandK"),
         ):
-            cfg = compose("config", overrides=["+experiment=compare_w8a", f"comparison={comp}"])
+            cfg = compose("config", overrides=[f"+experiment=compare_w8a_{pair}"])
             assert cfg.method.name == meth and cfg.compressor._target_.endswith(target)
-            assert cfg.dataset.name == "w8a" and cfg.compressor.k == 3
-        diana = compose("config", overrides=["+experiment=compare_w8a", "comparison=diana_randk"])
-        assert diana.compressor.scaled
+            assert cfg.dataset.name == "w8a" and cfg.compressor.k == 3 and cfg.budget.iters == 20000
+        assert compose("config", overrides=["+experiment=compare_w8a_diana_randk"]).compressor.scaled
+        assert (
+            compose("config", overrides=["+experiment=compare_w8a_ef21_topk"]).method.estimator.kind == "sgd"
+        )

@@ -90,6 +90,8 @@ class EfbenchSweeper(BasicSweeper):
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> Any:
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
+        if not jobs:  # e.g. a glob that matched nothing: no job, as the basic sweeper
+            return [jobs]
         if self.batch:
             jobs = group_jobs(jobs, self.max_runs)
         return [list(c) for c in BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size)]
