@@ -111,40 +111,56 @@ def kth_largest_abs(row: np.ndarray, k: int, heap: np.ndarray) -> float:  # prag
 
 
 @njit(cache=True)
+def _emit(row, out, j, v, keep, accumulate) -> None:  # pragma: no cover - compiled, inlined
+    if accumulate:  # error feedback: out += C(row), row = row - C(row)
+        out[j] += v if keep else 0.0
+        row[j] = 0.0 if keep else v
+    else:
+        out[j] = v if keep else 0.0
+
+
+@njit(cache=True)
 def compress_row(
-    row: np.ndarray, comp: int, thr: float, k: int, heap: np.ndarray, out: np.ndarray
+    row: np.ndarray,
+    comp: int,
+    thr: float,
+    k: int,
+    heap: np.ndarray,
+    out: np.ndarray,
+    accumulate: bool = False,
 ) -> int:  # pragma: no cover - compiled
-    """C(row) into ``out`` (zeros where not sent); returns the coordinates sent.
+    """C(row) into ``out`` (zeros where not sent); returns the coordinates sent. With
+    ``accumulate`` (error feedback, the compiled step) it adds C(row) to ``out`` and leaves
+    row - C(row) in ``row`` in the same pass.
 
     identity: all d; hard threshold: |row_j| >= thr; TopK: the k largest |row_j|, ties with
     the k-th taken lowest index first, k values sent (even when nan defeats the comparisons).
     """
     d = row.shape[0]
-    if comp == IDENTITY:
-        out[:] = row
+    if comp == IDENTITY or (comp == TOPK and k >= d):
+        for j in range(d):
+            _emit(row, out, j, row[j], True, accumulate)
         return d
     if comp == THRESHOLD:
         count = 0
         for j in range(d):  # selects, not branches: vectorized, no mispredictions
             v = row[j]
             keep = abs(v) >= thr
-            out[j] = v if keep else 0.0
+            _emit(row, out, j, v, keep, accumulate)
             count += keep
         return count
-    if k >= d:
-        out[:] = row
-        return d
     kth = kth_largest_abs(row, k, heap)
     ties = k  # those above the k-th largest are all in the heap; the rest are ties
     for h in range(k):
         if heap[h] > kth:
             ties -= 1
     for j in range(d):
-        a = abs(row[j])
+        v = row[j]
+        a = abs(v)
         keep = a > kth or (a == kth and ties > 0)
         if a == kth and keep:
             ties -= 1
-        out[j] = row[j] if keep else 0.0
+        _emit(row, out, j, v, keep, accumulate)
     return k
 
 

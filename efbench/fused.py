@@ -84,7 +84,6 @@ def ec_advance(
     R, n, d = E.shape
     T = draws.shape[1]
     vsum = np.empty(d)
-    buf = np.empty(d)
     grad = np.empty(d)
     heap = np.empty(max(k.max(), 1))
     sparse = csr_indptr.size > 0
@@ -140,10 +139,7 @@ def ec_advance(
                     else:
                         for j in range(d):
                             e[j] += gamma * (c * a[j] + wl2 * x[j])
-                count = compress_row(e, comp, thr, k[r], heap, buf)
-                for j in range(d):
-                    vsum[j] += buf[j]
-                    e[j] -= buf[j]
+                count = compress_row(e, comp, thr, k[r], heap, vsum, True)
                 nnz[r, i] += count
                 if comp == IDENTITY:
                     bits[r, i] += float_bits * d
