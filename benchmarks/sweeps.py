@@ -54,13 +54,14 @@ def cli_part(root: Path) -> list[dict]:
         walls = {}
         for mode, extra in (("batched", []), ("off", ["hydra.sweeper.batch=false"])):
             walls[mode] = efbench([*sweep, *extra, f"hydra.sweep.dir={root / mode}"], root)
+        dirs = [p for p in (root / "batched").iterdir() if p.is_dir() and not p.name.startswith(".")]
         same = all(
             pd.read_parquet(p / "trace.parquet")
             .drop(columns="time")
             .equals(pd.read_parquet(root / "off" / p.name / "trace.parquet").drop(columns="time"))
-            for p in (root / "batched").glob("dataset*")
+            for p in dirs
         )
-        n_runs = len(list((root / "batched").glob("dataset*/summary.json")))
+        n_runs = len(dirs)
         row = {
             "dataset": ds,
             "method": method,

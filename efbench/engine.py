@@ -299,8 +299,7 @@ class FusedBatch:
         mask[live] = True
         for r in live:
             draws[r] = rngs[r].random((T, n + self.coins))
-            k0 = int(counters.rounds[r])
-            gammas[r] = [self.schedules[r](k0 + j) for j in range(T)]
+            gammas[r] = self.schedules[r].values(int(counters.rounds[r]), T)
         steps = np.zeros(R, dtype=np.int64)
         t0 = time.perf_counter()
         ec_advance(

@@ -2,8 +2,7 @@
 
 Results in the run directory, each written atomically (temporary file + rename):
 ``trace.parquet`` (SPEC.md section 5 metrics at step 0, every ``log_every`` steps or at
-log-spaced steps, and the
-last step) and ``summary.json`` (status, final metrics, constants, stepsize, timing,
+log-spaced steps, and the last step) and ``summary.json`` (status, final metrics, constants, stepsize, timing,
 resolved config and its hash). A run whose summary says completed or diverged for the
 same config hash is skipped when launched again, which makes sweeps resumable.
 """
@@ -87,16 +86,23 @@ def keep_large_allocations_on_heap() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved config (without Hydra's own node and volatile keys)."""
+def _hash_without(cfg: DictConfig, keys: tuple[str, ...]) -> str:
+    """Hash of the resolved config without Hydra's own node and the dotted ``keys``."""
     c = OmegaConf.to_container(cfg, resolve=True)
     c.pop("hydra", None)
-    for key in VOLATILE_KEYS:
-        head, _, tail = key.partition(".")
-        node = c.get(head) if tail else c
+    for key in keys:
+        *head, last = key.split(".")
+        node = c
+        for h in head:
+            node = node.get(h) if isinstance(node, dict) else None
         if isinstance(node, dict):
-            node.pop(tail or head, None)
+            node.pop(last, None)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config (without Hydra's own node and volatile keys)."""
+    return _hash_without(cfg, VOLATILE_KEYS)
 
 
 # the problems this process has built, by the config that defines them (a sweep's jobs in
@@ -249,16 +255,7 @@ def limits_of(cfg: DictConfig) -> Limits:
 def group_key(cfg: DictConfig) -> str:
     """Hash of the config without the keys a run of a batch may set for itself (BATCHABLE):
     runs with equal keys share a problem, shapes and code path, so they can run together."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c.pop("hydra", None)
-    for key in (*VOLATILE_KEYS, *BATCHABLE):
-        *head, last = key.split(".")
-        node = c
-        for h in head:
-            node = node.get(h) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _hash_without(cfg, (*VOLATILE_KEYS, *BATCHABLE))
 
 
 def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:

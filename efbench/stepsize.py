@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from efbench.errors import ConfigError, check_choice, check_positive
 
 RULES = ("constant", "theory", "reference", "decreasing")
@@ -31,6 +33,14 @@ class Schedule:
             return self.gamma0
         t = 1.0 + k / self.k0
         return self.gamma0 / (t if self.decay == "inv" else math.sqrt(t))
+
+    def values(self, k: int, count: int) -> np.ndarray:
+        """gamma_k, ..., gamma_{k+count-1}: the same floating-point operations as ``__call__``
+        (the compiled step takes a block of them)."""
+        if self.decay is None:
+            return np.full(count, self.gamma0)
+        t = 1.0 + np.arange(k, k + count, dtype=np.float64) / self.k0
+        return self.gamma0 / (t if self.decay == "inv" else np.sqrt(t))
 
 
 def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:

@@ -317,3 +317,9 @@ def test_problem_is_built_once_per_process():
     a, b = build_setup(cfg_of("seed=1")), build_setup(cfg_of("seed=2", "stepsize.multiplier=3"))
     assert a is b
     assert build_setup(cfg_of("problem.l2=1e-3")) is not a
+
+
+@pytest.mark.parametrize("decay", [None, "inv", "inv_sqrt"])
+def test_schedule_blocks_equal_the_scalar_rule(decay):
+    s = Schedule(0.37, "f", decay, 7.0)
+    np.testing.assert_array_equal(s.values(13, 500), [s(k) for k in range(13, 513)])
