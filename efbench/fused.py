@@ -19,7 +19,7 @@ L-SVRG coin or coins), so both engines consume the same stream and send the same
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from efbench.blocks import (
     IDENTITY,
@@ -36,6 +36,125 @@ NO_COIN, SHARED_COIN, WORKER_COINS = 0, 1, 2
 
 
 @njit(cache=True)
+def _advance_run(
+    r,
+    flat,
+    yflat,
+    csr_indptr,
+    csr_indices,
+    csr_data,
+    m,
+    cdf,
+    weights,
+    X,
+    E,
+    SNAP,
+    SNAPG,
+    draws,
+    gammas,
+    lam,
+    k,
+    p,
+    comp,
+    scaled,
+    l2,
+    float_bits,
+    index_width,
+    index_bits,
+    lsvrg,
+    coin,
+    max_bits,
+    max_epochs,
+    live,
+    bits,
+    nnz,
+    calls,
+    steps,
+):  # pragma: no cover
+    """Run r of :func:`ec_advance`, with its own scratch arrays (runs go in parallel)."""
+    n, d = E.shape[1], E.shape[2]
+    T = draws.shape[1]
+    vsum = np.empty(d)
+    grad = np.empty(d)
+    heap = np.empty(max(k.max(), 1))
+    sparse = csr_indptr.size > 0
+    saved = np.empty(d)
+    c2 = 0.0
+    sn, sg = X[0], X[0]
+    x = X[r]
+    steps[r] = 0
+    if not live[r]:
+        return
+    for t in range(T):
+        if bits[r].sum() / n >= max_bits or calls[r] / m >= max_epochs:
+            break
+        gamma = gammas[r, t]
+        thr = gamma * lam[r] if scaled else lam[r]
+        vsum[:] = 0.0
+        for i in range(n):
+            row, w = sample_row(draws[r, t, i], i, m, cdf, weights)
+            yy = yflat[row]
+            e = E[r, i]
+            c = margin_coef(yy, sample_dot(flat, csr_indptr, csr_indices, csr_data, row, x)) * w
+            wl2 = w * l2
+            if lsvrg:
+                sn, sg = SNAP[r, i], SNAPG[r, i]
+                c2 = margin_coef(yy, sample_dot(flat, csr_indptr, csr_indices, csr_data, row, sn)) * w
+            if sparse:
+                # the dense formula with a_j = 0 off the row's entries, then the entries
+                # from the saved e_j: the same arithmetic, without reading a dense row
+                q0, q1 = csr_indptr[row], csr_indptr[row + 1]
+                for q in range(q0, q1):
+                    saved[q - q0] = e[csr_indices[q]]
+                zc, zc2 = c * 0.0, c2 * 0.0 if lsvrg else 0.0
+                if lsvrg:
+                    for j in range(d):
+                        e[j] += gamma * (zc + wl2 * x[j] - (zc2 + wl2 * sn[j]) + sg[j])
+                    for q in range(q0, q1):
+                        j, aj = csr_indices[q], csr_data[q]
+                        e[j] = saved[q - q0] + gamma * (c * aj + wl2 * x[j] - (c2 * aj + wl2 * sn[j]) + sg[j])
+                else:
+                    for j in range(d):
+                        e[j] += gamma * (zc + wl2 * x[j])
+                    for q in range(q0, q1):
+                        j, aj = csr_indices[q], csr_data[q]
+                        e[j] = saved[q - q0] + gamma * (c * aj + wl2 * x[j])
+            else:
+                a = flat[row]
+                if lsvrg:
+                    for j in range(d):
+                        e[j] += gamma * (c * a[j] + wl2 * x[j] - (c2 * a[j] + wl2 * sn[j]) + sg[j])
+                else:
+                    for j in range(d):
+                        e[j] += gamma * (c * a[j] + wl2 * x[j])
+            count = compress_row(e, comp, thr, k[r], heap, vsum, True)
+            nnz[r, i] += count
+            if comp == IDENTITY:
+                bits[r, i] += float_bits * d
+            else:
+                bits[r, i] += message_bits(count, d, float_bits, index_width, index_bits)
+        step_calls = 1.0
+        if lsvrg:
+            refreshed = 0
+            for i in range(n):  # w_i^{k+1} = x^k where the coin says so: m oracle calls
+                u = draws[r, t, n] if coin == SHARED_COIN else draws[r, t, n + i]
+                if u < p[r]:
+                    refreshed += 1
+                    SNAP[r, i] = x
+                    if sparse:
+                        csr_worker_grad(csr_indptr, csr_indices, csr_data, yflat, x, i, m, grad)
+                    else:
+                        dense_worker_grad(flat, yflat, x, i, m, grad)
+                    for j in range(d):
+                        SNAPG[r, i, j] = grad[j] + l2 * x[j]
+            step_calls = (2.0 * n + m * refreshed) / n
+        calls[r] += step_calls
+        for j in range(d):  # the order of blocks.worker_mean
+            x[j] -= vsum[j] / n
+        steps[r] += 1
+
+
+@njit(cache=True, parallel=True)
 def ec_advance(
     flat,
     yflat,
@@ -81,86 +200,39 @@ def ec_advance(
     ``nnz`` (R, n), ``calls`` (R,) are cumulative; ``steps`` (R,) receives the steps each
     run took in this call.
     """
-    R, n, d = E.shape
-    T = draws.shape[1]
-    vsum = np.empty(d)
-    grad = np.empty(d)
-    heap = np.empty(max(k.max(), 1))
-    sparse = csr_indptr.size > 0
-    saved = np.empty(d)
-    c2 = 0.0
-    sn, sg = X[0], X[0]
-    for r in range(R):
-        x = X[r]
-        steps[r] = 0
-        if not live[r]:
-            continue
-        for t in range(T):
-            if bits[r].sum() / n >= max_bits or calls[r] / m >= max_epochs:
-                break
-            gamma = gammas[r, t]
-            thr = gamma * lam[r] if scaled else lam[r]
-            vsum[:] = 0.0
-            for i in range(n):
-                row, w = sample_row(draws[r, t, i], i, m, cdf, weights)
-                yy = yflat[row]
-                e = E[r, i]
-                c = margin_coef(yy, sample_dot(flat, csr_indptr, csr_indices, csr_data, row, x)) * w
-                wl2 = w * l2
-                if lsvrg:
-                    sn, sg = SNAP[r, i], SNAPG[r, i]
-                    c2 = margin_coef(yy, sample_dot(flat, csr_indptr, csr_indices, csr_data, row, sn)) * w
-                if sparse:
-                    # the dense formula with a_j = 0 off the row's entries, then the entries
-                    # from the saved e_j: the same arithmetic, without reading a dense row
-                    q0, q1 = csr_indptr[row], csr_indptr[row + 1]
-                    for q in range(q0, q1):
-                        saved[q - q0] = e[csr_indices[q]]
-                    zc, zc2 = c * 0.0, c2 * 0.0 if lsvrg else 0.0
-                    if lsvrg:
-                        for j in range(d):
-                            e[j] += gamma * (zc + wl2 * x[j] - (zc2 + wl2 * sn[j]) + sg[j])
-                        for q in range(q0, q1):
-                            j, aj = csr_indices[q], csr_data[q]
-                            e[j] = saved[q - q0] + gamma * (
-                                c * aj + wl2 * x[j] - (c2 * aj + wl2 * sn[j]) + sg[j]
-                            )
-                    else:
-                        for j in range(d):
-                            e[j] += gamma * (zc + wl2 * x[j])
-                        for q in range(q0, q1):
-                            j, aj = csr_indices[q], csr_data[q]
-                            e[j] = saved[q - q0] + gamma * (c * aj + wl2 * x[j])
-                else:
-                    a = flat[row]
-                    if lsvrg:
-                        for j in range(d):
-                            e[j] += gamma * (c * a[j] + wl2 * x[j] - (c2 * a[j] + wl2 * sn[j]) + sg[j])
-                    else:
-                        for j in range(d):
-                            e[j] += gamma * (c * a[j] + wl2 * x[j])
-                count = compress_row(e, comp, thr, k[r], heap, vsum, True)
-                nnz[r, i] += count
-                if comp == IDENTITY:
-                    bits[r, i] += float_bits * d
-                else:
-                    bits[r, i] += message_bits(count, d, float_bits, index_width, index_bits)
-            step_calls = 1.0
-            if lsvrg:
-                refreshed = 0
-                for i in range(n):  # w_i^{k+1} = x^k where the coin says so: m oracle calls
-                    u = draws[r, t, n] if coin == SHARED_COIN else draws[r, t, n + i]
-                    if u < p[r]:
-                        refreshed += 1
-                        SNAP[r, i] = x
-                        if sparse:
-                            csr_worker_grad(csr_indptr, csr_indices, csr_data, yflat, x, i, m, grad)
-                        else:
-                            dense_worker_grad(flat, yflat, x, i, m, grad)
-                        for j in range(d):
-                            SNAPG[r, i, j] = grad[j] + l2 * x[j]
-                step_calls = (2.0 * n + m * refreshed) / n
-            calls[r] += step_calls
-            for j in range(d):  # the order of blocks.worker_mean
-                x[j] -= vsum[j] / n
-            steps[r] += 1
+    for r in prange(E.shape[0]):  # independent runs: the cores share them, bit for bit
+        _advance_run(
+            r,
+            flat,
+            yflat,
+            csr_indptr,
+            csr_indices,
+            csr_data,
+            m,
+            cdf,
+            weights,
+            X,
+            E,
+            SNAP,
+            SNAPG,
+            draws,
+            gammas,
+            lam,
+            k,
+            p,
+            comp,
+            scaled,
+            l2,
+            float_bits,
+            index_width,
+            index_bits,
+            lsvrg,
+            coin,
+            max_bits,
+            max_epochs,
+            live,
+            bits,
+            nnz,
+            calls,
+            steps,
+        )

@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -127,7 +128,9 @@ class LogisticProblem:
         G = np.empty_like(X)
         if self.csr is not None:  # one compiled pass over the rows for all points
             GT = np.empty((self.d, S))
-            blocks.csr_loss_grad(*self._csr_u, self.yflat, np.ascontiguousarray(X.T), loss, GT)
+            blocks.csr_loss_grad(
+                *self._csr_u, self.yflat, np.ascontiguousarray(X.T), loss, GT, numba.get_num_threads()
+            )
             G[:] = GT.T
         else:
             for s in range(S):  # blocks of rows that stay in cache between the two products

@@ -137,11 +137,13 @@ def test_sweep_grouping_rule():
     assert len(group_jobs([["seed=0"], ["seed=1"], ["seed=2"]], max_runs=2)) == 2
 
 
-def test_joblib_launcher_runs_in_parallel_processes(tmp_path):
+def test_joblib_launcher_runs_batched_groups_in_parallel_processes(tmp_path):
+    """Two groups (one per compressor) of two seeds each, one joblib process per group."""
     root = tmp_path / "jl"
     r = efbench(
         "-m",
         "seed=0,1",
+        "compressor=topk,ht",
         "budget.iters=30",
         "log_every=10",
         "progress=false",
@@ -151,9 +153,13 @@ def test_joblib_launcher_runs_in_parallel_processes(tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
-    assert "Joblib" in r.stderr + r.stdout
+    out = r.stderr + r.stdout
+    assert "Joblib" in out and "launching 2 jobs" in out
     _, runs = collect(root)
-    assert sorted(runs.seed) == [0, 1] and set(runs.status) == {"completed"}
+    assert sorted(runs.seed) == [0, 0, 1, 1] and set(runs.status) == {"completed"}
+    assert (
+        sorted(json.loads((root / d / "summary.json").read_text())["batch_size"] for d in runs.run) == [2] * 4
+    )
 
 
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
