@@ -154,13 +154,20 @@ def compress_row(
     for h in range(k):
         if heap[h] > kth:
             ties -= 1
-    for j in range(d):
+    for j in range(d):  # those above the k-th: a select, vectorized
         v = row[j]
-        a = abs(v)
-        keep = a > kth or (a == kth and ties > 0)
-        if a == kth and keep:
+        _emit(row, out, j, v, abs(v) > kth, accumulate)
+    for j in range(d):  # then the ties with it, lowest index first (the k-th itself among them)
+        if ties == 0:
+            break
+        v = row[j]
+        if abs(v) == kth:
             ties -= 1
-        _emit(row, out, j, v, keep, accumulate)
+            if accumulate:
+                out[j] += v
+                row[j] = 0.0
+            else:
+                out[j] = v
     return k
 
 
