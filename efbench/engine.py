@@ -27,20 +27,6 @@ from efbench.stepsize import Schedule
 
 log = logging.getLogger("efbench")
 ENGINES = ("auto", "numpy", "numba")
-# trace columns every method has; a method declares its others (Method.metrics)
-COMMON_METRICS = (
-    "step",
-    "epochs",
-    "f",
-    "gap",
-    "rel_gap",
-    "grad_norm2",
-    "dist2",
-    "bits_up_mean",
-    "bits_up_max",
-    "bits_down",
-    "nnz_mean",
-)
 
 
 @dataclass
@@ -303,36 +289,14 @@ class FusedBatch:
         steps = np.zeros(R, dtype=np.int64)
         t0 = time.perf_counter()
         ec_advance(
-            p.flat,
-            p.yflat,
-            *self.csr,
-            p.m,
-            s.cdf,
-            s.weights,
-            self.X,
-            self.E,
-            self.W,
-            self.GW,
+            (p.flat, p.yflat, *self.csr, p.m, s.cdf, s.weights),
+            (self.X, self.E, self.W, self.GW),
             draws,
             gammas,
-            self.lam,
-            self.k,
-            self.prob,
-            s.comp,
-            s.scaled,
-            p.l2,
-            s.float_bits,
-            self.index_width,
-            s.index_bits,
-            s.lsvrg,
-            s.coin,
-            float(lim.bits),
-            float(lim.epochs),
-            mask,
-            counters.bits,
-            counters.nnz,
-            counters.calls,
-            steps,
+            (self.lam, self.k, self.prob),
+            (s.comp, s.scaled, p.l2, s.float_bits, self.index_width, s.index_bits, s.lsvrg, s.coin),
+            (float(lim.bits), float(lim.epochs)),
+            (mask, counters.bits, counters.nnz, counters.calls, steps),
         )
         elapsed = time.perf_counter() - t0
         counters.rounds += steps

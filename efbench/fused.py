@@ -36,42 +36,14 @@ NO_COIN, SHARED_COIN, WORKER_COINS = 0, 1, 2
 
 
 @njit(cache=True)
-def _advance_run(
-    r,
-    flat,
-    yflat,
-    csr_indptr,
-    csr_indices,
-    csr_data,
-    m,
-    cdf,
-    weights,
-    X,
-    E,
-    SNAP,
-    SNAPG,
-    draws,
-    gammas,
-    lam,
-    k,
-    p,
-    comp,
-    scaled,
-    l2,
-    float_bits,
-    index_width,
-    index_bits,
-    lsvrg,
-    coin,
-    max_bits,
-    max_epochs,
-    live,
-    bits,
-    nnz,
-    calls,
-    steps,
-):  # pragma: no cover
+def _advance_run(r, data, state, draws, gammas, params, settings, budget, counters):  # pragma: no cover
     """Run r of :func:`ec_advance`, with its own scratch arrays (runs go in parallel)."""
+    flat, yflat, csr_indptr, csr_indices, csr_data, m, cdf, weights = data
+    X, E, SNAP, SNAPG = state
+    lam, k, p = params
+    comp, scaled, l2, float_bits, index_width, index_bits, lsvrg, coin = settings
+    max_bits, max_epochs = budget
+    live, bits, nnz, calls, steps = counters
     n, d = E.shape[1], E.shape[2]
     T = draws.shape[1]
     vsum = np.empty(d)
@@ -155,84 +127,21 @@ def _advance_run(
 
 
 @njit(cache=True, parallel=True)
-def ec_advance(
-    flat,
-    yflat,
-    csr_indptr,
-    csr_indices,
-    csr_data,
-    m,
-    cdf,
-    weights,
-    X,
-    E,
-    SNAP,
-    SNAPG,
-    draws,
-    gammas,
-    lam,
-    k,
-    p,
-    comp,
-    scaled,
-    l2,
-    float_bits,
-    index_width,
-    index_bits,
-    lsvrg,
-    coin,
-    max_bits,
-    max_epochs,
-    live,
-    bits,
-    nnz,
-    calls,
-    steps,
-):  # pragma: no cover
+def ec_advance(data, state, draws, gammas, params, settings, budget, counters):  # pragma: no cover
     """Advance each run r of X (R, d), E (R, n, d) by up to T = draws.shape[1] steps, in place.
 
-    ``draws`` (R, T, n + c) are each run's uniforms, c = 0, 1 or n coins; ``gammas``
-    (R, T) its stepsizes; ``lam``, ``k``, ``p`` (R,) its threshold, K and refresh
-    probability. ``SNAP``, ``SNAPG`` (R, n, d) are the L-SVRG points w_i and grad f_i(w_i).
+    ``data`` = (flat rows, labels, CSR indptr, indices, values (empty when dense), m,
+    sampler CDF (empty: uniform), weights); ``state`` = (X, E, SNAP, SNAPG), SNAP and SNAPG
+    (R, n, d) the L-SVRG points w_i and grad f_i(w_i); ``draws`` (R, T, n + c) each run's
+    uniforms, c = 0, 1 or n coins; ``gammas`` (R, T) its stepsizes; ``params`` = (lam, k,
+    p), each (R,): threshold, K and refresh probability; ``settings`` = (compressor code,
+    scaled form, l2, float bits, index width, index bits, L-SVRG, coin mode); ``budget`` =
+    (max_bits, max_epochs); ``counters`` = (live, bits, nnz, calls, steps).
     Before each step a run stops for good when its mean cumulative uplink bits per worker
     reach ``max_bits`` or its epochs (oracle calls / m) reach ``max_epochs``, exactly as the
     numpy engine checks them; runs with ``live[r]`` false take no step. Counters ``bits``,
     ``nnz`` (R, n), ``calls`` (R,) are cumulative; ``steps`` (R,) receives the steps each
     run took in this call.
     """
-    for r in prange(E.shape[0]):  # independent runs: the cores share them, bit for bit
-        _advance_run(
-            r,
-            flat,
-            yflat,
-            csr_indptr,
-            csr_indices,
-            csr_data,
-            m,
-            cdf,
-            weights,
-            X,
-            E,
-            SNAP,
-            SNAPG,
-            draws,
-            gammas,
-            lam,
-            k,
-            p,
-            comp,
-            scaled,
-            l2,
-            float_bits,
-            index_width,
-            index_bits,
-            lsvrg,
-            coin,
-            max_bits,
-            max_epochs,
-            live,
-            bits,
-            nnz,
-            calls,
-            steps,
-        )
+    for r in prange(state[1].shape[0]):  # independent runs: the cores share them, bit for bit
+        _advance_run(r, data, state, draws, gammas, params, settings, budget, counters)
