@@ -14,8 +14,8 @@ import numpy as np
 from efbench import blocks
 from efbench.errors import ConfigError, check_choice
 from efbench.problems import LogisticProblem
+from efbench.samplers import sampling_of
 
-SAMPLINGS = ("uniform", "importance")
 ESTIMATORS = ("full", "sgd", "lsvrg")
 COINS = ("shared", "per_worker")
 
@@ -24,10 +24,10 @@ COINS = ("shared", "per_worker")
 class Sampler:
     """Draws one sample per worker and minibatch slot, returned as flat row indices (n, tau).
 
-    Uniform: j = floor(m u). Importance: p_ij = L_ij / (m Lbar_i) with weights
-    1 / (m p_ij) = Lbar_i / L_ij (Gower et al. 2019), found in the concatenated per-worker
-    CDFs shifted by the worker index, whose position is directly the flat row index
-    (:func:`efbench.blocks.sample_row`, also the compiled step's sampler)."""
+    Uniform: j = floor(m u). Any other sampling p_ij (:mod:`efbench.samplers`): weights
+    1 / (m p_ij), the row found in the concatenated per-worker CDFs shifted by the worker
+    index, whose position is directly the flat row index (:func:`efbench.blocks.sample_row`,
+    also the compiled step's sampler)."""
 
     kind: str
     n: int
@@ -37,12 +37,12 @@ class Sampler:
 
     @classmethod
     def build(cls, kind: str, problem: LogisticProblem) -> Sampler:
-        check_choice("sampling.name", kind, SAMPLINGS)
         n, m = problem.n, problem.m
-        if kind == "uniform":
+        p = sampling_of(kind).probabilities(problem)
+        if p is None:
             return cls(kind, n, m)
-        L_ij = problem.row_norm2 / 4 + problem.l2
-        p = L_ij / L_ij.sum(axis=1, keepdims=True)
+        if p.shape != (n, m) or not np.all(p > 0) or not np.allclose(p.sum(axis=1), 1.0):
+            raise ConfigError("sampling.name", f"{kind} must give (n, m) positive probabilities summing to 1")
         cdf = np.cumsum(p, axis=1)
         cdf[:, -1] = 1.0
         return cls(kind, n, m, (cdf + np.arange(n)[:, None]).ravel(), (1.0 / (m * p)).ravel())

@@ -32,6 +32,8 @@ from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import Method
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
+from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
+from efbench.samplers import sampling_of
 from efbench.stepsize import make_schedule
 
 log = logging.getLogger("efbench")
@@ -229,14 +231,18 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
     check_positive("seed", cfg.seed, allow_zero=True)
     p = setup.problem
     method = build_method(cfg, p.d)
+    constants = setup.constants
+    sampling = method.estimator.get("sampling", "uniform")
+    if method.estimator.get("kind", "full") != "full" and sampling not in BUILTIN_SAMPLINGS:
+        constants = {**constants, "L_S": sampling_of(sampling).smoothness(p)}
     schedule = method.schedule(
         make_schedule(
             OmegaConf.to_container(cfg.stepsize, resolve=True),
-            setup.constants,
+            constants,
             method.estimator,
             method.theory_factor(p.n, p.d),
         ),
-        setup.constants,
+        constants,
     )
     return RunSpec(method, schedule, initial_point(cfg, setup), int(cfg.seed))
 

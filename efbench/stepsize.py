@@ -1,7 +1,8 @@
 """Stepsize rules (SPEC.md section 4): constant, theory, reference and decreasing.
 
 ``theory`` reads the constants: 1/L for full gradients; 1/(L + L_S/(n tau)) for
-stochastic estimators with sampling constant L_S = L_US (uniform) or L_IS (importance),
+stochastic estimators with sampling constant L_S = L_US (uniform), L_IS (importance) or,
+for any other sampling, max_ij L_ij / (m p_ij) (:meth:`efbench.samplers.Sampling.smoothness`),
 the EC-SGD rule of Danilova & Gorbunov (2022) up to absolute factors. ``reference`` is
 1/L, the authors' code's 1/(L_data + l2). ``decreasing`` is gamma_0 / (1 + k/k0) or
 gamma_0 / sqrt(1 + k/k0), gamma_0 from ``base`` (theory, reference or a number).
@@ -49,9 +50,10 @@ def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
     if estimator.get("kind", "full") == "full":
         return 1.0 / L, "1/L"
     tau = estimator.get("batch", 1)
-    key = "L_IS" if estimator.get("sampling") == "importance" else "L_US"
+    key = {"uniform": "L_US", "importance": "L_IS"}.get(estimator.get("sampling", "uniform"), "L_S")
     n = constants["n"]
-    return 1.0 / (L + constants[key] / (n * tau)), f"1/(L + {key}/(n*tau)), tau={tau}"
+    extra = f", L_S={constants['L_S']:.6g}" if key == "L_S" else ""
+    return 1.0 / (L + constants[key] / (n * tau)), f"1/(L + {key}/(n*tau)), tau={tau}{extra}"
 
 
 def make_schedule(

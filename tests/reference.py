@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from efbench.samplers import Sampling
+
 
 def sigmoid(t: float) -> float:
     return 1.0 / (1.0 + np.exp(-t))
@@ -130,3 +132,12 @@ class ECReference:
             calls = 2.0 + m * refresh.mean()
         x = x - np.mean(v_all, axis=0)
         return x, e, w, gw, np.array(bits), np.array(nnz), calls
+
+
+class HalfImportance(Sampling):
+    """A sampling defined outside efbench (as a user would): the mixture of uniform and
+    importance sampling, p_ij = 1/(2m) + L_ij / (2 sum_j L_ij)."""
+
+    def probabilities(self, problem):
+        L = problem.row_norm2 / 4 + problem.l2
+        return 0.5 / problem.m + 0.5 * L / L.sum(axis=1, keepdims=True)

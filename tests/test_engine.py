@@ -323,3 +323,21 @@ def test_problem_is_built_once_per_process():
 def test_schedule_blocks_equal_the_scalar_rule(decay):
     s = Schedule(0.37, "f", decay, 7.0)
     np.testing.assert_array_equal(s.values(13, 500), [s(k) for k in range(13, 513)])
+
+
+def test_a_sampling_of_ones_own_runs_on_both_engines(tmp_path):
+    """sampling.name=<dotted path>: drawn by the compiled step as by numpy, bit for bit, with
+    the theory stepsize of its own smoothness constant."""
+    common = [
+        "method=ec_sgd",
+        "sampling.name=reference.HalfImportance",
+        "compressor=topk",
+        "budget.iters=300",
+    ]
+    a = run(cfg_of(*common, "engine=numpy"), tmp_path / "a")
+    b = run(cfg_of(*common, "engine=numba"), tmp_path / "b")
+    assert (a["engine"], b["engine"]) == ("numpy", "numba")
+    assert "L_S/(n*tau)" in a["stepsize_formula"] and "L_S=" in a["stepsize_formula"]
+    ta, tb = (pd.read_parquet(tmp_path / d / "trace.parquet").drop(columns="time") for d in "ab")
+    pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    assert ta["rel_gap"].iloc[-1] < 0.5

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import small_problem
+from reference import HalfImportance
 
 from efbench.errors import ConfigError
 from efbench.estimators import LSVRG, SGD, Sampler, make_estimator
@@ -115,3 +116,26 @@ def test_make_estimator_validation(skewed):
         make_estimator({"kind": "lsvrg", "p": 1.5}, skewed)
     with pytest.raises(ConfigError, match=r"method\.estimator\.coin"):
         make_estimator({"kind": "lsvrg", "coin": "none"}, skewed)
+
+
+def test_samplings_give_their_smoothness_constant(skewed):
+    from efbench.samplers import Importance, Uniform
+
+    c = skewed.constants()
+    assert Uniform().smoothness(skewed) == pytest.approx(c["L_US"], rel=1e-12)
+    assert Importance().smoothness(skewed) == pytest.approx(c["L_IS"], rel=1e-12)
+    assert c["L_IS"] < HalfImportance().smoothness(skewed) < c["L_US"]
+
+
+def test_a_sampling_of_ones_own_draws_its_probabilities(skewed):
+    s = Sampler.build("reference.HalfImportance", skewed)
+    p = HalfImportance().probabilities(skewed)
+    np.testing.assert_allclose(s.probabilities(), p, rtol=1e-12)
+    rows, w = s.draw(np.random.default_rng(0), 20000)
+    idx = rows - skewed.row_offsets
+    for i in range(skewed.n):  # frequencies within 5 standard errors of p_i
+        freq = np.bincount(idx[i], minlength=skewed.m) / idx.shape[1]
+        assert np.all(np.abs(freq - p[i]) <= 5 * np.sqrt(p[i] * (1 - p[i]) / idx.shape[1]))
+    np.testing.assert_allclose(w * skewed.m * p.reshape(-1)[rows], 1.0, rtol=1e-12)
+    with pytest.raises(ConfigError, match="sampling.name: unknown sampling 'nope.Nope'"):
+        Sampler.build("nope.Nope", skewed)
