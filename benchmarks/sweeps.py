@@ -44,9 +44,11 @@ def efbench(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
-def cli_part(root: Path) -> list[dict]:
+def cli_part(root: Path, methods: list[str]) -> list[dict]:
     rows = []
     for ds, method, comp, iters, every in CASES:
+        if method not in methods:
+            continue
         common = [f"dataset={ds}", f"method={method}", *comp, f"budget.iters={iters}", f"log_every={every}"]
         efbench([*common, f"hydra.run.dir={root / 'warm'}"], root)  # data cache, compiled step
         alone = efbench([*common, "seed=0", f"hydra.run.dir={root / 'alone'}"], root)
@@ -161,6 +163,7 @@ def batch_part() -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", nargs="+", default=["batch", "cli"], choices=["batch", "cli"])
+    ap.add_argument("--methods", nargs="+", default=[c[1] for c in CASES], help="CLI cases to run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "sweeps.csv"))
     args = ap.parse_args()
     if "EFBENCH_DATA_MIRROR" not in os.environ:
@@ -170,7 +173,7 @@ def main() -> None:
         tables.append(pd.DataFrame(batch_part()).assign(part="batch"))
     if "cli" in args.part:
         with tempfile.TemporaryDirectory() as tmp:
-            tables.append(pd.DataFrame(cli_part(Path(tmp))).assign(part="cli"))
+            tables.append(pd.DataFrame(cli_part(Path(tmp), args.methods)).assign(part="cli"))
     table = pd.concat(tables, ignore_index=True)
     print(table.to_string(index=False))
     table.to_csv(args.out, index=False)

@@ -107,7 +107,9 @@ def choose_engine(engine: str, runs: list[RunSpec], problem: LogisticProblem) ->
         return None
     specs = [r.method.fuse(problem) for r in runs]
     why = next((s for s in specs if isinstance(s, str)), None)
-    if why is None and len({s.shape() for s in specs}) > 1:
+    if why is None and (
+        len({s.shape() for s in specs}) > 1 or not all(np.array_equal(s.cdf, specs[0].cdf) for s in specs)
+    ):
         why = "the runs of this batch differ in more than lam, K, p and the stepsize"
     if why is None:
         return specs

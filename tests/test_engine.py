@@ -341,3 +341,16 @@ def test_a_sampling_of_ones_own_runs_on_both_engines(tmp_path):
     ta, tb = (pd.read_parquet(tmp_path / d / "trace.parquet").drop(columns="time") for d in "ab")
     pd.testing.assert_frame_equal(ta, tb, check_exact=True)
     assert ta["rel_gap"].iloc[-1] < 0.5
+
+
+def test_runs_with_different_samplings_never_share_a_compiled_call():
+    def spec(sampling):
+        est = {**ESTIMATORS["is"], "sampling": sampling}
+        method = ErrorCompensated(name="e", estimator=est, compressor=instantiate(FUSABLE["topk"]))
+        return RunSpec(method, Schedule(0.1, "c"), np.zeros(PROBLEM.d), 0)
+
+    mixed = [spec("importance"), spec("reference.HalfImportance")]
+    assert choose_engine("auto", mixed, PROBLEM) is None
+    with pytest.raises(ConfigError, match="differ in more than"):
+        choose_engine("numba", mixed, PROBLEM)
+    assert choose_engine("numba", [spec("importance"), spec("importance")], PROBLEM) is not None
