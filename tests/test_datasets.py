@@ -157,3 +157,20 @@ def test_mirror_folder_layout_plain_text(tmp_path, mirror):
     shutil.copy(mirror / "SHA256SUMS", d / "SHA256SUMS")
     X, _ = load_libsvm("a9a", tmp_path / "c", str(d))
     assert X.shape == (32561, 123)
+
+
+def test_results_are_written_with_the_umask_mode(tmp_path):
+    """Atomic writes give what a plain open would (0644 under umask 022), not mkstemp's 0600."""
+    import os
+
+    from efbench.datasets import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a" / "summary.json", b"{}")
+        os.umask(0o027)
+        atomic_write_bytes(tmp_path / "b.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "summary.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
