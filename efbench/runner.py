@@ -372,7 +372,8 @@ def run_batch(
         try:
             spec = prepare_run(cfgs[i], setup)
         except EfbenchError as exc:
-            log.error("efbench: error: %s", exc)
+            if len(todo) > 1:  # a single run's error is reported once, by the caller
+                log.error("run %s: %s", dirs[i], exc)
             fail(i, exc)
             continue
         log.info(

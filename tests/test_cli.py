@@ -243,3 +243,14 @@ def test_summary_records_the_sampling_a_method_uses():
         assert s["choices"]["sampling"] == want, method
     s = new_summary(cfg_of("method=ec_sgd", "sampling=importance"), "h", {"sampling": "importance"})
     assert s["choices"]["sampling"] == "importance"
+
+
+def test_cli_seeds_list_writes_one_dir_per_seed(tmp_path):
+    from efbench.sweep import collect
+
+    out = tmp_path / "run"
+    r = efbench("seeds=[0,1,2]", "budget.iters=100", "log_every=50", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, runs = collect(out)
+    assert sorted(runs.seed) == [0, 1, 2] and set(runs.status) == {"completed"}
+    assert (r.stdout + r.stderr).count("engine: numba, 3 run(s)") == 1
