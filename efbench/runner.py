@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -268,11 +270,20 @@ def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
     """The summary of a completed or diverged run of the same config in ``out_dir``, if any."""
     prev = read_summary(out_dir)
     if prev and prev.get("status") in FINISHED and prev.get("config_hash") == chash:
-        if (out_dir / "trace.parquet").is_file():
+        if trace_rows(out_dir / "trace.parquet") == prev.get("trace_rows"):
             log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
             prev["skipped"] = True
             return prev
+        log.info("rerunning %s: its trace is missing, unreadable or not the summary's", out_dir)
     return None
+
+
+def trace_rows(path: Path) -> int | None:
+    """Rows of a readable trace file (its parquet footer), else None."""
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError, pa.ArrowException):
+        return None
 
 
 def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> dict[str, Any]:
@@ -291,6 +302,7 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
 def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
     row = out.rows[-1]
     summary.update(
+        trace_rows=len(out.rows),
         status=out.status,
         steps=out.steps,
         engine=out.engine,

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+UNREADABLE = "unreadable"  # the status collect gives a run whose files cannot be read
+FINISHED_STATUSES = ("completed", "diverged")
 STANDARD = ["run", "dataset", "method", "compressor", "sampling", "stepsize", "seed", "label", "status"]
 IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress")
 
@@ -66,6 +69,15 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
     return row
 
 
+def _trace_readable(path: Path, summ: dict) -> bool:
+    """A finished run's trace: readable, with the rows its summary counts (when it does)."""
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+    return summ.get("trace_rows") in (None, rows)
+
+
 def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load every run (``summary.json`` + ``trace.parquet``) below ``root``.
 
@@ -77,7 +89,15 @@ def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[
         try:
             summ = json.loads(path.read_text())
         except (OSError, ValueError):
-            continue  # a summary being written right now, or damaged: not a result
+            summ = {"status": UNREADABLE}  # damaged (results are written atomically): never a result
+            warnings.warn(f"efbench-collect: skipping {path.parent}: unreadable summary.json", stacklevel=2)
+        if summ.get("status") in FINISHED_STATUSES and not _trace_readable(
+            path.parent / "trace.parquet", summ
+        ):
+            warnings.warn(
+                f"efbench-collect: skipping {path.parent}: unreadable or partial trace.parquet", stacklevel=2
+            )
+            summ = {**summ, "status": UNREADABLE}
         if statuses is None or summ.get("status") in statuses:
             rows.append(_run_row(path, root, summ))
     runs = pd.DataFrame(rows)
@@ -92,10 +112,14 @@ def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[
     runs = runs.rename(columns={c: c[4:] for c in varying})
     keys = [c for c in STANDARD if c in runs.columns] + [c[4:] for c in varying]
     tables = []
-    for i, run in enumerate(runs["run"]):
+    for i, (run, status) in enumerate(zip(runs["run"], runs["status"], strict=True)):
         f = root / run / "trace.parquet"
-        if f.is_file():
-            t = pq.read_table(f)
+        if status != UNREADABLE and f.is_file():
+            try:
+                t = pq.read_table(f)
+            except (OSError, ValueError, pa.ArrowException):
+                warnings.warn(f"efbench-collect: skipping the trace of {run}: unreadable", stacklevel=2)
+                continue
             tables.append(t.append_column("_i", pa.array([i] * t.num_rows, pa.int32())))
     if not tables:
         return pd.DataFrame(), runs
@@ -121,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     with pd.option_context("display.max_rows", 200, "display.width", 200):
         print(runs[show].to_string(index=False))
-    print(f"{len(runs)} runs, {len(trace)} trace rows")
+    counts = runs["status"].value_counts()
+    tally = ", ".join(f"{status} {counts[status]}" for status in counts.index)
+    print(f"{len(runs)} runs ({tally}), {len(trace)} trace rows")
     if args.out:
         trace.to_parquet(f"{args.out}_trace.parquet", index=False)
         runs.to_csv(f"{args.out}_runs.csv", index=False)

@@ -193,7 +193,7 @@ def test_plots_and_cli(sweep_dir, tmp_path, capsys):
         "rel_gap_vs_iterations.pdf",
     }
     collect_main([str(sweep_dir), "-o", str(tmp_path / "all")])
-    assert "4 runs, 16 trace rows" in capsys.readouterr().out
+    assert "4 runs (completed 4), 16 trace rows" in capsys.readouterr().out
     assert len(pd.read_parquet(tmp_path / "all_trace.parquet")) == 16
 
 
@@ -266,3 +266,43 @@ def test_paper_quick_pipeline_on_a9a(tmp_path, mirror, data_cache, monkeypatch):
     _, runs = collect(out / "paper_exp3")
     assert len(runs) == 4 and set(runs.compressor) == {"ht_paper", "topk_paper"}
     assert (out / "exp1_is_vs_us_vs_iterations.pdf").stat().st_size > 5000
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\0" * len(data))
+
+
+@pytest.mark.parametrize("how", ["truncate", "zero"])
+def test_resume_reruns_a_finished_run_whose_trace_is_damaged(how, tmp_path):
+    from test_cli import cfg_of
+
+    from efbench.runner import run
+
+    cfg = cfg_of("budget.iters=60", "log_every=20")
+    first = run(cfg, tmp_path)
+    assert first["trace_rows"] == 4
+    assert run(cfg, tmp_path).get("skipped")
+    _damage(tmp_path / "trace.parquet", how)
+    again = run(cfg, tmp_path)
+    assert not again.get("skipped") and again["status"] == "completed"
+    assert len(pd.read_parquet(tmp_path / "trace.parquet")) == 4
+
+
+def test_collect_skips_and_counts_unreadable_runs(tmp_path, capsys):
+    from test_cli import cfg_of
+
+    from efbench.runner import run
+
+    for seed in range(3):
+        run(cfg_of("budget.iters=40", "log_every=20", f"seed={seed}"), tmp_path / f"s{seed}")
+    _damage(tmp_path / "s1" / "trace.parquet", "truncate")
+    _damage(tmp_path / "s2" / "summary.json", "zero")
+    with pytest.warns(UserWarning, match="skipping") as caught:
+        trace, runs = collect(tmp_path)
+    assert len(caught) == 2
+    assert sorted(runs.status) == ["completed", "unreadable", "unreadable"]
+    assert set(trace.run) == {"s0"} and len(trace) == 3
+    with pytest.warns(UserWarning):
+        collect_main([str(tmp_path)])
+    assert "3 runs (unreadable 2, completed 1)" in capsys.readouterr().out
