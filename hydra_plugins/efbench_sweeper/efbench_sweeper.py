@@ -9,17 +9,23 @@ alone, so resume and collection see no difference; the group's own Hydra folder 
 and ``.hydra``) is ``<sweep dir>/.batches/<n>``. Any launcher runs the grouped jobs (basic;
 joblib: groups spread over processes; cluster launchers: a group per cluster job).
 ``hydra.sweeper.batch=false`` launches every job on its own; ``hydra.sweeper.max_runs``
-caps the runs of one group.
+caps the runs of one group. A sweep ends with a one-line tally of its runs by status, and
+exits non-zero when any run ended in error or was interrupted.
 """
 
 import json
+import logging
+import sys
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
 
+log = logging.getLogger(__name__)
 BATCH_KEY = "efbench_batch"
 # top-level leaves among efbench.runner.BATCHABLE; every other batchable key is dotted
 # (a bare group name such as ``stepsize=constant`` changes the defaults list: not batchable)
@@ -76,6 +82,17 @@ def group_jobs(jobs: List[List[str]], max_runs: int) -> List[List[str]]:
     return out
 
 
+def tally_runs(sweep_dir: Path) -> Dict[str, int]:
+    """Runs below ``sweep_dir`` by the status in their summary.json (``unreadable``: none)."""
+    counts: Counter = Counter()
+    for path in sweep_dir.rglob("summary.json"):
+        try:
+            counts[json.loads(path.read_text()).get("status", "unreadable")] += 1
+        except (OSError, ValueError):
+            counts["unreadable"] += 1
+    return dict(counts)
+
+
 class EfbenchSweeper(BasicSweeper):
     def __init__(
         self,
@@ -87,6 +104,18 @@ class EfbenchSweeper(BasicSweeper):
         super().__init__(max_batch_size, params)
         self.batch = batch
         self.max_runs = max_runs
+
+    def sweep(self, arguments: List[str]) -> Any:
+        returns = super().sweep(arguments)
+        tally = tally_runs(Path(self.config.hydra.sweep.dir))
+        text = ", ".join(f"{status} {n}" for status, n in sorted(tally.items()))
+        failed = tally.get("error", 0) + tally.get("interrupted", 0) + tally.get("unreadable", 0)
+        (log.error if failed else log.info)(
+            "sweep: %d runs in %s: %s", sum(tally.values()), self.config.hydra.sweep.dir, text or "none"
+        )
+        if failed:
+            sys.exit(1)
+        return returns
 
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> Any:
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
