@@ -283,16 +283,6 @@ def csr_worker_grad(indptr, indices, data, y, x, i, m, out) -> None:  # pragma: 
 
 
 @njit(cache=True)
-def csr_worker_grads(indptr, indices, data, y, X, workers, m):  # pragma: no cover - compiled
-    """(len(workers), d): row t is the data part of grad f_i(x_t), i = workers[t]; X is
-    (len(workers), d), one point per worker, or (1, d), one for all."""
-    out = np.zeros((workers.shape[0], X.shape[1]))
-    for t in range(workers.shape[0]):
-        csr_worker_grad(indptr, indices, data, y, X[t if X.shape[0] > 1 else 0], workers[t], m, out[t])
-    return out
-
-
-@njit(cache=True)
 def dense_worker_grad(flat, y, x, i, m, out) -> None:  # pragma: no cover - compiled
     """:func:`csr_worker_grad` on dense rows."""
     out[:] = 0.0

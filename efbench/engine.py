@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from efbench.compressors import index_width
 from efbench.errors import ConfigError
 from efbench.fused import ec_advance
 from efbench.methods import FusedSpec, Method, Round, State
@@ -265,7 +266,7 @@ class FusedBatch:
         self.down = np.array([r.method.downlink(problem.d) for r in runs], dtype=np.int64)
         self.coins = {0: 0, 1: 1, 2: problem.n}[self.spec.coin]
         self.csr = problem.csr_arrays
-        self.index_width = (problem.d - 1).bit_length()
+        self.index_width = index_width(problem.d)
         if not ec_advance.signatures:  # first call in this process: compile or load from disk
             t0 = time.perf_counter()
             self.advance(

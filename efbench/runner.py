@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,10 +35,10 @@ from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, op
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
 from efbench.stepsize import make_schedule
+from efbench.sweep import FINISHED, trace_rows
 
 log = logging.getLogger("efbench")
 
-FINISHED = ("completed", "diverged")
 # Keys that do not change a run's result: excluded from the config hash used to resume.
 VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds")
 # Keys a run of a batch may set for itself: they change neither the problem, nor array
@@ -278,14 +276,6 @@ def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
     return None
 
 
-def trace_rows(path: Path) -> int | None:
-    """Rows of a readable trace file (its parquet footer), else None."""
-    try:
-        return pq.read_metadata(path).num_rows
-    except (OSError, ValueError, pa.ArrowException):
-        return None
-
-
 def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> dict[str, Any]:
     """The summary of a run that has not finished yet: its resolved config and hash. The
     ``sampling`` choice is the sampling the method uses (ec_sgd_us / ec_sgd_is fix their
@@ -309,6 +299,7 @@ def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
         wall_time=out.wall,
         step_time=out.step_time,
         iters_per_sec=out.steps / out.step_time if out.step_time > 0 else math.nan,
+        wall_iters_per_sec=out.steps / out.wall if out.wall > 0 else math.nan,
         final={
             key: row[key]
             for key in (
@@ -425,7 +416,6 @@ def run_batch(
                 batch_size=len(outs),
             )
             final_summary(summ, out)
-            summ["wall_iters_per_sec"] = out.steps / out.wall if out.wall > 0 else math.nan
             row = out.rows[-1]
             log.info(
                 "%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s stepping, "

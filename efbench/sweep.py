@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 UNREADABLE = "unreadable"  # the status collect gives a run whose files cannot be read
-FINISHED_STATUSES = ("completed", "diverged")
+FINISHED = ("completed", "diverged")  # the statuses of a run whose result is whole
 STANDARD = ["run", "dataset", "method", "compressor", "sampling", "stepsize", "seed", "label", "status"]
 IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress")
 
@@ -69,13 +69,18 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
     return row
 
 
+def trace_rows(path: Path) -> int | None:
+    """Rows of a readable trace file (read from its parquet footer), else None."""
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
 def _trace_readable(path: Path, summ: dict) -> bool:
     """A finished run's trace: readable, with the rows its summary counts (when it does)."""
-    try:
-        rows = pq.read_metadata(path).num_rows
-    except (OSError, ValueError, pa.ArrowException):
-        return False
-    return summ.get("trace_rows") in (None, rows)
+    rows = trace_rows(path)
+    return rows is not None and summ.get("trace_rows") in (None, rows)
 
 
 def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -91,9 +96,7 @@ def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[
         except (OSError, ValueError):
             summ = {"status": UNREADABLE}  # damaged (results are written atomically): never a result
             warnings.warn(f"efbench-collect: skipping {path.parent}: unreadable summary.json", stacklevel=2)
-        if summ.get("status") in FINISHED_STATUSES and not _trace_readable(
-            path.parent / "trace.parquet", summ
-        ):
+        if summ.get("status") in FINISHED and not _trace_readable(path.parent / "trace.parquet", summ):
             warnings.warn(
                 f"efbench-collect: skipping {path.parent}: unreadable or partial trace.parquet", stacklevel=2
             )
