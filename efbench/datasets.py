@@ -14,7 +14,6 @@ import bz2
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from efbench.errors import ConfigError, DataError, check_choice
+from efbench.results import atomic_write_bytes
 
 LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/"
 MIRROR_ENV = "EFBENCH_DATA_MIRROR"
@@ -63,36 +63,6 @@ LIBSVM_FILES = {
     # so rows, features and the balanced labels are what is verified.
     "gisette_scale": LibsvmFile("gisette_scale", "gisette_scale.bz2", 6000, 5000, 3000, None),
 }
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file and ``os.replace``, with the mode a
-    plain ``open`` would give (0644 under the usual umask 022: a shared results folder stays
-    readable; mkstemp alone would leave 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask, read from /proc where it can be (reading it with os.umask means
-    setting it, for a moment, for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:

@@ -26,8 +26,9 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from efbench import results
 from efbench.compressors import Compressor
-from efbench.datasets import atomic_write_bytes, load_dataset, partition
+from efbench.datasets import load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import Method
@@ -35,7 +36,6 @@ from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, op
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
 from efbench.stepsize import make_schedule
-from efbench.sweep import FINISHED, trace_rows
 
 log = logging.getLogger("efbench")
 
@@ -201,31 +201,6 @@ def check_budget(cfg: DictConfig) -> tuple[float, float, float]:
     return lims[0], lims[1], lims[2]
 
 
-def write_results(out_dir: Path, trace: pd.DataFrame | None, summary: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if trace is not None:
-        buf = io.BytesIO()
-        trace.to_parquet(buf, index=False)
-        atomic_write_bytes(out_dir / "trace.parquet", buf.getvalue())
-    payload = json.dumps(summary, indent=2, default=_json_default, allow_nan=True)
-    atomic_write_bytes(out_dir / "summary.json", payload.encode())
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def read_summary(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((out_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
     """Validate one run's own settings and build its method, schedule and start."""
     check_positive("seed", cfg.seed, allow_zero=True)
@@ -266,10 +241,11 @@ def group_key(cfg: DictConfig) -> str:
 
 def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
     """The summary of a completed or diverged run of the same config in ``out_dir``, if any."""
-    prev = read_summary(out_dir)
-    if prev and prev.get("status") in FINISHED and prev.get("config_hash") == chash:
-        if trace_rows(out_dir / "trace.parquet") == prev.get("trace_rows"):
+    prev = results.read_summary(out_dir)
+    if prev and prev.get("status") in results.FINISHED and prev.get("config_hash") == chash:
+        if results.verified(out_dir, prev):
             log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
+            (out_dir / results.ERROR).unlink(missing_ok=True)  # this launch found the result whole
             prev["skipped"] = True
             return prev
         log.info("rerunning %s: its trace is missing, unreadable or not the summary's", out_dir)
@@ -343,14 +319,21 @@ def run_batch(
 
     def fail(i: int, exc: Exception) -> None:
         summaries[i].update(status="error", error=str(exc))
-        write_results(dirs[i], None, summaries[i])
         errors.append(exc)
+        if isinstance(exc, results.WriteError):
+            return
+        try:
+            results.record_error(dirs[i], summaries[i])
+        except results.WriteError as write_exc:
+            log.error("run %s: %s", dirs[i], write_exc)
 
     try:
         if len({group_key(cfgs[i]) for i in todo}) > 1:
             raise ConfigError("batch", "the runs of a batch may differ only in " + ", ".join(BATCHABLE))
         base = cfgs[todo[0]]
         lim = limits_of(base)
+        for i in todo:
+            results.check_writable(dirs[i])
         setup = build_setup(base)
     except Exception as exc:
         for i in todo:
@@ -428,7 +411,9 @@ def run_batch(
                 summ["iters_per_sec"],
                 summ["wall_iters_per_sec"],
             )
-            write_results(dirs[i], pd.DataFrame(out.rows), summ)
+            buf = io.BytesIO()
+            pd.DataFrame(out.rows).to_parquet(buf, index=False)
+            results.commit(dirs[i], buf.getvalue(), summ)
         if any(o.status == "interrupted" for o in outs):
             raise KeyboardInterrupt
     if errors:

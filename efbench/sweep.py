@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-UNREADABLE = "unreadable"  # the status collect gives a run whose files cannot be read
-FINISHED = ("completed", "diverged")  # the statuses of a run whose result is whole
+from efbench.results import ERROR, UNREADABLE, verified
+
 STANDARD = ["run", "dataset", "method", "compressor", "sampling", "stepsize", "seed", "label", "status"]
 IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress")
 
@@ -69,20 +69,6 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
     return row
 
 
-def trace_rows(path: Path) -> int | None:
-    """Rows of a readable trace file (read from its parquet footer), else None."""
-    try:
-        return pq.read_metadata(path).num_rows
-    except (OSError, ValueError, pa.ArrowException):
-        return None
-
-
-def _trace_readable(path: Path, summ: dict) -> bool:
-    """A finished run's trace: readable, with the rows its summary counts (when it does)."""
-    rows = trace_rows(path)
-    return rows is not None and summ.get("trace_rows") in (None, rows)
-
-
 def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load every run (``summary.json`` + ``trace.parquet``) below ``root``.
 
@@ -96,11 +82,17 @@ def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[
         except (OSError, ValueError):
             summ = {"status": UNREADABLE}  # damaged (results are written atomically): never a result
             warnings.warn(f"efbench-collect: skipping {path.parent}: unreadable summary.json", stacklevel=2)
-        if summ.get("status") in FINISHED and not _trace_readable(path.parent / "trace.parquet", summ):
+        if summ.get("status") not in ("error", UNREADABLE) and not verified(path.parent, summ):
             warnings.warn(
-                f"efbench-collect: skipping {path.parent}: unreadable or partial trace.parquet", stacklevel=2
+                f"efbench-collect: skipping {path.parent}: its trace.parquet is unreadable or not the "
+                "one its summary was written with",
+                stacklevel=2,
             )
             summ = {**summ, "status": UNREADABLE}
+        try:  # a later launch that failed over this result: the result stands, the error is shown
+            summ = {**summ, "error": json.loads((path.parent / ERROR).read_text()).get("error")}
+        except (OSError, ValueError, AttributeError):
+            pass
         if statuses is None or summ.get("status") in statuses:
             rows.append(_run_row(path, root, summ))
     runs = pd.DataFrame(rows)

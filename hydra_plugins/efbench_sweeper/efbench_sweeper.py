@@ -83,14 +83,11 @@ def group_jobs(jobs: List[List[str]], max_runs: int) -> List[List[str]]:
 
 
 def tally_runs(sweep_dir: Path) -> Dict[str, int]:
-    """Runs below ``sweep_dir`` by the status in their summary.json (``unreadable``: none)."""
-    counts: Counter = Counter()
-    for path in sweep_dir.rglob("summary.json"):
-        try:
-            counts[json.loads(path.read_text()).get("status", "unreadable")] += 1
-        except (OSError, ValueError):
-            counts["unreadable"] += 1
-    return dict(counts)
+    """Runs below ``sweep_dir`` by what their latest launch left (:func:`efbench.results.status_of`)."""
+    from efbench.results import ERROR, SUMMARY, status_of
+
+    dirs = {p.parent for name in (SUMMARY, ERROR) for p in sweep_dir.rglob(name)}
+    return dict(Counter(status_of(d) for d in dirs))
 
 
 class EfbenchSweeper(BasicSweeper):

@@ -1,0 +1,178 @@
+"""A run directory's files, written so that nothing can pair or damage them.
+
+A run's result is ``trace.parquet`` (the logged metrics) and ``summary.json`` (status,
+final metrics, config and its hash) whose ``trace_sha256`` names the exact trace it belongs
+to: a reader verifies the pair (:func:`verified`) and treats anything else as unreadable.
+Both files are written in full to temporary files first, then renamed into place (the
+summary last), so a failed write leaves the previous result as it was, and a process killed
+between the two renames leaves a pair that does not verify: never a result that looks whole.
+
+A launch that fails (invalid config, unwritable folder, ...) over a directory holding a
+result writes its error to ``error.json`` beside it and leaves the result untouched; the
+next run that completes there removes ``error.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from efbench.errors import EfbenchError
+
+FINISHED = ("completed", "diverged")  # the statuses of a run whose result is whole
+UNREADABLE = "unreadable"  # a summary or trace that cannot be read or does not verify
+TRACE, SUMMARY, ERROR = "trace.parquet", "summary.json", "error.json"
+
+
+class WriteError(EfbenchError):
+    """A run directory that cannot be written."""
+
+    def __init__(self, path: Path, exc: OSError):
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _umask() -> int:
+    """The process umask, read from /proc where it can be (reading it with os.umask means
+    setting it, for a moment, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_temp(path: Path, payload: bytes) -> str:
+    """``payload`` in a temporary file beside ``path``, flushed to disk, with the mode a plain
+    ``open`` would give (0644 under the usual umask 022: a shared results folder stays
+    readable; mkstemp alone would leave 0600); returns its name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(path, payload)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json(summary: dict[str, Any]) -> bytes:
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.dumps(summary, indent=2, default=default, allow_nan=True).encode()
+
+
+def check_writable(out_dir: Path) -> None:
+    """Raise WriteError unless files can be created in ``out_dir`` (made if missing): checked
+    before a run computes anything."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        Path(_write_temp(out_dir / ".probe", b"")).unlink()
+    except OSError as exc:
+        raise WriteError(out_dir, exc) from None
+
+
+def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> None:
+    """Write a run's trace (parquet bytes) and summary as one result (see the module)."""
+    summary["trace_sha256"] = hashlib.sha256(trace).hexdigest()
+    temps: list[str] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        temps.append(_write_temp(out_dir / TRACE, trace))
+        temps.append(_write_temp(out_dir / SUMMARY, _json(summary)))
+        os.replace(temps[0], out_dir / TRACE)
+        os.replace(temps[1], out_dir / SUMMARY)
+    except OSError as exc:
+        for t in temps:
+            Path(t).unlink(missing_ok=True)
+        raise WriteError(out_dir, exc) from None
+    (out_dir / ERROR).unlink(missing_ok=True)
+
+
+def record_error(out_dir: Path, summary: dict[str, Any]) -> None:
+    """Record a failed launch: as the directory's summary when it holds no result, else in
+    ``error.json`` beside the result, which stays as it was."""
+    prev = read_summary(out_dir)
+    has_result = (prev is not None and prev.get("status") != "error") or (out_dir / TRACE).exists()
+    name = ERROR if has_result else SUMMARY
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / name, _json(summary))
+    except OSError as exc:
+        raise WriteError(out_dir / name, exc) from None
+
+
+def read_summary(out_dir: Path) -> dict[str, Any] | None:
+    """The directory's summary, or None when it is missing or unreadable."""
+    try:
+        summ = json.loads((out_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summ if isinstance(summ, dict) else None
+
+
+def trace_rows(path: Path) -> int | None:
+    """Rows of a readable trace file (read from its parquet footer), else None."""
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+def verified(out_dir: Path, summary: dict[str, Any]) -> bool:
+    """Whether the directory's trace is the one ``summary`` was written with (by its hash;
+    summaries written before hashes existed: by its row count)."""
+    path = out_dir / TRACE
+    want = summary.get("trace_sha256")
+    if want is None:
+        rows = trace_rows(path)
+        return rows is not None and summary.get("trace_rows") in (None, rows)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return hashlib.sha256(data).hexdigest() == want and trace_rows(path) is not None
+
+
+def status_of(out_dir: Path) -> str:
+    """What the latest launch in ``out_dir`` left: ``error`` when it failed, else its result's
+    status (``unreadable`` when the summary or its trace cannot be read or verified)."""
+    if (out_dir / ERROR).exists():
+        return "error"
+    summ = read_summary(out_dir)
+    if summ is None:
+        return UNREADABLE
+    status = summ.get("status", UNREADABLE)
+    if status != "error" and not verified(out_dir, summ):
+        return UNREADABLE
+    return status
