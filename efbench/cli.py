@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from efbench.errors import EfbenchError
 
 log = logging.getLogger("efbench")
 BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
+SWEEP_PID = "EFBENCH_SWEEP_PID"  # the sweeping process, set by the efbench sweeper
 
 
 def override_dirname(lines: list[str], hc: DictConfig) -> str:
@@ -53,7 +55,12 @@ def main(cfg: DictConfig) -> float | None:
     """Run one configuration (or a sweep's group of runs); in a multirun a failing job is
     recorded and the sweep goes on."""
     from efbench.runner import run_batch, run_seeds
+    from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt
 
+    terminate_like_interrupt()
+    worker = os.environ.get(SWEEP_PID) == str(os.getppid())  # a launcher's worker process
+    if worker:
+        stop_when_parent_dies()
     hc = HydraConfig.get()
     try:
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
@@ -69,5 +76,16 @@ def main(cfg: DictConfig) -> float | None:
         if hc.mode == RunMode.MULTIRUN:
             return None
         sys.exit(2)
+    except (KeyboardInterrupt, SystemError) as exc:  # numba wraps a signal's exception in SystemError
+        stop = interrupted_by(exc)
+        if stop is None:
+            raise
+        if worker:  # its runs are written: end, so the sweeping process sees it done
+            logging.shutdown()
+            os._exit(stop.exit_code)
+        if hc.mode == RunMode.MULTIRUN:
+            raise stop from None  # the sweeper stops the sweep and reports
+        log.error("efbench: %s", stop)
+        sys.exit(stop.exit_code)
     gaps = [s["final"]["gap"] for s in summaries if "final" in s]
     return float(sum(gaps) / len(gaps)) if gaps else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from efbench import signals
 from efbench.compressors import index_width
 from efbench.errors import ConfigError
 from efbench.fused import ec_advance
@@ -70,6 +71,7 @@ class Outcome:
     wall: float
     engine: str
     info: dict[str, float] = field(default_factory=dict)
+    stopped_by: int | None = None  # the signal that interrupted the batch
 
 
 class Counters:
@@ -192,35 +194,40 @@ def execute(
         unit="it",
         leave=False,
     )
-    k = 0
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            while live and k < lim.iters:
+    k, at = 0, lim.next_log(0)
+    chunk = 16  # steps per call, then as many as take CHUNK_SECONDS: a signal is answered soon
+    stopped_by = None
+    with signals.deferred() as pending, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while live and k < lim.iters:
+            T = int(min(at, lim.iters, k + chunk) - k)
+            t0 = time.perf_counter()
+            if fused is not None:
+                took = fused.advance(live, T, rngs, counters, lim, step_time)
+            else:
+                took = _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time)
+            chunk = max(1, int(signals.CHUNK_SECONDS * T / max(time.perf_counter() - t0, 1e-9)))
+            steps[live] += took
+            k += T
+            live = [r for r, t in zip(live, took, strict=True) if t == T]  # others hit a budget
+            if k == at and live:
+                record(live)
+                live = [r for r in live if status[r] == "completed"]
+            if k == at:
                 at = lim.next_log(k)
-                T = int(min(at, lim.iters) - k)
-                if fused is not None:
-                    took = fused.advance(live, T, rngs, counters, lim, step_time)
-                else:
-                    took = _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time)
-                steps[live] += took
-                k += T
-                live = [r for r, t in zip(live, took, strict=True) if t == T]  # others hit a budget
-                if k == at and live:
-                    record(live)
-                    live = [r for r in live if status[r] == "completed"]
-                bar.update(int(took.sum()))
-    except KeyboardInterrupt:
-        for r in live:
-            status[r] = "interrupted"
-    finally:
-        bar.close()
+            bar.update(int(took.sum()))
+            stopped_by = pending()
+            if stopped_by is not None:
+                for r in live:
+                    status[r] = "interrupted"
+                break
+    bar.close()
     last = [r for r in range(R) if rows[r][-1]["step"] != steps[r]]
     if last:
         record(last)
     wall = time.perf_counter() - t_start
     name = "numpy" if fused is None else "numba"
     return [
-        Outcome(status[r], int(steps[r]), rows[r], float(step_time[r]), wall, name, infos[r])
+        Outcome(status[r], int(steps[r]), rows[r], float(step_time[r]), wall, name, infos[r], stopped_by)
         for r in range(R)
     ]
 

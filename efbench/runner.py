@@ -26,7 +26,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from efbench import results
+from efbench import results, signals
 from efbench.compressors import Compressor
 from efbench.datasets import load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
@@ -390,32 +390,36 @@ def run_batch(
                 fail(i, exc)
             raise
         log.info("engine: %s, %d run(s)", outs[0].engine, len(outs))
-        for i, spec, out in zip(ready, specs, outs, strict=True):
-            summ = summaries[i]
-            summ.update(
-                constants={**c, **out.info},
-                gamma0=spec.schedule.gamma0,
-                stepsize_formula=spec.schedule.formula,
-                batch_size=len(outs),
-            )
-            final_summary(summ, out)
-            row = out.rows[-1]
-            log.info(
-                "%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s stepping, "
-                "%.0f it/s wall)",
-                out.status,
-                out.steps,
-                row["gap"],
-                row["rel_gap"],
-                row["bits_up_mean"],
-                summ["iters_per_sec"],
-                summ["wall_iters_per_sec"],
-            )
-            buf = io.BytesIO()
-            pd.DataFrame(out.rows).to_parquet(buf, index=False)
-            results.commit(dirs[i], buf.getvalue(), summ)
-        if any(o.status == "interrupted" for o in outs):
-            raise KeyboardInterrupt
+        with signals.deferred() as pending:  # a signal now waits until every result is written
+            for i, spec, out in zip(ready, specs, outs, strict=True):
+                summ = summaries[i]
+                summ.update(
+                    constants={**c, **out.info},
+                    gamma0=spec.schedule.gamma0,
+                    stepsize_formula=spec.schedule.formula,
+                    batch_size=len(outs),
+                )
+                final_summary(summ, out)
+                row = out.rows[-1]
+                log.info(
+                    "%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s stepping, "
+                    "%.0f it/s wall)",
+                    out.status,
+                    out.steps,
+                    row["gap"],
+                    row["rel_gap"],
+                    row["bits_up_mean"],
+                    summ["iters_per_sec"],
+                    summ["wall_iters_per_sec"],
+                )
+                buf = io.BytesIO()
+                pd.DataFrame(out.rows).to_parquet(buf, index=False)
+                results.commit(dirs[i], buf.getvalue(), summ)
+        stop = outs[0].stopped_by or pending()
+        if stop is not None:
+            stopped = [d for d, o in zip(ready, outs, strict=True) if o.status == "interrupted"]
+            where = dirs[stopped[0]] if len(stopped) == 1 else f"{len(stopped)} run directories"
+            raise signals.Interrupted(stop, f"the steps taken so far are written as interrupted in {where}")
     if errors:
         raise errors[0]
     return summaries

@@ -1,13 +1,19 @@
 """Results survive faults: failed relaunches, mispaired files, unwritable folders, signals."""
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench import results
+from efbench import results, signals
 from efbench.errors import ConfigError
 from efbench.results import ERROR, SUMMARY, TRACE, status_of
 from efbench.runner import run
@@ -118,3 +124,128 @@ def test_cli_write_failure_is_one_line_exit_2(finished):
         line for line in err.splitlines() if f"cannot write {out}" in line
     ]
     assert (out / SUMMARY).read_bytes() == before[SUMMARY]
+
+
+def launch(tmp_path, *args, runs=1, budget="budget.iters=1000000000"):
+    """An efbench process stepping a run that would take hours, once ``runs`` runs have
+    begun stepping."""
+    log = tmp_path / "log.txt"
+    exe = Path(sys.executable).with_name("efbench")
+    fh = log.open("w")
+    proc = subprocess.Popen(
+        [str(exe), *args, budget, "log_every=100000", "progress=false"],
+        cwd=tmp_path,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 120
+    while log.read_text().count("gamma0=") < runs and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return proc, log
+
+
+@pytest.mark.parametrize(
+    "engine, sig, seeds",
+    [
+        ("numba", signal.SIGINT, None),
+        ("numba", signal.SIGTERM, None),
+        ("numpy", signal.SIGINT, None),
+        ("numpy", signal.SIGTERM, None),
+        ("numba", signal.SIGTERM, "[0,1,2]"),
+        ("numpy", signal.SIGINT, "[0,1]"),
+    ],
+)
+def test_a_signal_stops_the_run_within_a_second_and_keeps_its_steps(tmp_path, engine, sig, seeds):
+    out = tmp_path / "run"
+    extra = [f"seeds={seeds}"] if seeds else []
+    proc, log = launch(tmp_path, f"engine={engine}", f"hydra.run.dir={out}", *extra)
+    t0 = time.time()
+    proc.send_signal(sig)
+    code = proc.wait(timeout=30)
+    assert time.time() - t0 < 1.5
+    text = log.read_text()
+    assert code == 128 + sig and "Traceback" not in text
+    assert text.count(f"efbench: interrupted by {signal.Signals(sig).name}") == 1
+    dirs = [out / f"seed={s}" for s in json.loads(seeds)] if seeds else [out]
+    for d in dirs:
+        summ = json.loads((d / SUMMARY).read_text())
+        trace = pd.read_parquet(d / TRACE)
+        assert summ["status"] == "interrupted" and status_of(d) == "interrupted"
+        assert summ["steps"] > 0 and trace.step.iloc[-1] == summ["steps"] and len(trace) == summ["trace_rows"]
+
+
+def test_sigkill_leaves_nothing_that_looks_complete_and_a_relaunch_reruns(tmp_path):
+    out = tmp_path / "run"
+    proc, _ = launch(tmp_path, f"hydra.run.dir={out}")
+    proc.kill()
+    proc.wait(timeout=30)
+    assert not (out / SUMMARY).exists() and not list(out.glob("*.parquet"))
+    r = efbench("budget.iters=50", "log_every=25", "progress=false", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0 and status_of(out) == "completed"
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_stepping_in_short_calls_changes_nothing(engine, tmp_path, monkeypatch):
+    cfg = cfg_of("budget.iters=300", f"engine={engine}")  # log-spaced points stay where they were
+    run(cfg, tmp_path / "a")
+    monkeypatch.setattr(signals, "CHUNK_SECONDS", 0.0)  # every call one step
+    run(cfg, tmp_path / "b")
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a" / TRACE).drop(columns="time"),
+        pd.read_parquet(tmp_path / "b" / TRACE).drop(columns="time"),
+    )
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def workers_of(pid):
+    return [
+        int(p)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for p in (task / "children").read_text().split()
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_joblib_workers_write_interrupted_runs_and_end_when_the_sweep_is_stopped(tmp_path, sig):
+    root = tmp_path / "sweep"
+    proc, log = launch(
+        tmp_path, "-m", "hydra/launcher=joblib", "compressor=ht,topk", f"hydra.sweep.dir={root}", runs=2
+    )
+    workers = workers_of(proc.pid)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    deadline = time.time() + 10
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers)
+    runs = [p.parent for p in root.rglob("summary.json")]
+    assert len(runs) == 2 and {status_of(d) for d in runs} == {"interrupted"}
+    if sig == signal.SIGTERM:
+        text = log.read_text()
+        assert code == 143 and "Traceback" not in text
+        assert "sweep: 2 runs in" in text and "interrupted 2" in text
+
+
+def test_a_relaunched_sweep_skips_finished_runs_and_reruns_interrupted_ones(tmp_path):
+    root = tmp_path / "sweep"
+    args = ("-m", f"hydra.sweep.dir={root}")
+    budget = "budget.iters=50,1000000000"
+    proc, log = launch(tmp_path, *args, runs=2, budget=budget)  # the first done, the second stepping
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    short, long = root / "budget.iters=50,log_every=100000", root / "budget.iters=1000000000,log_every=100000"
+    assert status_of(short) == "completed" and status_of(long) == "interrupted"
+    first = (short / SUMMARY).read_bytes(), (long / SUMMARY).read_bytes()
+    proc, log = launch(tmp_path, *args, runs=1, budget=budget)
+    assert f"skipping {short}: already completed" in log.read_text()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130 and "sweep: 2 runs in" in log.read_text()
+    assert (short / SUMMARY).read_bytes() == first[0]
+    assert f"run {long}: method=" in log.read_text() and (long / SUMMARY).read_bytes() != first[1]

@@ -15,6 +15,7 @@ exits non-zero when any run ended in error or was interrupted.
 
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -103,13 +104,26 @@ class EfbenchSweeper(BasicSweeper):
         self.max_runs = max_runs
 
     def sweep(self, arguments: List[str]) -> Any:
-        returns = super().sweep(arguments)
+        from efbench.signals import interrupted_by, stop_children_then_raise
+
+        stop_children_then_raise()
+        os.environ["EFBENCH_SWEEP_PID"] = str(os.getpid())  # workers started from here watch it
+        stop = None
+        try:
+            returns = super().sweep(arguments)
+        except BaseException as exc:  # joblib may wrap the interrupt
+            stop = interrupted_by(exc)
+            if stop is None:
+                raise
         tally = tally_runs(Path(self.config.hydra.sweep.dir))
         text = ", ".join(f"{status} {n}" for status, n in sorted(tally.items()))
         failed = tally.get("error", 0) + tally.get("interrupted", 0) + tally.get("unreadable", 0)
         (log.error if failed else log.info)(
             "sweep: %d runs in %s: %s", sum(tally.values()), self.config.hydra.sweep.dir, text or "none"
         )
+        if stop is not None:
+            log.error("sweep: %s", stop)
+            sys.exit(stop.exit_code)
         if failed:
             sys.exit(1)
         return returns

@@ -1,0 +1,148 @@
+"""SIGINT and SIGTERM as a request to stop: the steps taken so far are written as an
+``interrupted`` result, and the process exits with 128 + the signal's number (130, 143).
+
+While runs step (:func:`deferred`), a signal only sets a flag that the engine reads
+between calls of at most :data:`CHUNK_SECONDS` of stepping: raising inside a compiled
+call would lose the call's state (numba reports a ``SystemError`` and the run's arrays
+are mid-update). Elsewhere (building the problem, writing) SIGTERM raises like SIGINT
+(:func:`terminate_like_interrupt`), since SLURM, ``timeout`` and container stops send it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CHUNK_SECONDS = 0.2  # the longest stepping between two looks at the flag
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop requested by ``signum``: a KeyboardInterrupt, so code that handles Ctrl-C
+    handles it too."""
+
+    def __init__(self, signum: int, detail: str = ""):
+        super().__init__(signum, detail)  # args: what pickling (to a launcher's parent) rebuilds
+        self.signum, self.detail = int(signum), detail
+
+    def __str__(self) -> str:
+        text = f"interrupted by {signal.Signals(self.signum).name}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interrupted_by(exc: BaseException) -> Interrupted | None:
+    """The Interrupted behind ``exc``: itself, Ctrl-C's KeyboardInterrupt, or the cause of
+    the SystemError numba raises when a signal's exception surfaces in a compiled call."""
+    while exc is not None:
+        if isinstance(exc, Interrupted):
+            return exc
+        if isinstance(exc, KeyboardInterrupt):
+            return Interrupted(signal.SIGINT)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def terminate_like_interrupt() -> None:
+    """SIGTERM raises :class:`Interrupted` as Ctrl-C raises KeyboardInterrupt (main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise)
+
+
+@contextmanager
+def deferred() -> Iterator[Callable[[], int | None]]:
+    """Inside, SIGINT and SIGTERM set a flag instead of raising; yields a function giving
+    the first such signal's number (None: none yet). The previous handlers come back on
+    exit. Outside the main thread, where no signal is delivered, the flag never rises."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def note(signum: int, frame: object) -> None:
+        got.append(signum)
+
+    old = {s: signal.signal(s, note) for s in SIGNALS}
+    try:
+        yield lambda: got[0] if got else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def children() -> list[int]:
+    """This process's child processes but joblib's resource tracker, which ends by itself
+    (Linux /proc; elsewhere none)."""
+    pids: list[int] = []
+    try:
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    keep = []
+    for pid in pids:
+        with suppress(OSError):
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                keep.append(pid)
+    return keep
+
+
+def stop_children(signum: int, timeout: float = 60.0) -> None:
+    """Pass ``signum`` on to the child processes (a launcher's workers, which then write
+    their runs as interrupted) and wait up to ``timeout`` seconds for them to end."""
+    pids = children()
+    for pid in pids:
+        with suppress(OSError):
+            os.kill(pid, signum)
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        for pid in pids:
+            with suppress(OSError):
+                os.waitpid(pid, os.WNOHANG)  # reap our own children, or they stay as zombies
+        time.sleep(0.05)
+
+
+def stop_children_then_raise() -> None:
+    """In a sweeping process: SIGINT and SIGTERM are passed on to the launcher's workers,
+    which write their runs as interrupted and end, before the sweep is stopped with
+    :class:`Interrupted` (stopping first would let the launcher kill them mid-write)."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop_children(signum)
+        raise Interrupted(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, handler)
+
+
+_watching: list[int] = []
+
+
+def stop_when_parent_dies(interval: float = 0.5) -> None:
+    """In a launcher's worker process: when the process that started it dies (even by
+    SIGKILL, which it cannot pass on), SIGTERM this one, so its run is written as
+    interrupted and it ends rather than computing for no one. Once per process."""
+    if _watching:
+        return
+    parent = os.getppid()
+    _watching.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="efbench-parent-watch", daemon=True).start()
