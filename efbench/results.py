@@ -14,6 +14,7 @@ next run that completes there removes ``error.json``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from efbench.errors import EfbenchError
 
 FINISHED = ("completed", "diverged")  # the statuses of a run whose result is whole
 UNREADABLE = "unreadable"  # a summary or trace that cannot be read or does not verify
-TRACE, SUMMARY, ERROR = "trace.parquet", "summary.json", "error.json"
+TRACE, SUMMARY, ERROR, LOCK = "trace.parquet", "summary.json", "error.json", ".lock"
 
 
 class WriteError(EfbenchError):
@@ -102,6 +103,38 @@ def check_writable(out_dir: Path) -> None:
         raise WriteError(out_dir, exc) from None
 
 
+def lock(out_dir: Path) -> int | None:
+    """Claim ``out_dir`` for this process (an advisory ``flock`` on its ``.lock``, released
+    when the descriptor is closed or the process ends, even by SIGKILL): the descriptor, or
+    None when another launch holds it. Two launches never compute one run directory."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise WriteError(out_dir, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def locked(out_dir: Path) -> bool:
+    """Whether another launch is computing ``out_dir`` now."""
+    try:
+        fd = os.open(out_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> None:
     """Write a run's trace (parquet bytes) and summary as one result (see the module)."""
     summary["trace_sha256"] = hashlib.sha256(trace).hexdigest()
@@ -165,8 +198,11 @@ def verified(out_dir: Path, summary: dict[str, Any]) -> bool:
 
 
 def status_of(out_dir: Path) -> str:
-    """What the latest launch in ``out_dir`` left: ``error`` when it failed, else its result's
-    status (``unreadable`` when the summary or its trace cannot be read or verified)."""
+    """What the latest launch in ``out_dir`` left: ``running`` while one computes it, ``error``
+    when it failed, else its result's status (``unreadable`` when the summary or its trace
+    cannot be read or verified)."""
+    if locked(out_dir):
+        return "running"
     if (out_dir / ERROR).exists():
         return "error"
     summ = read_summary(out_dir)

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,15 +307,32 @@ def run_batch(
     dirs = [Path(d) for d in out_dirs]
     choices = choices or [None] * len(cfgs)
     summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
-    todo = []
-    for i, cfg in enumerate(cfgs):
-        chash = config_hash(cfg)
-        summaries[i] = finished_before(dirs[i], chash)
-        if summaries[i] is None:
-            summaries[i] = new_summary(cfg, chash, choices[i])
-            todo.append(i)
-    if not todo:
-        return summaries
+    todo, locks = [], []
+    try:
+        for i, cfg in enumerate(cfgs):
+            chash = config_hash(cfg)
+            fd = results.lock(dirs[i])
+            if fd is None:
+                log.warning("skipping %s: another launch is computing it", dirs[i])
+                summaries[i] = {"status": "running", "config_hash": chash, "skipped": True}
+                continue
+            locks.append(fd)
+            summaries[i] = finished_before(dirs[i], chash)
+            if summaries[i] is None:
+                summaries[i] = new_summary(cfg, chash, choices[i])
+                todo.append(i)
+        if todo:
+            _run_claimed(cfgs, dirs, summaries, todo)
+    finally:
+        for fd in locks:
+            os.close(fd)
+    return summaries
+
+
+def _run_claimed(
+    cfgs: list[DictConfig], dirs: list[Path], summaries: list[dict[str, Any]], todo: list[int]
+) -> None:
+    """The body of :func:`run_batch` for the runs ``todo``, whose directories it holds."""
     errors: list[Exception] = []
 
     def fail(i: int, exc: Exception) -> None:
@@ -422,7 +440,6 @@ def run_batch(
             raise signals.Interrupted(stop, f"the steps taken so far are written as interrupted in {where}")
     if errors:
         raise errors[0]
-    return summaries
 
 
 def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def test_a_write_failing_midway_keeps_the_previous_result(finished):
     with pytest.raises(results.WriteError, match="cannot write"):
         run(cfg_of(*BASE, "seed=2"), out)
     assert snapshot(out) == before  # the old summary, no temporary files left
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") and p.is_file()) == []
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_cli_write_failure_is_one_line_exit_2(finished):
@@ -249,3 +249,23 @@ def test_a_relaunched_sweep_skips_finished_runs_and_reruns_interrupted_ones(tmp_
     assert proc.wait(timeout=30) == 130 and "sweep: 2 runs in" in log.read_text()
     assert (short / SUMMARY).read_bytes() == first[0]
     assert f"run {long}: method=" in log.read_text() and (long / SUMMARY).read_bytes() != first[1]
+
+
+def test_a_run_directory_being_computed_is_skipped_by_a_second_launch(tmp_path):
+    out = tmp_path / "run"
+    first, log = launch(tmp_path, f"hydra.run.dir={out}")
+    assert status_of(out) == "running"
+    r = efbench("budget.iters=50", "progress=false", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0 and f"skipping {out}: another launch is computing it" in r.stdout + r.stderr
+    assert not (out / SUMMARY).exists() and first.poll() is None  # the second wrote nothing
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 143 and status_of(out) == "interrupted"
+
+
+def test_the_lock_is_released_when_the_holder_ends(tmp_path):
+    fd = results.lock(tmp_path)
+    assert fd is not None and results.lock(tmp_path) is None and results.locked(tmp_path)
+    os.close(fd)
+    assert not results.locked(tmp_path)
+    run(cfg_of(*BASE), tmp_path)
+    assert status_of(tmp_path) == "completed" and not results.locked(tmp_path)
