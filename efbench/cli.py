@@ -9,16 +9,58 @@ import sys
 from pathlib import Path
 
 import hydra
+import hydra._internal.utils as hydra_utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from efbench.errors import EfbenchError
 
 log = logging.getLogger("efbench")
 BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
 SWEEP_PID = "EFBENCH_SWEEP_PID"  # the sweeping process, set by the efbench sweeper
+
+
+def one_line(exc: Exception) -> str:
+    """A config error from Hydra or OmegaConf (composing the command line) as one line that
+    names the key or group and, where Hydra knows them, what it allows."""
+    if isinstance(exc, OverrideParseException):
+        key = exc.override.partition("=")[0].lstrip("+~")
+        return f"{key}: cannot parse the override {exc.override!r} (key=value, +key=value, ~key)"
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"{group or 'config'}: unknown value {name!r} (allowed: {', '.join(exc.options)})"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    key = getattr(cause, "full_key", None)
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if key and "not in struct" in str(cause):
+        return f"{key}: unknown key (efbench's keys: efbench --cfg job)"
+    return f"{key}: {text}" if key else text
+
+
+_hydra_report = hydra_utils.run_and_report
+
+
+def _report_config_errors(func):
+    """Hydra's run_and_report, with the errors of composing a config (unknown group option,
+    unknown key, unparsable override, ...) given as one line with exit code 2."""
+
+    def composed():
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            sys.stderr.write(f"efbench: error: {one_line(exc)}\n")
+            sys.exit(2)
+
+    return _hydra_report(composed)
+
+
+hydra_utils.run_and_report = _report_config_errors
 
 
 def override_dirname(lines: list[str], hc: DictConfig) -> str:

@@ -189,6 +189,9 @@ def load_libsvm(name: str, data_dir: str | Path, mirror: str | None = None) -> t
     return X.toarray(), y
 
 
+BREAST_CANCER_ROWS = 569  # scikit-learn's Wisconsin breast cancer data
+
+
 def load_breast_cancer_scaled() -> tuple[np.ndarray, np.ndarray]:
     """Wisconsin breast cancer data shipped with scikit-learn, scaled to [-1, 1] per feature
     (as LIBSVM's ``breast-cancer_scale``); malignant = -1, benign = +1. No network needed."""
@@ -244,9 +247,9 @@ def partition(
         raise ConfigError("dataset.n_workers" if n < 1 else "dataset.m", "must be >= 1")
     if n * m > N:
         raise ConfigError(
-            "dataset.m",
-            f"n_workers * m = {n}*{m} = {n * m} exceeds the {N} rows of the dataset",
-            f"m <= {N // n} for n_workers={n}",
+            "dataset.n_workers" if n > N else "dataset.m",
+            f"n_workers x m = {n} x {m} = {n * m} rows, but the dataset has {N}",
+            f"dataset.n_workers * dataset.m <= {N}",
         )
     rng = np.random.default_rng(seed)
     if split == "file":

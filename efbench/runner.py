@@ -27,7 +27,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from efbench import results, signals
+from efbench import results, schema, signals
 from efbench.compressors import Compressor
 from efbench.datasets import load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
@@ -225,13 +225,7 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
 
 def limits_of(cfg: DictConfig) -> Limits:
     iters, bits, epochs = check_budget(cfg)
-    log_every = cfg.log_every
-    if log_every is not None and (
-        not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1
-    ):
-        raise ConfigError("log_every", f"must be an integer >= 1 or null (log-spaced), got {log_every!r}")
-    per_decade = check_positive("log_per_decade", cfg.log_per_decade)
-    return Limits(iters, bits, epochs, log_every, float(cfg.diverge_factor), per_decade)
+    return Limits(iters, bits, epochs, cfg.log_every, float(cfg.diverge_factor), float(cfg.log_per_decade))
 
 
 def group_key(cfg: DictConfig) -> str:
@@ -257,7 +251,10 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
     """The summary of a run that has not finished yet: its resolved config and hash. The
     ``sampling`` choice is the sampling the method uses (ec_sgd_us / ec_sgd_is fix their
     own; full-gradient methods sample nothing), not the group's unused default."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an invalid config (schema.validate says why): as written
+        config = OmegaConf.to_container(cfg, resolve=False)
     config.pop("hydra", None)
     choices = dict(choices or {})
     if "sampling" in choices:
@@ -308,6 +305,7 @@ def run_batch(
     choices = choices or [None] * len(cfgs)
     summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
     todo, locks = [], []
+    invalid: dict[int, ConfigError] = {}
     try:
         for i, cfg in enumerate(cfgs):
             chash = config_hash(cfg)
@@ -317,12 +315,16 @@ def run_batch(
                 summaries[i] = {"status": "running", "config_hash": chash, "skipped": True}
                 continue
             locks.append(fd)
-            summaries[i] = finished_before(dirs[i], chash)
+            try:  # every key's type and range first, before anything is built or printed
+                schema.validate(cfg, choices[i])
+            except ConfigError as exc:
+                invalid[i] = exc
+            summaries[i] = None if i in invalid else finished_before(dirs[i], chash)
             if summaries[i] is None:
                 summaries[i] = new_summary(cfg, chash, choices[i])
                 todo.append(i)
         if todo:
-            _run_claimed(cfgs, dirs, summaries, todo)
+            _run_claimed(cfgs, dirs, summaries, todo, invalid)
     finally:
         for fd in locks:
             os.close(fd)
@@ -330,7 +332,11 @@ def run_batch(
 
 
 def _run_claimed(
-    cfgs: list[DictConfig], dirs: list[Path], summaries: list[dict[str, Any]], todo: list[int]
+    cfgs: list[DictConfig],
+    dirs: list[Path],
+    summaries: list[dict[str, Any]],
+    todo: list[int],
+    invalid: dict[int, ConfigError],
 ) -> None:
     """The body of :func:`run_batch` for the runs ``todo``, whose directories it holds."""
     errors: list[Exception] = []
@@ -345,6 +351,13 @@ def _run_claimed(
         except results.WriteError as write_exc:
             log.error("run %s: %s", dirs[i], write_exc)
 
+    for i, exc in invalid.items():
+        if len(todo) > 1:  # a single run's error is reported once, by the caller
+            log.error("run %s: %s", dirs[i], exc)
+        fail(i, exc)
+    todo = [i for i in todo if i not in invalid]
+    if not todo:
+        raise errors[0]
     try:
         if len({group_key(cfgs[i]) for i in todo}) > 1:
             raise ConfigError("batch", "the runs of a batch may differ only in " + ", ".join(BATCHABLE))

@@ -217,7 +217,7 @@ def test_installed_efbench_help_and_cfg(tmp_path):
     "args,needle",
     [
         (["compressor=topk", "compressor.k=1000"], "compressor.k: K=1000 is out of range for d=30"),
-        (["stepsize=constant", "stepsize.gamma=-0.1"], "stepsize.gamma: must be a finite number > 0"),
+        (["stepsize=constant", "stepsize.gamma=-0.1"], "stepsize.gamma: got -0.1 (allowed: a number > 0)"),
         (["dataset=w8a", "data.mirror=/nonexistent/dir"], "data.mirror='/nonexistent/dir'"),
     ],
 )
@@ -230,9 +230,8 @@ def test_installed_efbench_bad_input_is_one_clear_line(args, needle, tmp_path):
 
 def test_installed_efbench_unknown_group_option(tmp_path):
     r = efbench("compressor=zip", cwd=tmp_path)
-    assert r.returncode != 0
-    assert "Could not find 'compressor/zip'" in r.stderr
-    assert "topk" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("efbench: error: compressor: unknown value 'zip' (allowed: ht, ht_paper, identity")
 
 
 def test_summary_records_the_sampling_a_method_uses():

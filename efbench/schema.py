@@ -1,0 +1,342 @@
+"""Every config key's type and range, and the rules between keys, checked in one place
+before a run builds anything (:func:`validate`). A key not described here is refused.
+
+The keys of the ``method`` and ``compressor`` groups are the fields of the class their
+``_target_`` names (a dataclass), typed by its annotations, so a new method or
+compressor brings its keys with it; ranges that depend on the data (K <= d, ...) stay
+with the class (``Compressor.validate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from efbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key takes: a kind (int, num, bool, str, choice, any), bounds, null."""
+
+    kind: str
+    lo: float = -math.inf
+    lo_open: bool = False
+    hi: float = math.inf
+    choices: tuple = ()
+    null: bool = False
+    text: str = ""
+
+    def allowed(self) -> str:
+        if self.text:
+            return self.text
+        if self.kind == "choice":
+            out = ", ".join(str(c) for c in self.choices)
+        elif self.kind == "bool":
+            out = "true, false"
+        elif self.kind in ("int", "num"):
+            noun = "an integer" if self.kind == "int" else "a number"
+            parts = []
+            if self.lo > -math.inf:
+                parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+            if self.hi < math.inf:
+                parts.append(f"<= {self.hi:g}")
+            out = noun + (" " + " and ".join(parts) if parts else "")
+        else:
+            out = "a string" if self.kind == "str" else "anything"
+        return out + (" or null" if self.null else "")
+
+    def check(self, key: str, v: Any) -> None:
+        if v is None:
+            if not self.null:
+                raise ConfigError(key, "must be set, got null", self.allowed())
+            return
+        ok = True
+        if self.kind == "bool":
+            ok = isinstance(v, bool)
+        elif self.kind == "str":
+            ok = isinstance(v, str)
+        elif self.kind == "choice":
+            ok = v in self.choices and not (isinstance(v, bool) and True not in self.choices)
+        elif self.kind in ("int", "num"):
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok = number and (self.kind == "num" or isinstance(v, int)) and math.isfinite(v)
+            ok = ok and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+        if not ok:
+            raise ConfigError(key, f"got {v!r}", self.allowed())
+
+
+def Int(lo: float = -math.inf, null: bool = False) -> Rule:
+    return Rule("int", lo=lo, null=null)
+
+
+def Num(lo: float = -math.inf, lo_open: bool = False, hi: float = math.inf, null: bool = False) -> Rule:
+    return Rule("num", lo=lo, lo_open=lo_open, hi=hi, null=null)
+
+
+def Choice(*choices: Any) -> Rule:
+    return Rule("choice", choices=choices)
+
+
+BOOL, STR, ANY = Rule("bool"), Rule("str"), Rule("any")
+POSITIVE = Num(0, lo_open=True)
+PROB = Num(0, lo_open=True, hi=1)
+
+TOP: dict[str, Rule] = {
+    "seed": Int(0),
+    "seeds": Rule("any", null=True, text="a list of distinct integers >= 0 or null"),
+    "budget.iters": Int(1, null=True),
+    "budget.bits": Num(0, lo_open=True, null=True),
+    "budget.epochs": Num(0, lo_open=True, null=True),
+    "log_every": Int(1, null=True),
+    "log_per_decade": POSITIVE,
+    "x0": Choice("zero", "shift"),
+    "diverge_factor": Num(1, lo_open=True),
+    "progress": BOOL,
+    "engine": Choice("auto", "numpy", "numba"),
+    "problem.l2": Num(0),
+    "problem.l2_mode": Choice("relative", "absolute"),
+    "bits.float_bits": Choice(16, 32, 64),
+    "bits.index_bits": BOOL,
+    "data.dir": STR,
+    "data.mirror": Rule("str", null=True),
+    "data.split": Choice("shuffle", "file", "label_sorted", "dirichlet"),
+    "data.seed": Int(0),
+    "data.alpha": POSITIVE,
+    "dataset.name": STR,
+    "dataset.source": Choice("libsvm", "synthetic", "sklearn", "counterexample"),
+    "dataset.libsvm_name": STR,
+    "dataset.n_workers": Int(1),
+    "dataset.m": Int(1),
+    "dataset.x0": Choice("zero", "shift"),
+    "dataset.x0_shift": Num(),
+    "dataset.synthetic.rows": Int(1),
+    "dataset.synthetic.features": Int(1),
+    "dataset.synthetic.density": PROB,
+    "dataset.synthetic.seed": Int(0),
+    "sampling.name": STR,
+    "sampling.batch": Int(1),
+    "topology.name": Choice("ring", "complete", "torus"),
+}
+STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
+    "theory": {"multiplier": POSITIVE},
+    "reference": {"multiplier": POSITIVE},
+    "constant": {"gamma": POSITIVE, "multiplier": POSITIVE},
+    "decreasing": {
+        "base": Rule("any", text="theory, reference or a number > 0"),
+        "decay": Choice("inv", "inv_sqrt"),
+        "k0": POSITIVE,
+        "multiplier": POSITIVE,
+    },
+}
+ESTIMATOR = {
+    "kind": Choice("full", "sgd", "lsvrg"),
+    "sampling": STR,
+    "batch": Int(1),
+    "p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
+    "coin": Choice("shared", "per_worker"),
+}
+# ranges of method and compressor fields beyond their annotated types, by field name
+FIELD_RANGES = {
+    "ec_form": Choice("scaled", "plain"),
+    "topology": Choice("ring", "complete", "torus"),
+    "zeta": Num(0),
+    "alpha": Rule("num", lo=0, lo_open=True, hi=1, null=True),
+    "eta": POSITIVE,
+    "a": POSITIVE,
+    "b": Rule("num", lo=0, lo_open=True, null=True),
+    "k": Int(1),
+    "s": Int(1),
+    "lam": Num(0),
+    "delta": POSITIVE,
+}
+NOT_KEYS = ("hydra", "efbench_batch", "paper")  # Hydra's own, the sweeper's, experiments' tables
+
+
+def _rule_of(name: str, hint: Any) -> Rule:
+    if name in FIELD_RANGES:
+        return FIELD_RANGES[name]
+    null = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        null, hint = len(args) < len(typing.get_args(hint)), args[0]
+    kinds = {bool: "bool", int: "int", float: "num", str: "str"}
+    return Rule(kinds.get(hint, "any"), null=null)
+
+
+def _fields(target: str, key: str, skip: tuple[str, ...]) -> dict[str, Rule]:
+    """The keys a ``_target_`` class takes: its dataclass fields, by their annotations."""
+    try:
+        cls = get_class(target)
+    except Exception:
+        raise ConfigError(f"{key}._target_", f"no such class {target!r}") from None
+    hints = typing.get_type_hints(cls)
+    rules = {"_target_": STR}
+    for f in dataclasses.fields(cls):
+        if f.name not in skip:
+            rules[f.name] = ESTIMATOR if f.name == "estimator" else _rule_of(f.name, hints.get(f.name))
+    return rules
+
+
+def _check_tree(prefix: str, node: Mapping, rules: Mapping[str, Any]) -> None:
+    for name, v in node.items():
+        key = f"{prefix}{name}"
+        rule = rules.get(name)
+        if rule is None:
+            raise ConfigError(key, "unknown key", ", ".join(sorted(rules)) or "none")
+        if isinstance(rule, Mapping):
+            if not isinstance(v, Mapping):
+                raise ConfigError(key, f"must be a group of keys, got {v!r}")
+            _check_tree(key + ".", v, rule)
+        elif rule.kind != "any" or v is None:
+            rule.check(key, v)
+
+
+def _nest(flat: Mapping[str, Rule]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, rule in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = rule
+    return out
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # an interpolation that cannot be resolved
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(str(key), str(exc).splitlines()[0]) from None
+
+
+def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError, naming the key and what it allows, at the first key of ``cfg``
+    that is unknown, of the wrong type or out of range, or that breaks a rule between keys.
+    ``choices`` (Hydra's group choices) enables the rules about group choices."""
+    c = _resolved(cfg)
+    rules = _nest(TOP)
+    rule = c.get("stepsize", {}).get("rule")
+    Choice(*STEPSIZE).check("stepsize.rule", rule)
+    rules["stepsize"] = {"rule": Choice(*STEPSIZE), **STEPSIZE[rule]}
+    comp = c.get("compressor", {})
+    method = c.get("method", {})
+    for group in ("compressor", "method"):
+        target = c.get(group, {}).get("_target_")
+        if not isinstance(target, str):
+            raise ConfigError(f"{group}._target_", "must name a class")
+    rules["compressor"] = _fields(comp["_target_"], "compressor", ("float_bits", "index_bits"))
+    rules["method"] = _fields(method["_target_"], "method", ("compressor",))
+    # the sampling group before the method, whose estimator takes its values by interpolation
+    order = sorted((k for k in c if k not in NOT_KEYS), key=lambda k: k != "sampling")
+    _check_tree("", {k: c[k] for k in order}, rules)
+    for check in CROSS:
+        check(c, choices or {})
+
+
+def _seeds(c: dict, choices: Mapping[str, str]) -> None:
+    s = c.get("seeds")
+    if s is not None and (
+        not isinstance(s, list)
+        or not s
+        or len(set(s)) != len(s)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s)
+    ):
+        raise ConfigError("seeds", f"got {s!r}", TOP["seeds"].allowed())
+
+
+def _batch_within_m(c: dict, choices: Mapping[str, str]) -> None:
+    batch, m = c["sampling"]["batch"], c["dataset"]["m"]
+    est = c["method"].get("estimator", {})
+    if est.get("kind", "full") != "full" and est.get("batch", batch) > m:
+        raise ConfigError(
+            "sampling.batch", f"{est.get('batch', batch)} draws from m = {m} rows per worker", f"1..{m}"
+        )
+
+
+def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
+    from efbench.datasets import BREAST_CANCER_ROWS, LIBSVM_FILES
+
+    ds = c["dataset"]
+    rows = None
+    if ds["source"] == "synthetic":
+        rows = ds.get("synthetic", {}).get("rows")
+    elif ds["source"] == "sklearn":
+        rows = BREAST_CANCER_ROWS
+    elif ds["source"] == "libsvm" and ds.get("libsvm_name") in LIBSVM_FILES:
+        rows = LIBSVM_FILES[ds["libsvm_name"]].rows
+    need = ds["n_workers"] * ds["m"]
+    if rows is not None and need > rows:
+        raise ConfigError(
+            "dataset.n_workers",
+            f"n_workers x m = {ds['n_workers']} x {ds['m']} = {need} rows, but {ds['name']} has {rows}",
+            f"dataset.n_workers * dataset.m <= {rows}",
+        )
+
+
+@functools.cache
+def default_choice(group: str) -> str | None:
+    """The option of ``group`` that efbench's config.yaml picks when the user picks none."""
+    from importlib.resources import files
+
+    for entry in OmegaConf.load(files("efbench.conf") / "config.yaml").defaults:
+        if isinstance(entry, DictConfig) and group in entry:
+            return entry[group]
+    return None
+
+
+def _chose(choices: Mapping[str, str], group: str) -> str | None:
+    """The option of ``group`` picked other than by default (None: the default, or unknown)."""
+    chosen = choices.get(group)
+    return None if chosen == default_choice(group) else chosen
+
+
+def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
+    from efbench.methods import Decentralized
+
+    chosen = _chose(choices, "topology")
+    if chosen is not None and not issubclass(get_class(c["method"]["_target_"]), Decentralized):
+        raise ConfigError(
+            "topology",
+            f"method {c['method'].get('name')!r} is not decentralized and uses no graph",
+            "a topology only with d_psgd, dcd_psgd, deep_squeeze",
+        )
+
+
+def _compressor_accepted(c: dict, choices: Mapping[str, str]) -> None:
+    from efbench.methods import EFSignSGD
+
+    method = get_class(c["method"]["_target_"])
+    name = c["method"].get("name")
+    chosen = _chose(choices, "compressor")
+    if issubclass(method, EFSignSGD) and chosen not in (None, "sign"):
+        raise ConfigError(
+            "compressor", f"method {name!r} always sends the scaled sign, got {chosen!r}", ("sign",)
+        )
+    fields = {k: v for k, v in c["compressor"].items() if k != "_target_"}
+    comp = get_class(c["compressor"]["_target_"])(**fields)  # kind may depend on fields (RandK)
+    if method.compressed and comp.kind not in method.accepts:
+        raise ConfigError(
+            "compressor",
+            f"method {name!r} does not take a {comp.kind} compressor ({type(comp).__name__})",
+            method.accepts,
+        )
+
+
+CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
+    _seeds,
+    _batch_within_m,
+    _rows_enough,
+    _topology_only_decentralized,
+    _compressor_accepted,
+)

@@ -1,0 +1,147 @@
+"""Bad input, as a user types it: one line naming the key and what it allows, exit code 2,
+no traceback, and a completed result in the same run directory left byte for byte."""
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_cli import cfg_of, efbench
+
+from efbench.results import SUMMARY, TRACE
+from efbench.runner import run
+
+# (command line, the key the error must name, whether the data are read before the check)
+BAD = [
+    ("budget.iters=2.5", "budget.iters"),
+    ("budget.iters=0", "budget.iters"),
+    ("budget.iters=-5", "budget.iters"),
+    ("budget.iters=abc", "budget.iters"),
+    ("budget.bits=0", "budget.bits"),
+    ("budget.bits=-1", "budget.bits"),
+    ("budget.epochs=abc", "budget.epochs"),
+    ("budget.iters=null", "budget"),
+    ("bits.index_bits=maybe", "bits.index_bits"),
+    ("bits.index_bits=1", "bits.index_bits"),
+    ("bits.float_bits=8", "bits.float_bits"),
+    ("bits.float_bits=abc", "bits.float_bits"),
+    ("diverge_factor=-1", "diverge_factor"),
+    ("diverge_factor=0.5", "diverge_factor"),
+    ("log_every=abc", "log_every"),
+    ("log_every=0", "log_every"),
+    ("log_every=2.5", "log_every"),
+    ("log_per_decade=0", "log_per_decade"),
+    ("log_per_decade=-3", "log_per_decade"),
+    ("seed=-1", "seed"),
+    ("seed=1.5", "seed"),
+    ("seed=abc", "seed"),
+    ("seeds=[]", "seeds"),
+    ("seeds=abc", "seeds"),
+    ("seeds=[1,1]", "seeds"),
+    ("seeds=[-1]", "seeds"),
+    ("+foo=1", "foo"),
+    ("foo=1", "foo"),
+    ("+method.bar=2", "method.bar"),
+    ("+compressor.zz=1", "compressor.zz"),
+    ("+stepsize.gamma=0.1", "stepsize.gamma"),
+    ("dataset=nonexistent", "dataset"),
+    ("method=nonexistent", "method"),
+    ("compressor=nope", "compressor"),
+    ("sampling=nope", "sampling"),
+    ("engine=fast", "engine"),
+    ("progress=maybe", "progress"),
+    ("budget.iters==3", "budget.iters"),
+    ("method=ef_signsgd compressor=topk", "compressor"),
+    ("method=diana compressor=topk", "compressor"),
+    ("method=ef21 compressor=randk compressor.scaled=true", "compressor"),
+    ("topology=torus", "topology"),
+    ("sampling.batch=0", "sampling.batch"),
+    ("sampling.batch=1000", "sampling.batch"),
+    ("dataset.n_workers=0", "dataset.n_workers"),
+    ("dataset.n_workers=1000", "dataset.n_workers"),
+    ("dataset.m=0", "dataset.m"),
+    ("dataset.m=2.5", "dataset.m"),
+    ("dataset=synthetic dataset.synthetic.density=0", "dataset.synthetic.density"),
+    ("dataset=synthetic dataset.synthetic.rows=-1", "dataset.synthetic.rows"),
+    ("dataset=synthetic dataset.n_workers=100", "dataset.n_workers"),
+    ("dataset.x0=middle", "dataset.x0"),
+    ("x0=middle", "x0"),
+    ("problem.l2=-1", "problem.l2"),
+    ("problem.l2_mode=weird", "problem.l2_mode"),
+    ("data.split=random", "data.split"),
+    ("data.alpha=0", "data.alpha"),
+    ("data.seed=-2", "data.seed"),
+    ("stepsize=constant stepsize.gamma=-0.1", "stepsize.gamma"),
+    ("stepsize=constant stepsize.gamma=abc", "stepsize.gamma"),
+    ("stepsize.multiplier=0", "stepsize.multiplier"),
+    ("stepsize=decreasing stepsize.decay=exp", "stepsize.decay"),
+    ("stepsize=decreasing stepsize.k0=0", "stepsize.k0"),
+    ("stepsize.rule=magic", "stepsize.rule"),
+    ("compressor=topk compressor.k=0", "compressor.k"),
+    ("compressor=topk compressor.k=2.5", "compressor.k"),
+    ("compressor.lam=-1", "compressor.lam"),
+    ("compressor=randk compressor.scaled=maybe", "compressor.scaled"),
+    ("compressor=qsgd compressor.s=0", "compressor.s"),
+    ("method=ec_lsvrg method.estimator.p=0", "method.estimator.p"),
+    ("method=ec_lsvrg method.estimator.p=1.5", "method.estimator.p"),
+    ("method=ec_lsvrg method.estimator.coin=maybe", "method.estimator.coin"),
+    ("method.ec_form=weird", "method.ec_form"),
+    ("method=lag method.zeta=-1", "method.zeta"),
+    ("method=diana compressor=randk compressor.scaled=true method.alpha=2", "method.alpha"),
+    ("method=deep_squeeze method.eta=0", "method.eta"),
+    ("data.mirror=123", "data.mirror"),
+]
+# checked once the data are read (they depend on d or on the problem): one error line after
+# the data's progress lines
+AFTER_DATA = [
+    ("compressor=topk compressor.k=1000", "compressor.k"),
+    ("engine=numba method=ef21 compressor=topk", "engine"),
+]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every bad command line launched (two at a time) into a copy of a completed run."""
+    root = tmp_path_factory.mktemp("bad")
+    template = root / "template"
+    run(cfg_of("budget.iters=20"), template)
+    cases = BAD + AFTER_DATA
+
+    def launch(i):
+        out = root / f"case{i}"
+        shutil.copytree(template, out)
+        args = cases[i][0].split()
+        r = efbench("progress=false", *args, f"hydra.run.dir={out}", cwd=root)
+        return r, out
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(launch, range(len(cases))))
+    return {cases[i][0]: (*results[i], template) for i in range(len(cases))}
+
+
+def check(outcomes, line, key):
+    r, out, template = outcomes[line]
+    text = r.stdout + r.stderr
+    errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
+    assert r.returncode == 2, text
+    assert "Traceback" not in text and len(errors) == 1, text
+    assert f"error: {key}" in errors[0] and "(allowed: " in errors[0] or key in errors[0], errors[0]
+    for name in (SUMMARY, TRACE):
+        assert (out / name).read_bytes() == (template / name).read_bytes()
+    return text, errors[0]
+
+
+def test_the_table_is_large():
+    assert len(BAD) + len(AFTER_DATA) >= 60
+
+
+@pytest.mark.parametrize("line, key", BAD)
+def test_bad_input_is_one_line_before_anything_else(outcomes, line, key):
+    text, error = check(outcomes, line, key)
+    assert [ln for ln in text.splitlines() if ln.strip()] == [error]  # nothing printed before
+    assert error.split("error: ", 1)[1].startswith(key)
+
+
+@pytest.mark.parametrize("line, key", AFTER_DATA)
+def test_bad_input_known_once_the_data_are_read_is_one_error_line(outcomes, line, key):
+    _, error = check(outcomes, line, key)
+    assert error.split("error: ", 1)[1].startswith(key)
