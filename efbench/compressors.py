@@ -194,6 +194,10 @@ class Sign(Compressor):
     def compress(self, X, rng):
         n, d = X.shape
         scale = np.abs(X).sum(axis=1, keepdims=True) / d
+        big = np.isinf(scale[:, 0]) & np.all(np.isfinite(X), axis=1)
+        if big.any():  # the sum overflowed, the mean (<= max |x_j|) does not
+            top = np.abs(X[big]).max(axis=1, keepdims=True)
+            scale[big] = top * (np.abs(X[big]) / top).mean(axis=1, keepdims=True)
         out = np.where(X >= 0, scale, -scale)
         return Message(out, np.full(n, self.float_bits + d, dtype=np.int64), np.full(n, d))
 
@@ -239,10 +243,14 @@ class QSGD(Compressor):
     def compress(self, X, rng):
         n, d = X.shape
         norm = np.linalg.norm(X, axis=1, keepdims=True)
-        r = np.divide(self.s * np.abs(X), norm, out=np.zeros_like(X), where=norm > 0)
+        big = np.isinf(norm[:, 0]) & np.all(np.isfinite(X), axis=1)
+        if big.any():  # x_j^2 overflowed though ||x|| may not: the norm of x / max|x_j|
+            top = np.max(np.abs(X[big]), axis=1, keepdims=True)
+            norm[big] = top * np.linalg.norm(X[big] / top, axis=1, keepdims=True)
+        r = self.s * np.divide(np.abs(X), norm, out=np.zeros_like(X), where=norm > 0)
         lvl = np.floor(r)
         lvl += rng.random(X.shape) < (r - lvl)
-        out = norm * np.sign(X) * lvl / self.s
+        out = norm * np.sign(X) * (lvl / self.s)  # lvl / s <= 1 first: no overflow near the float max
         bits = self.float_bits + d * (1 + index_width(self.s + 1))
         return Message(out, np.full(n, bits, dtype=np.int64), np.count_nonzero(lvl, axis=1))
 
@@ -283,8 +291,10 @@ class Rounding(Compressor):
         d = X.shape[1]
         q = np.rint(X / self.delta)
         nnz = np.count_nonzero(q, axis=1)
-        levels = 2 * np.abs(q).max(axis=1) + 1
-        width = np.ceil(np.log2(levels)).astype(np.int64)
+        # ceil(log2(2 max|q| + 1)) = bit_length(max|q|) + 1 (0 for q = 0), exact even where
+        # 2 max|q| would overflow; values of a diverged run (inf, nan) are not levels
+        top = np.abs(np.where(np.isfinite(q), q, 0.0)).max(axis=1)
+        width = np.where(top > 0, np.frexp(top)[1] + 1, 0).astype(np.int64)
         return Message(q * self.delta, sparse_bits(nnz, d, width, self.index_bits), nnz)
 
 

@@ -138,7 +138,9 @@ def test_partitions():
     rows = {tuple(r) for r in Ad.reshape(-1, 5)}
     assert len(rows) == 360  # drawn without replacement
     assert np.ptp((Yd > 0).mean(axis=1)) > 0.5  # strongly skewed label mixes
-    with pytest.raises(ConfigError, match=r"dataset\.m: n_workers x m = 4 x 101 = 404 rows, but the dataset has 400"):
+    with pytest.raises(
+        ConfigError, match=r"dataset\.m: n_workers x m = 4 x 101 = 404 rows, but the dataset has 400"
+    ):
         partition(X, y, 4, 101, "shuffle")
     with pytest.raises(ConfigError, match=r"data\.split.*shuffle, file, label_sorted, dirichlet"):
         partition(X, y, 4, 10, "random")
