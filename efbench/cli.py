@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -63,14 +64,50 @@ def _report_config_errors(func):
 hydra_utils.run_and_report = _report_config_errors
 
 
+NAME_BYTES = 200  # file systems allow 255 bytes per path component
+
+
+def dirname_within_limits(name: str) -> str:
+    """A sweep subdirectory name: ``name`` (the job's overrides, readable) while it fits in
+    NAME_BYTES, else its first part and a hash of the whole, so that however many keys are
+    swept the name is legal, readable and still one per job."""
+    if len(name.encode()) <= NAME_BYTES:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    head = name.encode()[: NAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
+OmegaConf.register_new_resolver("efbench_dirname", dirname_within_limits, replace=True)
+
+
 def override_dirname(lines: list[str], hc: DictConfig) -> str:
-    """The ``hydra.job.override_dirname`` a job with these overrides would get alone."""
+    """The sweep subdirectory a job with these overrides would get alone."""
     spec = hc.job.config.override_dirname
     parser = OverridesParser.create()
     keep = sorted(
         o.input_line for o in parser.parse_overrides(lines) if o.key_or_group not in spec.exclude_keys
     )
-    return spec.item_sep.join(keep).replace("=", spec.kv_sep)
+    return dirname_within_limits(spec.item_sep.join(keep).replace("=", spec.kv_sep))
+
+
+class JobTag(logging.Filter):
+    """Prefixes a sweep job's log lines with its number, so interleaved jobs stay apart."""
+
+    def __init__(self, tag: str):
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"{self.tag} {record.msg}"
+        return True
+
+
+def tag_job_logs(hc: DictConfig) -> None:
+    for f in [f for f in log.filters if isinstance(f, JobTag)]:  # a worker runs many jobs
+        log.removeFilter(f)
+    if hc.mode == RunMode.MULTIRUN:
+        log.addFilter(JobTag(f"[job {hc.job.num}]"))
 
 
 def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], list[Path]]:
@@ -100,6 +137,7 @@ def main(cfg: DictConfig) -> float | None:
     from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt
 
     terminate_like_interrupt()
+    tag_job_logs(HydraConfig.get())
     worker = os.environ.get(SWEEP_PID) == str(os.getppid())  # a launcher's worker process
     if worker:
         stop_when_parent_dies()

@@ -269,3 +269,37 @@ def test_the_lock_is_released_when_the_holder_ends(tmp_path):
     assert not results.locked(tmp_path)
     run(cfg_of(*BASE), tmp_path)
     assert status_of(tmp_path) == "completed" and not results.locked(tmp_path)
+
+
+LONG_SWEEP = (
+    "budget.iters=20 log_every=10 dataset.x0_shift=1.23456789 stepsize.multiplier=0.987654321 "
+    "problem.l2=0.000123456789 data.seed=12345 data.alpha=0.56789 diverge_factor=123456.789 "
+    "log_per_decade=9.87654321 compressor.lam=0.0123456789 bits.float_bits=64 "
+    "bits.index_bits=false engine=numpy x0=zero"
+).split()
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_sweep_subdirs_stay_within_name_limits_and_jobs_tag_their_logs(tmp_path, batch):
+    from efbench.cli import NAME_BYTES
+
+    root = tmp_path / "sweep"
+    r = efbench(
+        "-m",
+        "seed=0,1",
+        *LONG_SWEEP,
+        f"hydra.sweeper.batch={str(batch).lower()}",
+        f"hydra.sweep.dir={root}",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(",".join(LONG_SWEEP).encode()) > 255  # one name per job would be too long
+    names = [p.parent.name for p in root.rglob("summary.json")]
+    assert len(set(names)) == 2 and all(len(n.encode()) <= NAME_BYTES for n in names)
+    assert all(n.startswith("bits.float_bits=64,bits.index_bits=False,budget.iters=20") for n in names)
+    _, runs = collect(root)
+    assert sorted(runs.seed) == [0, 1] and set(runs.status) == {"completed"}
+    text = r.stdout + r.stderr
+    tags = {"[job 0]"} if batch else {"[job 0]", "[job 1]"}
+    assert {t for t in ("[job 0]", "[job 1]") if f"{t} run {root}" in text} == tags
