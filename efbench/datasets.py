@@ -173,6 +173,10 @@ def load_libsvm(name: str, data_dir: str | Path, mirror: str | None = None) -> t
     check_choice("dataset.name", name, LIBSVM_FILES)
     spec = LIBSVM_FILES[name]
     data_dir = Path(data_dir).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(
+            "data.dir", f"{data_dir} is not a directory", "a folder for downloads and the cache"
+        )
     cache = data_dir / f"{name}.npz"
     if cache.is_file():
         try:

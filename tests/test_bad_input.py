@@ -145,3 +145,12 @@ def test_bad_input_is_one_line_before_anything_else(outcomes, line, key):
 def test_bad_input_known_once_the_data_are_read_is_one_error_line(outcomes, line, key):
     _, error = check(outcomes, line, key)
     assert error.split("error: ", 1)[1].startswith(key)
+
+
+def test_data_dir_that_is_a_file_names_the_key(tmp_path):
+    from efbench.datasets import load_libsvm
+    from efbench.errors import ConfigError
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match=r"data\.dir: .* is not a directory"):
+        load_libsvm("w8a", tmp_path / "f")

@@ -275,8 +275,9 @@ def _damage(path, how):
     path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\0" * len(data))
 
 
+@pytest.mark.parametrize("name", ["trace.parquet", "summary.json"])
 @pytest.mark.parametrize("how", ["truncate", "zero"])
-def test_resume_reruns_a_finished_run_whose_trace_is_damaged(how, tmp_path):
+def test_resume_reruns_a_finished_run_whose_files_are_damaged(how, name, tmp_path):
     from test_cli import cfg_of
 
     from efbench.runner import run
@@ -285,7 +286,7 @@ def test_resume_reruns_a_finished_run_whose_trace_is_damaged(how, tmp_path):
     first = run(cfg, tmp_path)
     assert first["trace_rows"] == 4
     assert run(cfg, tmp_path).get("skipped")
-    _damage(tmp_path / "trace.parquet", how)
+    _damage(tmp_path / name, how)
     again = run(cfg, tmp_path)
     assert not again.get("skipped") and again["status"] == "completed"
     assert len(pd.read_parquet(tmp_path / "trace.parquet")) == 4
