@@ -16,7 +16,7 @@ import numpy as np
 from efbench import blocks
 from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK
 from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.estimators import LSVRG, SGD, make_estimator
+from efbench.estimators import LSVRG, make_estimator
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 from efbench.topology import mixing_matrix, spectral_gap
@@ -112,9 +112,14 @@ class Method:
         """The values of the declared ``metrics`` that come from the state."""
         return {}
 
+    def unfused(self) -> str | None:
+        """Why the compiled step cannot run this method, from its settings alone (None: it
+        can, on a logistic problem): what ``engine=numba`` checks before any data are read."""
+        return f"{self.name} has no compiled step"
+
     def fuse(self, problem: LogisticProblem) -> FusedSpec | str:
         """How the compiled step runs this method, or why it cannot."""
-        return f"{self.name} has no compiled step"
+        return self.unfused() or f"{self.name} has no compiled step"
 
     def theory_factor(self, n: int, d: int) -> tuple[float, str]:
         """Extra factor of the theory stepsize this method needs, with its formula."""
@@ -196,20 +201,29 @@ class ErrorCompensated(Method):
         state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
-    def fuse(self, problem):
-        est = make_estimator(self.estimator, problem)
-        comp = self.compressor
+    def unfused(self):
+        kind = self.estimator.get("kind", "full")
         if type(self) is not ErrorCompensated:
             return f"{self.name} has no compiled step"
-        if not isinstance(est, (SGD, LSVRG)):
-            return f"the {type(est).__name__} estimator has no compiled step (stochastic or L-SVRG only)"
-        if est.batch != 1:
-            return f"sampling.batch={est.batch} has no compiled step (batch 1 only)"
-        code = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}.get(type(comp))
-        if code is None:
-            return f"the {type(comp).__name__} compressor has no compiled step (identity, ht, topk)"
+        if kind not in ("sgd", "lsvrg"):
+            return f"the {kind} estimator has no compiled step (stochastic or L-SVRG only)"
+        if self.estimator.get("batch", 1) != 1:
+            return f"sampling.batch={self.estimator.get('batch')} has no compiled step (batch 1 only)"
+        if type(self.compressor) not in FUSED_COMPRESSORS:
+            return (
+                f"the {type(self.compressor).__name__} compressor has no compiled step (identity, ht, topk)"
+            )
+        return None
+
+    def fuse(self, problem):
+        why = self.unfused()
+        if why is not None:
+            return why
         if type(problem) is not LogisticProblem:  # the kernel's gradients are the logistic loss's
             return f"the {type(problem).__name__} has no compiled step"
+        est = make_estimator(self.estimator, problem)
+        comp = self.compressor
+        code = FUSED_COMPRESSORS[type(comp)]
         s, empty = est.sampler, np.zeros(0)
         lsvrg = isinstance(est, LSVRG)
         coin = (2 if est.coin == "per_worker" else 1) if lsvrg else 0
@@ -226,6 +240,9 @@ class ErrorCompensated(Method):
             comp.float_bits,
             comp.index_bits,
         )
+
+
+FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}
 
 
 def _mean_sq_norm(V: np.ndarray) -> float:

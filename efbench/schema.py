@@ -333,10 +333,26 @@ def _compressor_accepted(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
+def _numba_fusable(c: dict, choices: Mapping[str, str]) -> None:
+    if c["engine"] != "numba":
+        return
+    fields = {k: v for k, v in c["compressor"].items() if k != "_target_"}
+    comp = get_class(c["compressor"]["_target_"])(
+        **fields, float_bits=c["bits"]["float_bits"], index_bits=c["bits"]["index_bits"]
+    )
+    method_fields = {k: v for k, v in c["method"].items() if k != "_target_"}
+    why = get_class(c["method"]["_target_"])(**method_fields, compressor=comp).unfused()
+    if why is None and c["dataset"]["source"] == "counterexample":
+        why = "the counterexample's quadratic problem has no compiled step"
+    if why is not None:
+        raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
+
+
 CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _seeds,
     _batch_within_m,
     _rows_enough,
     _topology_only_decentralized,
     _compressor_accepted,
+    _numba_fusable,
 )

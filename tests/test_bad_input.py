@@ -89,12 +89,15 @@ BAD = [
     ("method=diana compressor=randk compressor.scaled=true method.alpha=2", "method.alpha"),
     ("method=deep_squeeze method.eta=0", "method.eta"),
     ("data.mirror=123", "data.mirror"),
+    ("engine=numba method=ef21 compressor=topk", "engine"),
+    ("engine=numba compressor=randk", "engine"),
+    ("engine=numba sampling.batch=2", "engine"),
+    ("engine=numba dataset=counterexample method=ec_gd compressor=topk", "engine"),
 ]
 # checked once the data are read (they depend on d or on the problem): one error line after
 # the data's progress lines
 AFTER_DATA = [
     ("compressor=topk compressor.k=1000", "compressor.k"),
-    ("engine=numba method=ef21 compressor=topk", "engine"),
 ]
 
 

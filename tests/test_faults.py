@@ -218,6 +218,7 @@ def test_joblib_workers_write_interrupted_runs_and_end_when_the_sweep_is_stopped
     proc, log = launch(
         tmp_path, "-m", "hydra/launcher=joblib", "compressor=ht,topk", f"hydra.sweep.dir={root}", runs=2
     )
+    time.sleep(1.0)  # both workers past their setup (a signal there leaves no steps to keep)
     workers = workers_of(proc.pid)
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
@@ -226,7 +227,7 @@ def test_joblib_workers_write_interrupted_runs_and_end_when_the_sweep_is_stopped
         time.sleep(0.1)
     assert not any(alive(w) for w in workers)
     runs = [p.parent for p in root.rglob("summary.json")]
-    assert len(runs) == 2 and {status_of(d) for d in runs} == {"interrupted"}
+    assert len(runs) == 2 and {status_of(d) for d in runs} == {"interrupted"}, log.read_text()
     if sig == signal.SIGTERM:
         text = log.read_text()
         assert code == 143 and "Traceback" not in text
