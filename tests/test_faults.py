@@ -175,14 +175,18 @@ def test_a_signal_stops_the_run_within_a_second_and_keeps_its_steps(tmp_path, en
         assert summ["steps"] > 0 and trace.step.iloc[-1] == summ["steps"] and len(trace) == summ["trace_rows"]
 
 
-def test_sigkill_leaves_nothing_that_looks_complete_and_a_relaunch_reruns(tmp_path):
+@pytest.mark.parametrize("args", [["engine=numba"], ["engine=numpy"], ["seeds=[0,1]"]])
+def test_sigkill_leaves_nothing_that_looks_complete_and_a_relaunch_reruns(tmp_path, args):
     out = tmp_path / "run"
-    proc, _ = launch(tmp_path, f"hydra.run.dir={out}")
+    proc, _ = launch(tmp_path, f"hydra.run.dir={out}", *args)
     proc.kill()
     proc.wait(timeout=30)
-    assert not (out / SUMMARY).exists() and not list(out.glob("*.parquet"))
-    r = efbench("budget.iters=50", "log_every=25", "progress=false", f"hydra.run.dir={out}", cwd=tmp_path)
-    assert r.returncode == 0 and status_of(out) == "completed"
+    assert not list(out.rglob(SUMMARY)) and not list(out.rglob("*.parquet"))
+    r = efbench(
+        *args, "budget.iters=50", "log_every=25", "progress=false", f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    dirs = [out / "seed=0", out / "seed=1"] if "seeds=[0,1]" in args else [out]
+    assert r.returncode == 0 and {status_of(d) for d in dirs} == {"completed"}
 
 
 @pytest.mark.parametrize("engine", ["numba", "numpy"])
