@@ -193,7 +193,7 @@ def load_libsvm(name: str, data_dir: str | Path, mirror: str | None = None) -> t
     return X.toarray(), y
 
 
-BREAST_CANCER_ROWS = 569  # scikit-learn's Wisconsin breast cancer data
+BREAST_CANCER_ROWS, BREAST_CANCER_FEATURES = 569, 30  # scikit-learn's Wisconsin breast cancer data
 
 
 def load_breast_cancer_scaled() -> tuple[np.ndarray, np.ndarray]:

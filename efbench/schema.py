@@ -264,17 +264,24 @@ def _batch_within_m(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
-def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
-    from efbench.datasets import BREAST_CANCER_ROWS, LIBSVM_FILES
+def _shape(ds: dict) -> tuple[int | None, int | None]:
+    """The dataset's rows and features as its config and the known files tell them."""
+    from efbench.datasets import BREAST_CANCER_FEATURES, BREAST_CANCER_ROWS, LIBSVM_FILES
 
-    ds = c["dataset"]
-    rows = None
     if ds["source"] == "synthetic":
-        rows = ds.get("synthetic", {}).get("rows")
-    elif ds["source"] == "sklearn":
-        rows = BREAST_CANCER_ROWS
-    elif ds["source"] == "libsvm" and ds.get("libsvm_name") in LIBSVM_FILES:
-        rows = LIBSVM_FILES[ds["libsvm_name"]].rows
+        syn = ds.get("synthetic", {})
+        return syn.get("rows"), syn.get("features")
+    if ds["source"] == "sklearn":
+        return BREAST_CANCER_ROWS, BREAST_CANCER_FEATURES
+    if ds["source"] == "counterexample":
+        return 3, 3
+    spec = LIBSVM_FILES.get(ds.get("libsvm_name"))
+    return (spec.rows, spec.features) if spec else (None, None)
+
+
+def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
+    ds = c["dataset"]
+    rows, _ = _shape(ds)
     need = ds["n_workers"] * ds["m"]
     if rows is not None and need > rows:
         raise ConfigError(
@@ -282,6 +289,13 @@ def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
             f"n_workers x m = {ds['n_workers']} x {ds['m']} = {need} rows, but {ds['name']} has {rows}",
             f"dataset.n_workers * dataset.m <= {rows}",
         )
+
+
+def _compressor_fits(c: dict, choices: Mapping[str, str]) -> None:
+    _, d = _shape(c["dataset"])
+    if d is not None:
+        fields = {k: v for k, v in c["compressor"].items() if k != "_target_"}
+        get_class(c["compressor"]["_target_"])(**fields).validate(d)  # K <= d and the like
 
 
 @functools.cache
@@ -354,5 +368,6 @@ CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _rows_enough,
     _topology_only_decentralized,
     _compressor_accepted,
+    _compressor_fits,
     _numba_fusable,
 )

@@ -10,7 +10,7 @@ from test_cli import cfg_of, efbench
 from efbench.results import SUMMARY, TRACE
 from efbench.runner import run
 
-# (command line, the key the error must name, whether the data are read before the check)
+# (command line, the key the error must name)
 BAD = [
     ("budget.iters=2.5", "budget.iters"),
     ("budget.iters=0", "budget.iters"),
@@ -93,11 +93,8 @@ BAD = [
     ("engine=numba compressor=randk", "engine"),
     ("engine=numba sampling.batch=2", "engine"),
     ("engine=numba dataset=counterexample method=ec_gd compressor=topk", "engine"),
-]
-# checked once the data are read (they depend on d or on the problem): one error line after
-# the data's progress lines
-AFTER_DATA = [
     ("compressor=topk compressor.k=1000", "compressor.k"),
+    ("dataset=synthetic dataset.synthetic.features=5 compressor=randk compressor.k=6", "compressor.k"),
 ]
 
 
@@ -107,7 +104,7 @@ def outcomes(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     template = root / "template"
     run(cfg_of("budget.iters=20"), template)
-    cases = BAD + AFTER_DATA
+    cases = BAD
 
     def launch(i):
         out = root / f"case{i}"
@@ -134,19 +131,13 @@ def check(outcomes, line, key):
 
 
 def test_the_table_is_large():
-    assert len(BAD) + len(AFTER_DATA) >= 60
+    assert len(BAD) >= 60
 
 
 @pytest.mark.parametrize("line, key", BAD)
 def test_bad_input_is_one_line_before_anything_else(outcomes, line, key):
     text, error = check(outcomes, line, key)
     assert [ln for ln in text.splitlines() if ln.strip()] == [error]  # nothing printed before
-    assert error.split("error: ", 1)[1].startswith(key)
-
-
-@pytest.mark.parametrize("line, key", AFTER_DATA)
-def test_bad_input_known_once_the_data_are_read_is_one_error_line(outcomes, line, key):
-    _, error = check(outcomes, line, key)
     assert error.split("error: ", 1)[1].startswith(key)
 
 
