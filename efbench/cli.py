@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from efbench.errors import EfbenchError
+from efbench.signals import SWEEP_PID
 
 log = logging.getLogger("efbench")
 BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
-SWEEP_PID = "EFBENCH_SWEEP_PID"  # the sweeping process, set by the efbench sweeper
 
 
 def one_line(exc: Exception) -> str:
@@ -134,7 +134,7 @@ def main(cfg: DictConfig) -> float | None:
     """Run one configuration (or a sweep's group of runs); in a multirun a failing job is
     recorded and the sweep goes on."""
     from efbench.runner import run_batch, run_seeds
-    from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt
+    from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt, worker_done
 
     terminate_like_interrupt()
     tag_job_logs(HydraConfig.get())
@@ -160,9 +160,9 @@ def main(cfg: DictConfig) -> float | None:
         stop = interrupted_by(exc)
         if stop is None:
             raise
-        if worker:  # its runs are written: end, so the sweeping process sees it done
+        if worker:  # its runs are written: tell the sweeping process, which ends the sweep
             logging.shutdown()
-            os._exit(stop.exit_code)
+            worker_done(stop.exit_code)
         if hc.mode == RunMode.MULTIRUN:
             raise stop from None  # the sweeper stops the sweep and reports
         log.error("efbench: %s", stop)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -99,24 +100,47 @@ def children() -> list[int]:
     return keep
 
 
+SWEEP_PID = "EFBENCH_SWEEP_PID"  # the sweeping process, set by the efbench sweeper
+STOPPED_DIR = "EFBENCH_SWEEP_STOPPED"  # where a sweep's workers say their runs are written
+
+
 def stop_children(signum: int, timeout: float = 60.0) -> None:
     """Pass ``signum`` on to the child processes (a launcher's workers, which then write
-    their runs as interrupted) and wait up to ``timeout`` seconds for them to end."""
+    their runs as interrupted) and wait up to ``timeout`` seconds until each has ended or
+    said it is done (:func:`worker_done`)."""
     pids = children()
     for pid in pids:
         with suppress(OSError):
             os.kill(pid, signum)
+    done = Path(os.environ.get(STOPPED_DIR, "/nonexistent"))
     deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         for pid in pids:
             with suppress(OSError):
                 os.waitpid(pid, os.WNOHANG)  # reap our own children, or they stay as zombies
+        if all(not Path(f"/proc/{pid}").exists() or (done / str(pid)).exists() for pid in pids):
+            return
         time.sleep(0.05)
+
+
+def worker_done(exit_code: int) -> None:
+    """In a launcher's worker whose runs are written after a stop: say so to the sweeping
+    process, then wait to be ended (or for that process to be gone). Ending at once would
+    let the launcher, seeing a worker die, kill the other workers before they have written
+    their runs."""
+    with suppress(OSError):
+        (Path(os.environ[STOPPED_DIR]) / str(os.getpid())).touch()
+    parent, deadline = os.environ.get(SWEEP_PID), time.monotonic() + 120.0
+    try:
+        while str(os.getppid()) == parent and time.monotonic() < deadline:  # ended by the launcher
+            time.sleep(0.1)
+    finally:
+        os._exit(exit_code)
 
 
 def stop_children_then_raise() -> None:
     """In a sweeping process: SIGINT and SIGTERM are passed on to the launcher's workers,
-    which write their runs as interrupted and end, before the sweep is stopped with
+    which write their runs as interrupted, before the sweep is stopped with
     :class:`Interrupted` (stopping first would let the launcher kill them mid-write)."""
 
     def handler(signum: int, frame: object) -> None:
@@ -124,6 +148,7 @@ def stop_children_then_raise() -> None:
         raise Interrupted(signum)
 
     if threading.current_thread() is threading.main_thread():
+        os.environ.setdefault(STOPPED_DIR, tempfile.mkdtemp(prefix="efbench-stop-"))
         for s in SIGNALS:
             signal.signal(s, handler)
 

@@ -104,10 +104,10 @@ class EfbenchSweeper(BasicSweeper):
         self.max_runs = max_runs
 
     def sweep(self, arguments: List[str]) -> Any:
-        from efbench.signals import interrupted_by, stop_children_then_raise
+        from efbench.signals import SWEEP_PID, interrupted_by, stop_children_then_raise
 
         stop_children_then_raise()
-        os.environ["EFBENCH_SWEEP_PID"] = str(os.getpid())  # workers started from here watch it
+        os.environ[SWEEP_PID] = str(os.getpid())  # workers started from here watch it
         stop = None
         try:
             returns = super().sweep(arguments)
