@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from efbench import blocks
 from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK
@@ -240,6 +242,16 @@ class ErrorCompensated(Method):
             comp.float_bits,
             comp.index_bits,
         )
+
+
+def build_method(cfg: DictConfig, d: int) -> Method:
+    """The method of a run's config, with its compressor checked against the dimension d."""
+    comp: Compressor = instantiate(
+        cfg.compressor, float_bits=cfg.bits.float_bits, index_bits=cfg.bits.index_bits
+    )
+    comp.validate(d)
+    # partial, then call: a dataclass passed through instantiate would become a DictConfig
+    return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp)
 
 
 FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}

@@ -24,15 +24,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from efbench import results, schema, signals
-from efbench.compressors import Compressor
 from efbench.datasets import load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
-from efbench.methods import Method
+from efbench.methods import build_method
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
@@ -182,29 +180,8 @@ def initial_point(cfg: DictConfig, setup: Setup) -> np.ndarray:
     return setup.xstar + float(cfg.dataset.x0_shift)
 
 
-def build_method(cfg: DictConfig, d: int) -> Method:
-    comp: Compressor = instantiate(
-        cfg.compressor, float_bits=cfg.bits.float_bits, index_bits=cfg.bits.index_bits
-    )
-    comp.validate(d)
-    # partial, then call: a dataclass passed through instantiate would become a DictConfig
-    return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp)
-
-
-def check_budget(cfg: DictConfig) -> tuple[float, float, float]:
-    b = cfg.budget
-    lims = []
-    for key in ("iters", "bits", "epochs"):
-        v = b.get(key)
-        lims.append(math.inf if v is None else check_positive(f"budget.{key}", v))
-    if all(math.isinf(v) for v in lims):
-        raise ConfigError("budget", "set at least one of budget.iters, budget.bits, budget.epochs")
-    return lims[0], lims[1], lims[2]
-
-
 def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
-    """Validate one run's own settings and build its method, schedule and start."""
-    check_positive("seed", cfg.seed, allow_zero=True)
+    """Build one run's method, schedule and start (its settings are validated: schema)."""
     p = setup.problem
     method = build_method(cfg, p.d)
     constants = setup.constants
@@ -224,7 +201,7 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
 
 
 def limits_of(cfg: DictConfig) -> Limits:
-    iters, bits, epochs = check_budget(cfg)
+    iters, bits, epochs = (math.inf if v is None else v for v in (cfg.budget.get(k) for k in schema.BUDGETS))
     return Limits(iters, bits, epochs, cfg.log_every, float(cfg.diverge_factor), float(cfg.log_per_decade))
 
 
@@ -475,13 +452,7 @@ def run_seeds(
     cfg: DictConfig, seeds: object, out_dir: str | Path, choices: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """``seeds=[...]``: those seeds in one batch, results in ``out_dir/seed=<s>``."""
-    if (
-        not isinstance(seeds, (list, tuple))
-        or not seeds
-        or len(set(seeds)) != len(seeds)
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        raise ConfigError("seeds", f"must be a list of distinct integers >= 0, got {seeds}")
+    schema.check_seeds(seeds)
     out = Path(out_dir)
     return run_batch(
         [seed_config(cfg, s) for s in seeds], [out / f"seed={s}" for s in seeds], [choices] * len(seeds)

@@ -159,6 +159,7 @@ FIELD_RANGES = {
     "lam": Num(0),
     "delta": POSITIVE,
 }
+BUDGETS = ("iters", "bits", "epochs")  # budget.<key>: a run stops at the first it reaches
 NOT_KEYS = ("hydra", "efbench_batch", "paper")  # Hydra's own, the sweeper's, experiments' tables
 
 
@@ -242,17 +243,27 @@ def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     _check_tree("", {k: c[k] for k in order}, rules)
     for check in CROSS:
         check(c, choices or {})
+    _method_rules(cfg, c, choices or {})
 
 
-def _seeds(c: dict, choices: Mapping[str, str]) -> None:
-    s = c.get("seeds")
+def check_seeds(s: object) -> None:
+    """``seeds``: null, or a list of distinct integers >= 0."""
     if s is not None and (
-        not isinstance(s, list)
+        not isinstance(s, (list, tuple))
         or not s
         or len(set(s)) != len(s)
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s)
     ):
         raise ConfigError("seeds", f"got {s!r}", TOP["seeds"].allowed())
+
+
+def _seeds(c: dict, choices: Mapping[str, str]) -> None:
+    check_seeds(c.get("seeds"))
+
+
+def _some_budget(c: dict, choices: Mapping[str, str]) -> None:
+    if all(c["budget"].get(k) is None for k in BUDGETS):
+        raise ConfigError("budget", "set at least one of budget.iters, budget.bits, budget.epochs")
 
 
 def _batch_within_m(c: dict, choices: Mapping[str, str]) -> None:
@@ -291,13 +302,6 @@ def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
-def _compressor_fits(c: dict, choices: Mapping[str, str]) -> None:
-    _, d = _shape(c["dataset"])
-    if d is not None:
-        fields = {k: v for k, v in c["compressor"].items() if k != "_target_"}
-        get_class(c["compressor"]["_target_"])(**fields).validate(d)  # K <= d and the like
-
-
 @functools.cache
 def default_choice(group: str) -> str | None:
     """The option of ``group`` that efbench's config.yaml picks when the user picks none."""
@@ -327,47 +331,34 @@ def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
-def _compressor_accepted(c: dict, choices: Mapping[str, str]) -> None:
-    from efbench.methods import EFSignSGD
+def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
+    """The rules the method and compressor classes hold: the compressor's parameters against
+    the dataset's dimension (K <= d, from the dataset's known shape), the compressor kinds
+    the method accepts (both checked in building them), ef_signsgd's fixed sign and
+    ``engine=numba`` only where the compiled step applies."""
+    from efbench.methods import EFSignSGD, build_method
 
-    method = get_class(c["method"]["_target_"])
-    name = c["method"].get("name")
-    chosen = _chose(choices, "compressor")
-    if issubclass(method, EFSignSGD) and chosen not in (None, "sign"):
-        raise ConfigError(
-            "compressor", f"method {name!r} always sends the scaled sign, got {chosen!r}", ("sign",)
-        )
-    fields = {k: v for k, v in c["compressor"].items() if k != "_target_"}
-    comp = get_class(c["compressor"]["_target_"])(**fields)  # kind may depend on fields (RandK)
-    if method.compressed and comp.kind not in method.accepts:
-        raise ConfigError(
-            "compressor",
-            f"method {name!r} does not take a {comp.kind} compressor ({type(comp).__name__})",
-            method.accepts,
-        )
-
-
-def _numba_fusable(c: dict, choices: Mapping[str, str]) -> None:
-    if c["engine"] != "numba":
+    _, d = _shape(c["dataset"])
+    if d is None:  # a file the loader will refuse, naming dataset.name
         return
-    fields = {k: v for k, v in c["compressor"].items() if k != "_target_"}
-    comp = get_class(c["compressor"]["_target_"])(
-        **fields, float_bits=c["bits"]["float_bits"], index_bits=c["bits"]["index_bits"]
-    )
-    method_fields = {k: v for k, v in c["method"].items() if k != "_target_"}
-    why = get_class(c["method"]["_target_"])(**method_fields, compressor=comp).unfused()
-    if why is None and c["dataset"]["source"] == "counterexample":
-        why = "the counterexample's quadratic problem has no compiled step"
-    if why is not None:
-        raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
+    method = build_method(cfg, d)
+    chosen = _chose(choices, "compressor")
+    if isinstance(method, EFSignSGD) and chosen not in (None, "sign"):
+        raise ConfigError(
+            "compressor", f"method {method.name!r} always sends the scaled sign, got {chosen!r}", ("sign",)
+        )
+    if c["engine"] == "numba":
+        why = method.unfused()
+        if why is None and c["dataset"]["source"] == "counterexample":
+            why = "the counterexample's quadratic problem has no compiled step"
+        if why is not None:
+            raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
 
 
 CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _seeds,
+    _some_budget,
     _batch_within_m,
     _rows_enough,
     _topology_only_decentralized,
-    _compressor_accepted,
-    _compressor_fits,
-    _numba_fusable,
 )
