@@ -72,6 +72,7 @@ class Outcome:
     engine: str
     info: dict[str, float] = field(default_factory=dict)
     stopped_by: int | None = None  # the signal that interrupted the batch
+    log_time: float = 0.0  # seconds evaluating and recording metrics: the batch's / its runs
 
 
 class Counters:
@@ -146,8 +147,11 @@ def execute(
     step_time = np.zeros(R)
     live = list(range(R))  # runs that may take more steps
     t_start = time.perf_counter()
+    log_time = 0.0
 
     def record(which: list[int]) -> None:
+        nonlocal log_time
+        t0 = time.perf_counter()
         X = np.stack([states[r].x for r in which])
         finite = np.all(np.isfinite(X), axis=1)
         f, G = problem.loss_grad_many(np.where(finite[:, None], X, 0.0))
@@ -183,6 +187,7 @@ def execute(
                 not math.isfinite(row["f"]) or row["f"] > lim.diverge_factor * f0[r]
             ):
                 status[r] = "diverged"
+        log_time += time.perf_counter() - t0
 
     record(live)
     bar = tqdm(
@@ -227,7 +232,17 @@ def execute(
     wall = time.perf_counter() - t_start
     name = "numpy" if fused is None else "numba"
     return [
-        Outcome(status[r], int(steps[r]), rows[r], float(step_time[r]), wall, name, infos[r], stopped_by)
+        Outcome(
+            status[r],
+            int(steps[r]),
+            rows[r],
+            float(step_time[r]),
+            wall,
+            name,
+            infos[r],
+            stopped_by,
+            log_time / R,
+        )
         for r in range(R)
     ]
 

@@ -27,7 +27,8 @@ from efbench import blocks
 from efbench.datasets import save_npz
 
 SPARSE_DENSITY = 0.25  # below this fraction of nonzeros, full passes use CSR
-CACHE_BLOCK_BYTES = 8 << 20  # dense full passes go through the rows in blocks of this size
+CACHE_BLOCK_BYTES = 8 << 20  # dense per-worker passes go through the rows in blocks of this size
+_NO_CSR = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0))
 
 
 def lambda_max_gram(A: np.ndarray) -> float:
@@ -73,8 +74,11 @@ class LogisticProblem:
                 self.csr.indices.astype(np.uint64),
                 self.csr.data,
             )
-        empty = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0))
-        self.csr_arrays = self._csr_u if self.csr is not None else empty  # what the compiled blocks take
+
+    @property
+    def csr_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, values) as the compiled blocks take them; empty: dense rows."""
+        return self._csr_u if self.csr is not None else _NO_CSR
 
     @property
     def n(self) -> int:
@@ -123,26 +127,11 @@ class LogisticProblem:
         """f and grad f at each point X[s] (S, d): (S,), (S, d). Each point's value is the
         same whatever S (a run's metrics do not depend on the batch it runs in)."""
         N = self.yflat.size
-        S = X.shape[0]
-        loss = np.empty(S)
-        G = np.empty_like(X)
-        if self.csr is not None:  # one compiled pass over the rows for all points
-            GT = np.empty((self.d, S))
-            blocks.csr_loss_grad(
-                *self._csr_u, self.yflat, np.ascontiguousarray(X.T), loss, GT, numba.get_num_threads()
-            )
-            G[:] = GT.T
-        else:
-            for s in range(S):  # blocks of rows that stay in cache between the two products
-                x, g = X[s], G[s]
-                g[:] = 0.0
-                total = 0.0
-                for lo in range(0, N, self._chunk_rows):
-                    rows, yy = self.flat[lo : lo + self._chunk_rows], self.yflat[lo : lo + self._chunk_rows]
-                    z = rows @ x
-                    total += np.sum(blocks.margin_loss_ufunc(yy * z))
-                    g += rows.T @ blocks.margin_coef_ufunc(yy, z)
-                loss[s] = total
+        X = np.ascontiguousarray(X)
+        loss = np.empty(X.shape[0])
+        GT = np.empty((self.d, X.shape[0]))
+        blocks.loss_grad_many(self.flat, *self.csr_arrays, self.yflat, X, loss, GT, numba.get_num_threads())
+        G = np.ascontiguousarray(GT.T)
         G /= N
         G += self.l2 * X
         return loss / N + 0.5 * self.l2 * np.einsum("sd,sd->s", X, X), G

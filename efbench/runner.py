@@ -249,6 +249,7 @@ def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
         engine=out.engine,
         wall_time=out.wall,
         step_time=out.step_time,
+        log_time=out.log_time,
         iters_per_sec=out.steps / out.step_time if out.step_time > 0 else math.nan,
         wall_iters_per_sec=out.steps / out.wall if out.wall > 0 else math.nan,
         final={

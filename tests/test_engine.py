@@ -4,6 +4,7 @@ EC form x bit setting (generated from the registry); batches against runs alone.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +309,8 @@ def test_log_spaced_schedule_is_the_default(tmp_path):
     run(cfg_of("budget.iters=2000"), tmp_path)
     steps = pd.read_parquet(tmp_path / "trace.parquet")["step"].tolist()
     assert steps == [0, *[p for p in points if p < 2000], 2000]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0 < summary["log_time"] < summary["wall_time"]  # the metrics' share is reported
     assert Limits(100, np.inf, np.inf, 30, 1e6).next_log(30) == 60
 
 

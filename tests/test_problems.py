@@ -1,5 +1,6 @@
 """The logistic problem: gradients, stability, constants and x*, f* (SPEC.md section 1)."""
 
+import numba
 import numpy as np
 import pytest
 from conftest import small_problem
@@ -83,6 +84,33 @@ def test_sparse_and_dense_full_passes_agree(rng):
                 p.worker_grads(point), as_dense.worker_grads(point), rtol=1e-12, atol=1e-15
             )
         np.testing.assert_allclose(p.hess_vec(x, X[0]), as_dense.hess_vec(x, X[0]), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("density", [1.0, 0.1])
+@pytest.mark.parametrize("rows", [5, 120])  # fewer rows than EVAL_CHUNKS, and more
+def test_full_pass_of_many_points_is_each_point_alone_bit_for_bit(density, rows, rng):
+    """A batch's metrics equal each run's alone, bit for bit, whatever the batch size and the
+    cores (the row blocks are fixed); and they are f and grad f to rounding."""
+    p = small_problem(n=1, m=rows, d=12, l2=0.01, seed=5, density=density)
+    assert (p.csr is None) == (density == 1.0)
+    X = rng.standard_normal((7, p.d))
+    f, G = p.loss_grad_many(X)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        f1, G1 = p.loss_grad_many(X)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(f, f1)
+    np.testing.assert_array_equal(G, G1)
+    for s in range(X.shape[0]):
+        fs, gs = p.loss_grad(X[s])
+        assert fs == f[s]
+        np.testing.assert_array_equal(gs, G[s])
+        z = p.yflat * (p.flat @ X[s])
+        assert fs == pytest.approx(np.mean(np.logaddexp(0, -z)) + p.l2 / 2 * X[s] @ X[s], rel=1e-13)
+        want = p.flat.T @ (-p.yflat * expit(-z)) / p.yflat.size + p.l2 * X[s]
+        np.testing.assert_allclose(gs, want, rtol=1e-12, atol=1e-15)
 
 
 def test_constants_against_brute_force(problem):
