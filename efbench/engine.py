@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from efbench import signals
+from efbench import network, signals
 from efbench.compressors import index_width
 from efbench.errors import ConfigError
 from efbench.fused import ec_advance
 from efbench.methods import FusedSpec, Method, Round, State
+from efbench.network import Profile
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 
@@ -39,6 +40,7 @@ class RunSpec:
     schedule: Schedule
     x0: np.ndarray
     seed: int
+    network: Profile = field(default_factory=Profile)  # for the trace's simulated time
 
 
 @dataclass
@@ -77,7 +79,8 @@ class Outcome:
 
 class Counters:
     """Per-run cumulative counts of a batch: uplink bits and coordinates per worker (R, n),
-    downlink bits, oracle calls per worker, skipped messages, rounds (R,)."""
+    downlink bits, oracle calls per worker, skipped messages, rounds, rounds with a
+    broadcast (R,), and the per-round network quantities (R, len(network.COUNTS))."""
 
     def __init__(self, R: int, n: int, m: int):
         self.m, self.n = m, n
@@ -87,10 +90,22 @@ class Counters:
         self.calls = np.zeros(R)
         self.skipped = np.zeros(R, dtype=np.int64)
         self.rounds = np.zeros(R, dtype=np.int64)
+        self.rounds_down = np.zeros(R, dtype=np.int64)
+        self.net = np.zeros((R, len(network.COUNTS)))
 
     def add(self, r: int, rnd: Round) -> None:
         self.skipped[r] += rnd.skipped
         self.rounds[r] += 1
+        self.rounds_down[r] += rnd.bits_down > 0
+        link = rnd.bits_up if rnd.link_bits is None else rnd.link_bits
+        network.add_round(
+            self.net[r],
+            float(rnd.bits_up.max()),
+            float(rnd.bits_up.min()),
+            float(np.max(link)),
+            bool(rnd.bits_up.any()),
+            float(np.max(rnd.calls)),
+        )
         self.bits[r] += rnd.bits_up
         self.bits_down[r] += rnd.bits_down
         self.nnz[r] += rnd.nnz
@@ -180,6 +195,22 @@ def execute(
                     row[name] = counters.skipped[r] / (rounds * n) if rounds else 0.0
                 else:
                     row[name] = measured[name]
+            counts = dict(zip(network.COUNTS, counters.net[r], strict=True))
+            row.update(counts)
+            row["rounds_down"] = float(counters.rounds_down[r])
+            row["time_sim"] = float(
+                network.simulated_time(
+                    run.network,
+                    run.network.collective_of(run.method.collective),
+                    n,
+                    {
+                        **counts,
+                        "bits_up_mean": row["bits_up_mean"],
+                        "bits_down": row["bits_down"],
+                        "rounds_down": row["rounds_down"],
+                    },
+                )
+            )
             row["gamma"] = run.schedule(max(k - 1, 0))
             row["time"] = elapsed
             rows[r].append(row)
@@ -321,11 +352,12 @@ class FusedBatch:
             (self.lam, self.k, self.prob),
             (s.comp, s.scaled, p.l2, s.float_bits, self.index_width, s.index_bits, s.lsvrg, s.coin),
             (float(lim.bits), float(lim.epochs)),
-            (mask, counters.bits, counters.nnz, counters.calls, steps),
+            (mask, counters.bits, counters.nnz, counters.calls, steps, counters.net),
         )
         elapsed = time.perf_counter() - t0
         counters.rounds += steps
         counters.bits_down += steps * self.down
+        counters.rounds_down += steps * (self.down > 0)
         if live:
             step_time[live] += elapsed / len(live)
         return steps[live]

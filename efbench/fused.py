@@ -31,6 +31,7 @@ from efbench.blocks import (
     sample_dot,
     sample_row,
 )
+from efbench.network import add_round
 
 NO_COIN, SHARED_COIN, WORKER_COINS = 0, 1, 2
 
@@ -43,7 +44,7 @@ def _advance_run(r, data, state, draws, gammas, params, settings, budget, counte
     lam, k, p = params
     comp, scaled, l2, float_bits, index_width, index_bits, lsvrg, coin = settings
     max_bits, max_epochs = budget
-    live, bits, nnz, calls, steps = counters
+    live, bits, nnz, calls, steps, rounds = counters
     n, d = E.shape[1], E.shape[2]
     T = draws.shape[1]
     vsum = np.empty(d)
@@ -63,6 +64,7 @@ def _advance_run(r, data, state, draws, gammas, params, settings, budget, counte
         gamma = gammas[r, t]
         thr = gamma * lam[r] if scaled else lam[r]
         vsum[:] = 0.0
+        step_max, step_min = 0.0, np.inf
         for i in range(n):
             row, w = sample_row(draws[r, t, i], i, m, cdf, weights)
             yy = yflat[row]
@@ -101,13 +103,16 @@ def _advance_run(r, data, state, draws, gammas, params, settings, budget, counte
                         e[j] += gamma * (c * a[j] + wl2 * x[j])
             count = compress_row(e, comp, thr, k[r], heap, vsum, True)
             nnz[r, i] += count
-            if comp == IDENTITY:
-                bits[r, i] += float_bits * d
-            else:
-                bits[r, i] += message_bits(count, d, float_bits, index_width, index_bits)
+            b = (
+                float_bits * d
+                if comp == IDENTITY
+                else message_bits(count, d, float_bits, index_width, index_bits)
+            )
+            bits[r, i] += b
+            step_max, step_min = max(step_max, b), min(step_min, b)
         step_calls = 1.0
+        refreshed = 0
         if lsvrg:
-            refreshed = 0
             for i in range(n):  # w_i^{k+1} = x^k where the coin says so: m oracle calls
                 u = draws[r, t, n] if coin == SHARED_COIN else draws[r, t, n + i]
                 if u < p[r]:
@@ -121,6 +126,10 @@ def _advance_run(r, data, state, draws, gammas, params, settings, budget, counte
                         SNAPG[r, i, j] = grad[j] + l2 * x[j]
             step_calls = (2.0 * n + m * refreshed) / n
         calls[r] += step_calls
+        # the round's network quantities (efbench.network.Counts): largest and smallest
+        # message, a round with messages, the slowest worker's oracle calls
+        slowest = (2.0 + m if refreshed else 2.0) if lsvrg else 1.0
+        add_round(rounds[r], step_max, step_min, step_max, step_max > 0, slowest)
         for j in range(d):  # the order of blocks.worker_mean
             x[j] -= vsum[j] / n
         steps[r] += 1
@@ -136,12 +145,12 @@ def ec_advance(data, state, draws, gammas, params, settings, budget, counters): 
     uniforms, c = 0, 1 or n coins; ``gammas`` (R, T) its stepsizes; ``params`` = (lam, k,
     p), each (R,): threshold, K and refresh probability; ``settings`` = (compressor code,
     scaled form, l2, float bits, index width, index bits, L-SVRG, coin mode); ``budget`` =
-    (max_bits, max_epochs); ``counters`` = (live, bits, nnz, calls, steps).
+    (max_bits, max_epochs); ``counters`` = (live, bits, nnz, calls, steps, rounds).
     Before each step a run stops for good when its mean cumulative uplink bits per worker
     reach ``max_bits`` or its epochs (oracle calls / m) reach ``max_epochs``, exactly as the
     numpy engine checks them; runs with ``live[r]`` false take no step. Counters ``bits``,
-    ``nnz`` (R, n), ``calls`` (R,) are cumulative; ``steps`` (R,) receives the steps each
-    run took in this call.
+    ``nnz`` (R, n), ``calls`` (R,) and ``rounds`` (R, len(efbench.network.COUNTS)) are
+    cumulative; ``steps`` (R,) receives the steps each run took in this call.
     """
     for r in prange(state[1].shape[0]):  # independent runs: the cores share them, bit for bit
         _advance_run(r, data, state, draws, gammas, params, settings, budget, counters)

@@ -33,6 +33,7 @@ class Round:
     nnz: np.ndarray  # (n,) coordinates each worker sent
     calls: Any  # oracle calls per worker: scalar or (n,)
     skipped: Any = 0  # workers that sent nothing this round (lazy aggregation)
+    link_bits: np.ndarray | None = None  # (n,) one neighbour's copy (gossip); None: bits_up
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Method:
             )
 
     metrics: ClassVar[tuple[str, ...]] = ()  # trace columns of this method beyond the common ones
+    collective: ClassVar[str] = "ps"  # how its messages travel (efbench.network): ps | allreduce | gossip
 
     def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> State:
         est = make_estimator(self.estimator, problem)
@@ -152,6 +154,7 @@ class Uncompressed(Method):
     """GD / SGD baseline: x^{k+1} = x^k - gamma (1/n) sum_i g_i^k, dense messages."""
 
     compressed: ClassVar[bool] = False
+    collective: ClassVar[str] = "allreduce"  # dense gradients are summed in transit
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
@@ -499,6 +502,7 @@ class Decentralized(Method):
 
     topology: str = "ring"
     metrics: ClassVar[tuple[str, ...]] = ("consensus",)
+    collective: ClassVar[str] = "gossip"
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
@@ -519,7 +523,8 @@ class Decentralized(Method):
 
     def finish(self, problem, state, msg_bits, nnz, calls):
         state.x = state.extra["X"].mean(axis=0)
-        return state, Round(state.extra["deg"] * msg_bits, 0, nnz, calls)
+        link = np.broadcast_to(msg_bits, (problem.n,))
+        return state, Round(state.extra["deg"] * msg_bits, 0, nnz, calls, link_bits=link)
 
 
 @dataclass(kw_only=True)

@@ -1,4 +1,5 @@
-"""Figures: f(x) - f* (or any metric) against iterations, epochs or bits, log-scale y,
+"""Figures: f(x) - f* (or any metric) against iterations, epochs, bits or simulated time
+(``time_sim``, optionally under another network profile), log-scale y,
 one panel per value of a column, one line per value of another, mean over seeds with a
 shaded min-max band. Saved as PNG and PDF, no LaTeX needed."""
 
@@ -15,13 +16,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from efbench.errors import ConfigError  # noqa: E402
 from efbench.sweep import collect  # noqa: E402
 
-X_AXES = {"iterations": "step", "epochs": "epochs", "bits": "bits_up_mean"}
+X_AXES = {"iterations": "step", "epochs": "epochs", "bits": "bits_up_mean", "time_sim": "time_sim"}
 X_LABELS = {
     "step": "iterations",
     "epochs": "epochs (data passes)",
     "bits_up_mean": "bits communicated per worker",
+    "time_sim": "simulated time (s)",
 }
 Y_LABELS = {
     "rel_gap": r"$(f(x^k)-f^*)/(f(x^0)-f^*)$",
@@ -116,13 +119,17 @@ def main(argv: list[str] | None = None) -> None:
     """``efbench-figures DIR``: draw the runs under DIR against iterations, epochs and bits."""
     ap = argparse.ArgumentParser(prog="efbench-figures", description=main.__doc__)
     ap.add_argument("root", help="a run or multirun directory")
-    ap.add_argument("--x", nargs="+", default=list(X_AXES), choices=list(X_AXES))
+    ap.add_argument("--x", nargs="+", default=["iterations", "epochs", "bits"], choices=list(X_AXES))
+    ap.add_argument("--network", help="time_sim under this network profile (efbench-collect --network)")
     ap.add_argument("--y", default="rel_gap", help="trace column (rel_gap, gap, grad_norm2, dist2, ...)")
     ap.add_argument("--panel", default="dataset", help="one panel per value of this column")
     ap.add_argument("--hue", default="label", help="one line per value of this column")
     ap.add_argument("--out", help="output folder (default: <root>/figures)")
     args = ap.parse_args(argv)
-    trace, runs = collect(args.root)
+    try:
+        trace, runs = collect(args.root, network=args.network)
+    except ConfigError as exc:
+        raise SystemExit(f"efbench-figures: error: {exc}") from None
     if trace.empty:
         raise SystemExit(f"efbench-figures: no runs with a trace under {args.root}")
     for col in (args.y, args.panel, args.hue):
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"efbench-figures: no column {col!r}; available: {', '.join(trace.columns)}")
     out = Path(args.out) if args.out else Path(args.root) / "figures"
     for name in args.x:
+        if X_AXES[name] not in trace.columns:
+            raise SystemExit(
+                f"efbench-figures: no column {X_AXES[name]!r} (runs made before it was recorded)"
+            )
         fig = plot_curves(trace, X_AXES[name], args.y, args.panel, args.hue)
         for p in save(fig, out / f"{args.y}_vs_{name}"):
             print(p)

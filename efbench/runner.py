@@ -31,6 +31,7 @@ from efbench.datasets import load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import build_method
+from efbench.network import Profile
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
@@ -57,6 +58,7 @@ BATCHABLE = (
     "method.b",
     "x0",
     "dataset.x0_shift",
+    "network",  # simulated time only: any network.<key>
 )
 X0_CHOICES = ("zero", "shift")
 SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
@@ -197,7 +199,8 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
         ),
         constants,
     )
-    return RunSpec(method, schedule, initial_point(cfg, setup), int(cfg.seed))
+    net = Profile.from_config(cfg.network) if "network" in cfg else Profile()
+    return RunSpec(method, schedule, initial_point(cfg, setup), int(cfg.seed), net)
 
 
 def limits_of(cfg: DictConfig) -> Limits:
@@ -407,6 +410,8 @@ def _run_claimed(
                     gamma0=spec.schedule.gamma0,
                     stepsize_formula=spec.schedule.formula,
                     batch_size=len(outs),
+                    n_workers=setup.problem.n,
+                    collective=spec.network.collective_of(spec.method.collective),
                 )
                 final_summary(summ, out)
                 row = out.rows[-1]

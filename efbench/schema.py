@@ -126,6 +126,15 @@ TOP: dict[str, Rule] = {
     "sampling.name": STR,
     "sampling.batch": Int(1),
     "topology.name": Choice("ring", "complete", "torus"),
+    "network.name": STR,
+    "network.alpha": Num(0),
+    "network.beta_up": Num(0, lo_open=True, null=True),
+    "network.beta_down": Num(0, lo_open=True, null=True),
+    "network.beta_server": Num(0, lo_open=True, null=True),
+    "network.server": Choice("parallel", "shared"),
+    "network.links": Choice("parallel", "shared"),
+    "network.c_grad": Num(0),
+    "network.collective": Choice("auto", "ps", "allreduce", "allgather"),
 }
 STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
     "theory": {"multiplier": POSITIVE},

@@ -15,10 +15,13 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from efbench.errors import ConfigError
+from efbench.network import COUNTS, Profile, simulated_time
 from efbench.results import ERROR, UNREADABLE, verified
 
 STANDARD = ["run", "dataset", "method", "compressor", "sampling", "stepsize", "seed", "label", "status"]
@@ -56,6 +59,10 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
         "steps": summ.get("steps"),
         "wall_time": summ.get("wall_time"),
         "iters_per_sec": summ.get("iters_per_sec"),
+        "log_time": summ.get("log_time"),
+        "engine": summ.get("engine"),
+        "n_workers": summ.get("n_workers"),
+        "collective": summ.get("collective"),
         "error": summ.get("error"),
     }
     row["label"] = f"{row['method']} + {row['compressor']}"
@@ -69,10 +76,14 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
     return row
 
 
-def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(
+    root: str | Path, statuses: tuple[str, ...] | None = None, network: str | Profile | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load every run (``summary.json`` + ``trace.parquet``) below ``root``.
 
-    ``statuses`` keeps only runs with these statuses (None: all). Returns (trace, runs).
+    ``statuses`` keeps only runs with these statuses (None: all). ``network`` (a profile
+    name of the ``network`` config group, or a :class:`efbench.network.Profile`) recomputes
+    ``time_sim`` of every trace row under that profile (:func:`retime`). Returns (trace, runs).
     """
     root = Path(root)
     rows = []
@@ -120,8 +131,43 @@ def collect(root: str | Path, statuses: tuple[str, ...] | None = None) -> tuple[
         return pd.DataFrame(), runs
     trace = pa.concat_tables(tables, promote_options="default").to_pandas()
     ids = runs[keys].reset_index(drop=True)
-    trace = ids.iloc[trace.pop("_i").to_numpy()].reset_index(drop=True).join(trace)
+    owner = trace.pop("_i").to_numpy()
+    trace = ids.iloc[owner].reset_index(drop=True).join(trace)
+    if network is not None:
+        trace["time_sim"] = retime(trace, runs.iloc[owner].reset_index(drop=True), network)
     return trace, runs
+
+
+def retime(trace: pd.DataFrame, runs: pd.DataFrame, network: str | Profile) -> np.ndarray:
+    """``time_sim`` of each trace row under another network profile, from the per-round
+    counts the trace keeps (:data:`efbench.network.COUNTS`); ``runs`` holds each row's run
+    (its ``n_workers`` and ``collective``). Nothing is re-run."""
+    prof = network if isinstance(network, Profile) else profile(network)
+    missing = [c for c in (*COUNTS, "rounds_down") if c not in trace.columns]
+    if missing:
+        raise ConfigError("network", f"these traces predate simulated time (no {', '.join(missing)})")
+    out = np.empty(len(trace))
+    keys = runs[["n_workers", "collective"]].astype(str).agg("|".join, axis=1)
+    for key, idx in keys.groupby(keys).groups.items():
+        n, method_collective = key.split("|")
+        rows = trace.loc[idx]
+        counts = {c: rows[c].to_numpy() for c in (*COUNTS, "bits_up_mean", "bits_down", "rounds_down")}
+        out[idx] = simulated_time(prof, prof.collective_of(method_collective), int(float(n)), counts)
+    return out
+
+
+def profile(name: str) -> Profile:
+    """The profile ``name`` of the packaged ``network`` config group."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    group = files("efbench.conf") / "network"
+    path = group / f"{name}.yaml"
+    if not path.is_file():
+        known = tuple(sorted(p.name[:-5] for p in group.iterdir() if p.name.endswith(".yaml")))
+        raise ConfigError("network", f"no profile {name!r}", known)
+    return Profile.from_config(OmegaConf.load(path))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,8 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="efbench-collect", description=main.__doc__)
     ap.add_argument("root", help="a run or multirun directory")
     ap.add_argument("-o", "--out", help="write <out>_trace.parquet and <out>_runs.csv")
+    ap.add_argument("--network", help="recompute time_sim under this network profile (e.g. wan_slow)")
     args = ap.parse_args(argv)
-    trace, runs = collect(args.root)
+    try:
+        trace, runs = collect(args.root, network=args.network)
+    except ConfigError as exc:
+        raise SystemExit(f"efbench-collect: error: {exc}") from None
     if runs.empty:
         raise SystemExit(f"efbench-collect: no runs (summary.json) under {args.root}")
     show = [

@@ -28,6 +28,13 @@ METRICS = [
     "bits_down",
     "nnz_mean",
     "err2",
+    "rounds_up",
+    "bits_up_round_max",
+    "bits_up_round_min",
+    "bits_link_round_max",
+    "calls_round_max",
+    "rounds_down",
+    "time_sim",
     "gamma",
     "time",
 ]

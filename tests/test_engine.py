@@ -20,6 +20,7 @@ from efbench.datasets import partition
 from efbench.engine import Limits, RunSpec, choose_engine, execute
 from efbench.errors import ConfigError
 from efbench.methods import ErrorCompensated, FusedSpec
+from efbench.network import COUNTS
 from efbench.problems import LogisticProblem, QuadraticProblem
 from efbench.runner import run, run_batch, run_seeds
 from efbench.stepsize import Schedule
@@ -294,7 +295,7 @@ def test_declared_metrics_are_the_trace_columns(tmp_path):
     ):
         run(cfg_of(f"method={method}", "compressor=topk", "budget.iters=20"), tmp_path / method)
         cols = list(pd.read_parquet(tmp_path / method / "trace.parquet").columns)
-        assert cols[11:] == [*extra, "gamma", "time"], method
+        assert cols[11:] == [*extra, *COUNTS, "rounds_down", "time_sim", "gamma", "time"], method
 
 
 def test_log_spaced_schedule_is_the_default(tmp_path):
