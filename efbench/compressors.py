@@ -9,7 +9,7 @@ Bit accounting (``float_bits`` = F, default 32; index width I = ceil(log2 d)):
 * sparse message of k values: the cheaper of an index list, k (F + I), and a bitmap
   plus values, d + k F. With ``index_bits=false`` (the authors' reference code) only
   the values, k F, are charged;
-* sign: F + d (one norm and one bit per coordinate, sign(0) sent as +);
+* sign, stochastic sign: F + d (one norm and one bit per coordinate, sign(0) sent as +);
 * natural: (1 + exponent bits) per coordinate: 9 d for F = 32, 12 d for F = 64;
 * qsgd(s): F + d (1 + ceil(log2(s + 1)));  ternary: F + 2 d;
 * rounding(Delta): the sparse rule with value width ceil(log2 levels), levels =
@@ -35,6 +35,17 @@ class Message(NamedTuple):
     values: np.ndarray  # (n, d) decoded message
     bits: np.ndarray  # (n,) int64 exact size of each worker's message
     nnz: np.ndarray  # (n,) coordinates carried
+
+
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """||x_i||_2 of each row, (n, 1), finite wherever it is representable: where x_j^2
+    overflows, the norm of x / max|x_j| times max|x_j|."""
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    big = np.isinf(norm[:, 0]) & np.all(np.isfinite(X), axis=1)
+    if big.any():
+        top = np.max(np.abs(X[big]), axis=1, keepdims=True)
+        norm[big] = top * np.linalg.norm(X[big] / top, axis=1, keepdims=True)
+    return norm
 
 
 def index_width(d: int) -> int:
@@ -203,6 +214,27 @@ class Sign(Compressor):
 
 
 @dataclass(kw_only=True)
+class StochasticSign(Compressor):
+    """Stochastic sign (Safaryan and Richtarik, ICML 2021): each coordinate is sent as
+    s_j = +1 with probability 1/2 + x_j / (2 ||x||_2), else -1, with the norm; the decoded
+    message ||x|| s is unbiased (E ||x|| s_j = x_j) with E||C(x)||^2 = d ||x||^2, so
+    omega = d - 1. F + d bits (the norm and one bit per coordinate)."""
+
+    randomized: ClassVar[bool] = True
+    kind: ClassVar[str] = "unbiased"
+
+    def omega(self, d):
+        return d - 1.0
+
+    def compress(self, X, rng):
+        n, d = X.shape
+        norm = row_norms(X)
+        plus = 0.5 + 0.5 * np.divide(X, norm, out=np.zeros_like(X), where=norm > 0)
+        out = np.where(rng.random(X.shape) < plus, norm, -norm)
+        return Message(out, np.full(n, self.float_bits + d, dtype=np.int64), np.full(n, d))
+
+
+@dataclass(kw_only=True)
 class Natural(Compressor):
     """Natural compression (Horvath et al. 2019): |x_j| in [2^a, 2^(a+1)] is rounded to
     2^(a+1) with probability |x_j| / 2^a - 1, else to 2^a: unbiased, omega = 1/8."""
@@ -242,11 +274,7 @@ class QSGD(Compressor):
 
     def compress(self, X, rng):
         n, d = X.shape
-        norm = np.linalg.norm(X, axis=1, keepdims=True)
-        big = np.isinf(norm[:, 0]) & np.all(np.isfinite(X), axis=1)
-        if big.any():  # x_j^2 overflowed though ||x|| may not: the norm of x / max|x_j|
-            top = np.max(np.abs(X[big]), axis=1, keepdims=True)
-            norm[big] = top * np.linalg.norm(X[big] / top, axis=1, keepdims=True)
+        norm = row_norms(X)
         r = self.s * np.divide(np.abs(X), norm, out=np.zeros_like(X), where=norm > 0)
         lvl = np.floor(r)
         lvl += rng.random(X.shape) < (r - lvl)

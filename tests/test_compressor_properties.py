@@ -65,7 +65,7 @@ def expected_bits(name, comp, X, msg):
             out.append(F * d)
         elif name in ("topk", "randk", "ht"):
             out.append(sparse(k, F))
-        elif name == "sign":
+        elif name in ("sign", "stochastic_sign"):
             out.append(F + d)
         elif name == "natural":
             out.append((1 + exp_bits) * d)
@@ -115,6 +115,6 @@ def finite_rows(name, comp, X):
         ok &= np.all(np.abs(X) * (d / comp.k) <= np.finfo(float).max, axis=1)
     if name == "rounding":  # x / delta
         ok &= np.all(np.abs(X) / comp.delta <= np.finfo(float).max, axis=1)
-    if name == "qsgd":  # C(x)_j = ||x|| sign(x_j) when |x_j| is near ||x||
+    if name in ("qsgd", "stochastic_sign"):  # C(x)_j = +-||x|| (qsgd: when |x_j| is near ||x||)
         ok &= np.isfinite(np.sqrt(np.sum((X / 2.0**512) ** 2, axis=1)) * 2.0**512)
     return ok

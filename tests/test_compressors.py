@@ -11,13 +11,14 @@ from efbench.compressors import (
     RandK,
     Rounding,
     Sign,
+    StochasticSign,
     Ternary,
     TopK,
     sparse_bits,
 )
 from efbench.errors import ConfigError
 
-UNBIASED = [RandK(k=3, scaled=True), Natural(), QSGD(s=1), QSGD(s=4), Ternary()]
+UNBIASED = [RandK(k=3, scaled=True), Natural(), QSGD(s=1), QSGD(s=4), Ternary(), StochasticSign()]
 ALL = [Identity(), TopK(k=3), RandK(k=3), HardThreshold(lam=0.5), Sign(), Rounding(delta=0.3), *UNBIASED]
 
 
@@ -102,9 +103,25 @@ def test_unbiased_variance_bounds(rng):
         (Natural(), 1 / 8),
         (QSGD(s=2), min(16 / 4, 4 / 2)),
         (RandK(k=4, scaled=True), 16 / 4 - 1),
+        (StochasticSign(), 16 - 1),
     ]:
         var = np.mean([np.sum((comp(X, rng).values - X) ** 2) for _ in range(T)])
         assert var <= omega * x2 * 1.05
+        assert comp.omega(16) == omega
+
+
+def test_stochastic_sign_probabilities_and_exact_variance(rng):
+    """P(s_j = +1) = 1/2 + x_j / (2 ||x||); ||C(x)||^2 = d ||x||^2 always, so the variance
+    is exactly (d - 1) ||x||^2; F + d bits."""
+    x = np.array([[3.0, -4.0, 0.0, 0.0]])  # ||x|| = 5
+    T = 40000
+    plus = np.mean([StochasticSign()(x, rng).values[0] > 0 for _ in range(T)], axis=0)
+    want = 0.5 + x[0] / 10
+    assert np.all(np.abs(plus - want) <= 5 * np.sqrt(want * (1 - want) / T) + 1e-12)
+    msg = StochasticSign(float_bits=16)(x, rng)
+    assert np.sum(msg.values**2) == pytest.approx(4 * 25.0, rel=1e-15)
+    assert list(msg.bits) == [16 + 4] and list(msg.nnz) == [4]
+    assert np.all(StochasticSign()(np.zeros((2, 5)), rng).values == 0)
 
 
 def test_natural_values_are_signed_powers_of_two(rng):
