@@ -59,6 +59,31 @@ LIBSVM_FILES = {
         1479,
         "b464b4f6ce6a5d9e181ffc793e19a04751036273722312398ef7673705014902",
     ),
+    # labels as LIBSVM ships them: {1, 2}, {0, 1}; the smaller becomes -1 (parse_libsvm)
+    "mushrooms": LibsvmFile(
+        "mushrooms",
+        "mushrooms",
+        8124,
+        112,
+        4208,
+        "f39a4eb628dc61a7d43760815b061c9e497aa728ce1ad8bde57a09ef6043b538",
+    ),
+    "phishing": LibsvmFile(
+        "phishing",
+        "phishing",
+        11055,
+        68,
+        6157,
+        "0cf66ef36604c393da9359b2e5d894a2df8aee31fd184633cefa138add2ef08a",
+    ),
+    "a1a": LibsvmFile(  # the largest index in the file is 119; 123 is the published width
+        "a1a",
+        "a1a",
+        1605,
+        123,
+        395,
+        "eb54c45f1bdb51286f803dd092eb8202b44637a858fc6c4e533a2d64a0d94b4e",
+    ),
     # The LIBSVM site ships gisette only compressed; its text hash is not published,
     # so rows, features and the balanced labels are what is verified.
     "gisette_scale": LibsvmFile("gisette_scale", "gisette_scale.bz2", 6000, 5000, 3000, None),
@@ -151,9 +176,10 @@ def parse_libsvm(text: bytes, spec: LibsvmFile, origin: str) -> tuple[sp.csr_mat
         X, y = load_svmlight_file(io.BytesIO(text), n_features=spec.features)
     except ValueError as exc:
         raise DataError(f"{origin} is not a valid LIBSVM file ({exc})") from None
-    labels = set(np.unique(y).tolist())
-    if labels - {-1.0, 1.0}:
-        raise DataError(f"{origin}: labels must be +1/-1, found {sorted(labels)}")
+    labels = np.unique(y)
+    if len(labels) != 2:
+        raise DataError(f"{origin}: a binary dataset has two labels, found {labels.tolist()}")
+    y = np.where(y == labels[1], 1.0, -1.0)  # {-1, +1}, {0, 1}, {1, 2}: the larger is +1
     n_pos = int((y > 0).sum())
     if X.shape != (spec.rows, spec.features) or n_pos != spec.positives:
         raise DataError(

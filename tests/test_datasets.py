@@ -18,13 +18,17 @@ from efbench.errors import ConfigError, DataError
 from efbench.problems import LogisticProblem
 
 
-@pytest.mark.parametrize("name", ["a9a", "w8a"])
+@pytest.mark.parametrize("name", ["a9a", "w8a", "mushrooms", "phishing", "a1a"])
 def test_mirror_files_load_and_verify(name, mirror, data_cache):
     X, y = load_libsvm(name, data_cache, str(mirror))
     spec = LIBSVM_FILES[name]
     assert X.shape == (spec.rows, spec.features)
     assert int((y > 0).sum()) == spec.positives and set(np.unique(y)) == {-1.0, 1.0}
-    assert set(np.unique(X)) == {0.0, 1.0}  # both are binary-valued
+    # the shared data README: +1 is the larger of the labels the file ships
+    positives = {"a9a": 7841, "w8a": 1479, "mushrooms": 4208, "phishing": 6157, "a1a": 395}
+    assert spec.positives == positives[name]
+    if name != "phishing":
+        assert set(np.unique(X)) == {0.0, 1.0}  # binary-valued
     assert (data_cache / f"{name}.npz").is_file()
     X2, y2 = load_libsvm(name, data_cache, None)  # cache hit: no mirror, no network needed
     np.testing.assert_array_equal(X, X2)
@@ -117,7 +121,7 @@ def test_download_path_uses_pooch_with_the_known_hash(tmp_path, mirror, monkeypa
 
 
 def test_unknown_libsvm_name():
-    with pytest.raises(ConfigError, match=r"dataset\.name.*a9a, w8a, gisette_scale"):
+    with pytest.raises(ConfigError, match=r"dataset\.name.*a9a, w8a, mushrooms, phishing, a1a, gisette_scale"):
         load_libsvm("mnist", "data", None)
 
 
