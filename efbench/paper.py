@@ -264,10 +264,12 @@ def figures(out: Path, trace: pd.DataFrame) -> None:
         ("paper_exp2", "bits_up_mean", "exp2_lsvrg_vs_sgd_vs_bits", "EC-SGD vs EC-LSVRG (HT)"),
         ("paper_exp3", "bits_up_mean", "exp3_ht_vs_topk_vs_bits", "EC-LSVRG: HT vs TopK"),
         ("paper_exp3", "step", "exp3_ht_vs_topk_vs_iterations", "EC-LSVRG: HT vs TopK"),
+        ("paper_exp2", "time_sim", "exp2_lsvrg_vs_sgd_vs_time", "EC-SGD vs EC-LSVRG (HT), simulated time"),
+        ("paper_exp3", "time_sim", "exp3_ht_vs_topk_vs_time", "EC-LSVRG: HT vs TopK, simulated time"),
     ]
     for exp, x, name, title in specs:
         sub = trace[trace.experiment == exp]
-        if not sub.empty:
+        if not sub.empty and x in sub:
             save(plot_curves(sub, x=x, title=title), out / name)
 
 

@@ -60,9 +60,11 @@ def plot_curves(
     hue: str = "label",
     title: str | None = None,
     logx: bool = False,
+    ytop: float | None = None,
 ) -> plt.Figure:
     """One panel per value of ``panel``, one line per value of ``hue``; mean and band over
-    the runs (seeds) that share them."""
+    the runs (seeds) that share them. ``ytop`` caps the y axis (a diverging curve then
+    leaves the frame instead of squeezing the others)."""
     panels = sorted(trace[panel].dropna().unique(), key=str) if panel in trace else [None]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     hues = sorted(trace[hue].dropna().unique(), key=str)
@@ -88,6 +90,8 @@ def plot_curves(
             if n > 1:
                 ax.fill_between(grid, lo, hi, color=colors[h], alpha=0.2, lw=0)
         ax.set_yscale("log")
+        if ytop is not None:
+            ax.set_ylim(top=ytop)
         if logx:
             ax.set_xscale("log")
         else:

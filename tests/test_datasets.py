@@ -121,7 +121,9 @@ def test_download_path_uses_pooch_with_the_known_hash(tmp_path, mirror, monkeypa
 
 
 def test_unknown_libsvm_name():
-    with pytest.raises(ConfigError, match=r"dataset\.name.*a9a, w8a, mushrooms, phishing, a1a, gisette_scale"):
+    with pytest.raises(
+        ConfigError, match=r"dataset\.name.*a9a, w8a, mushrooms, phishing, a1a, gisette_scale"
+    ):
         load_libsvm("mnist", "data", None)
 
 

@@ -268,6 +268,7 @@ def test_paper_quick_pipeline_on_a9a(tmp_path, mirror, data_cache, monkeypatch):
     _, runs = collect(out / "paper_exp3")
     assert len(runs) == 4 and set(runs.compressor) == {"ht_paper", "topk_paper"}
     assert (out / "exp1_is_vs_us_vs_iterations.pdf").stat().st_size > 5000
+    assert (out / "exp3_ht_vs_topk_vs_time.png").is_file()  # against simulated time too
 
 
 def _damage(path, how):
