@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -195,22 +195,13 @@ def execute(
                     row[name] = counters.skipped[r] / (rounds * n) if rounds else 0.0
                 else:
                     row[name] = measured[name]
-            counts = dict(zip(network.COUNTS, counters.net[r], strict=True))
-            row.update(counts)
+            row.update(zip(network.COUNTS, counters.net[r].tolist(), strict=True))
             row["rounds_down"] = float(counters.rounds_down[r])
-            row["time_sim"] = float(
-                network.simulated_time(
-                    run.network,
-                    run.network.collective_of(run.method.collective),
-                    n,
-                    {
-                        **counts,
-                        "bits_up_mean": row["bits_up_mean"],
-                        "bits_down": row["bits_down"],
-                        "rounds_down": row["rounds_down"],
-                    },
-                )
-            )
+            prof = run.network
+            if prof.c_grad == "measured":  # the runner sets it from the run's final rate
+                prof = replace(prof, c_grad=0.0)
+            collective = prof.collective_of(run.method.collective)
+            row["time_sim"] = float(network.simulated_time(prof, collective, n, row))
             row["gamma"] = run.schedule(max(k - 1, 0))
             row["time"] = elapsed
             rows[r].append(row)

@@ -5,7 +5,10 @@ The alpha-beta model: a message of b bits over one link costs ``alpha + b / beta
 communication, by the collective the method uses:
 
 * compute: ``c_grad x`` the slowest worker's gradient-oracle calls this round (a sample
-  gradient is one call, a full local gradient m);
+  gradient is one call, a full local gradient m); ``c_grad=measured`` takes the run's own
+  stepping seconds per oracle call on this machine (the steps' wall time over the n workers'
+  calls, so it includes compression and bookkeeping), then the column depends on the
+  machine and is not reproducible bit for bit;
 * ``ps`` (parameter server: centralized compressed methods): the workers' messages
   b_i reach the server, ``alpha + max_i b_i / beta_up`` when it receives on separate links
   in parallel (``server=parallel``), ``alpha + sum_i b_i / beta_server`` when they share
@@ -69,7 +72,7 @@ class Profile:
     beta_server: float = math.inf
     server: str = "parallel"
     links: str = "parallel"
-    c_grad: float = 0.0
+    c_grad: float | str = 0.0  # seconds per oracle call, or "measured"
     collective: str = "auto"
 
     @classmethod
@@ -85,6 +88,8 @@ class Profile:
             raise ConfigError("network.server", f"unknown value {prof.server!r}", CENTRAL_LINKS)
         if prof.links not in CENTRAL_LINKS:
             raise ConfigError("network.links", f"unknown value {prof.links!r}", CENTRAL_LINKS)
+        if isinstance(prof.c_grad, str) and prof.c_grad != "measured":
+            raise ConfigError("network.c_grad", f"got {prof.c_grad!r}", ("a number >= 0", "measured"))
         if prof.collective not in COLLECTIVES:
             raise ConfigError("network.collective", f"unknown value {prof.collective!r}", COLLECTIVES)
         return prof
@@ -97,6 +102,12 @@ class Profile:
         return self.collective
 
 
+def measured_c_grad(step_seconds: float, calls_per_worker: float, n: int) -> float:
+    """Seconds per gradient-oracle call of a run on this machine: its stepping time over the
+    calls of its n workers (0 before any call)."""
+    return step_seconds / (calls_per_worker * n) if calls_per_worker > 0 else 0.0
+
+
 def simulated_time(
     prof: Profile,
     collective: str,
@@ -107,8 +118,10 @@ def simulated_time(
     :data:`COUNTS` plus ``bits_up_mean`` (mean cumulative uplink bits per worker),
     ``bits_down`` (cumulative broadcast bits) and ``rounds_down`` (rounds with a
     broadcast) to arrays of equal shape."""
-    c = {k: np.asarray(v, dtype=float) for k, v in counts.items()}
+    c = {k: np.asarray(counts[k], dtype=float) for k in (*COUNTS, "bits_up_mean", "bits_down", "rounds_down")}
     a = prof.alpha
+    if isinstance(prof.c_grad, str):
+        raise ValueError("c_grad=measured: pass the run's measured seconds per call (Profile.c_grad)")
     compute = prof.c_grad * c["calls_round_max"]
     total_up = n * c["bits_up_mean"]
     if collective == "ps":

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from efbench.datasets import load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import build_method
-from efbench.network import Profile
+from efbench.network import Profile, measured_c_grad, simulated_time
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
@@ -413,6 +413,16 @@ def _run_claimed(
                     n_workers=setup.problem.n,
                     collective=spec.network.collective_of(spec.method.collective),
                 )
+                comp = spec.method.compressor
+                if comp.kind == "unbiased":  # E||C(x) - x||^2 <= omega ||x||^2
+                    summ["compressor_omega"] = float(comp.omega(setup.problem.d))
+                if spec.network.c_grad == "measured":  # the run's own seconds per call, every round
+                    n = setup.problem.n
+                    measured = measured_c_grad(out.step_time, out.rows[-1]["epochs"] * setup.problem.m, n)
+                    summ["c_grad_measured"] = measured
+                    prof = replace(spec.network, c_grad=measured)
+                    for row in out.rows:
+                        row["time_sim"] = float(simulated_time(prof, summ["collective"], n, row))
                 final_summary(summ, out)
                 row = out.rows[-1]
                 log.info(

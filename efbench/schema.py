@@ -133,7 +133,7 @@ TOP: dict[str, Rule] = {
     "network.beta_server": Num(0, lo_open=True, null=True),
     "network.server": Choice("parallel", "shared"),
     "network.links": Choice("parallel", "shared"),
-    "network.c_grad": Num(0),
+    "network.c_grad": Rule("any", text="a number >= 0 or measured"),
     "network.collective": Choice("auto", "ps", "allreduce", "allgather"),
 }
 STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
@@ -340,6 +340,15 @@ def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
+def _c_grad(c: dict, choices: Mapping[str, str]) -> None:
+    v = c.get("network", {}).get("c_grad", 0.0)
+    if v == "measured":
+        return
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not (number and math.isfinite(v) and v >= 0):
+        raise ConfigError("network.c_grad", f"got {v!r}", ("a number >= 0", "measured"))
+
+
 def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
     """The rules the method and compressor classes hold: the compressor's parameters against
     the dataset's dimension (K <= d, from the dataset's known shape), the compressor kinds
@@ -370,4 +379,5 @@ CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _batch_within_m,
     _rows_enough,
     _topology_only_decentralized,
+    _c_grad,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,7 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
         "engine": summ.get("engine"),
         "n_workers": summ.get("n_workers"),
         "collective": summ.get("collective"),
+        "c_grad_measured": summ.get("c_grad_measured"),
         "error": summ.get("error"),
     }
     row["label"] = f"{row['method']} + {row['compressor']}"
@@ -147,12 +149,20 @@ def retime(trace: pd.DataFrame, runs: pd.DataFrame, network: str | Profile) -> n
     if missing:
         raise ConfigError("network", f"these traces predate simulated time (no {', '.join(missing)})")
     out = np.empty(len(trace))
-    keys = runs[["n_workers", "collective"]].astype(str).agg("|".join, axis=1)
-    for key, idx in keys.groupby(keys).groups.items():
-        n, method_collective = key.split("|")
+    for i, idx in trace.groupby(trace["run"].astype(str)).groups.items():
+        run = runs.loc[idx[0]]
+        prof_r = prof
+        if prof.c_grad == "measured":
+            measured = run.get("c_grad_measured")
+            if measured is None or pd.isna(measured):
+                raise ConfigError(
+                    "network.c_grad", f"run {i} has no measured c_grad (run it with c_grad=measured)"
+                )
+            prof_r = replace(prof, c_grad=float(measured))
         rows = trace.loc[idx]
         counts = {c: rows[c].to_numpy() for c in (*COUNTS, "bits_up_mean", "bits_down", "rounds_down")}
-        out[idx] = simulated_time(prof, prof.collective_of(method_collective), int(float(n)), counts)
+        collective = prof_r.collective_of(str(run["collective"]))
+        out[idx] = simulated_time(prof_r, collective, int(run["n_workers"]), counts)
     return out
 
 

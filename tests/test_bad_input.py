@@ -59,6 +59,7 @@ BAD = [
     ("network.alpha=-1", "network.alpha"),
     ("network.beta_up=0", "network.beta_up"),
     ("network.collective=gossip", "network.collective"),
+    ("network.c_grad=fast", "network.c_grad"),
     ("sampling.batch=0", "sampling.batch"),
     ("sampling.batch=1000", "sampling.batch"),
     ("dataset.n_workers=0", "dataset.n_workers"),

@@ -9,6 +9,7 @@ import pytest
 from test_cli import cfg_of, efbench
 
 from efbench.engine import Limits, execute
+from efbench.errors import ConfigError
 from efbench.methods import build_method
 from efbench.network import COUNTS, Profile, simulated_time
 from efbench.runner import build_setup, prepare_run, run
@@ -28,6 +29,7 @@ ROUNDS = dict(
     bits_down=64,
     rounds_down=1,
 )
+PROF_LAN = dict(alpha=1.3e-4, beta_up=1.4e9, beta_down=1.4e9, beta_server=1.4e9, c_grad=1e-6)
 PROF = dict(alpha=0.01, beta_up=100.0, beta_down=1000.0, beta_server=50.0, c_grad=0.5)
 
 
@@ -148,3 +150,30 @@ def test_collect_and_figures_take_a_network_from_the_command_line(tmp_path):
     assert (tmp_path / "fig" / "rel_gap_vs_time_sim.png").is_file()
     with pytest.raises(SystemExit, match="network.*no profile 'moon'"):
         collect_main([str(tmp_path), "--network", "moon"])
+
+
+def test_measured_compute_time_is_the_runs_own_rate(tmp_path):
+    """c_grad=measured: the run's stepping seconds per oracle call, applied to every round
+    and recorded, so re-timing under another network keeps it."""
+    s = run(cfg_of("network.c_grad=measured", "budget.iters=200"), tmp_path / "m")
+    calls = s["final"]["epochs"] * s["config"]["dataset"]["m"] * s["n_workers"]
+    assert s["c_grad_measured"] == pytest.approx(s["step_time"] / calls, rel=1e-12)
+    trace, runs = collect(tmp_path / "m")
+    measured = Profile(**{**PROF_LAN, "c_grad": s["c_grad_measured"]})
+    want = simulated_time(
+        measured,
+        "ps",
+        s["n_workers"],
+        {c: trace[c] for c in [*COUNTS, "bits_up_mean", "bits_down", "rounds_down"]},
+    )
+    np.testing.assert_allclose(trace["time_sim"], want, rtol=1e-12)
+    again, _ = collect(tmp_path / "m", network=Profile(**{**PROF_LAN, "c_grad": "measured"}))
+    np.testing.assert_allclose(again["time_sim"], trace["time_sim"], rtol=1e-12)
+    run(cfg_of("budget.iters=5"), tmp_path / "p")
+    with pytest.raises(ConfigError, match="network.c_grad.*no measured c_grad"):
+        collect(tmp_path / "p", network=Profile(c_grad="measured"))
+
+
+def test_unbiased_compressors_record_their_omega(tmp_path):
+    s = run(cfg_of("method=diana", "compressor=stochastic_sign", "budget.iters=5"), tmp_path)
+    assert s["compressor_omega"] == 30 - 1  # breast cancer: d = 30
