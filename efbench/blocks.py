@@ -373,6 +373,19 @@ def sample_dots(flat, indptr, indices, data, rows, x) -> np.ndarray:  # pragma: 
 
 
 @njit(cache=True)
+def mean_sq_norm(V: np.ndarray) -> float:  # pragma: no cover - compiled
+    """(1/n) sum_i ||V_i||^2 for V (n, d), summed row by row in order: the error-feedback
+    metric err2 (and the consensus distance), as both engines compute it."""
+    total = 0.0
+    for i in range(V.shape[0]):
+        row = 0.0
+        for j in range(V.shape[1]):
+            row += V[i, j] * V[i, j]
+        total += row
+    return total / V.shape[0]
+
+
+@njit(cache=True)
 def worker_mean(V: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """out = (1/n) sum_i V_i, summed in worker order as the compiled step sums messages."""
     out[:] = 0.0

@@ -3,10 +3,12 @@
 A single run is a batch of one. Each run has its own method object (its own compressor
 parameter, method scalars), stepsize schedule, starting point and random generator, so
 its trace does not depend on the batch it runs in: the numpy engine steps each run in
-turn; the compiled engine (:mod:`efbench.fused`) advances all runs from one log point to
-the next in one call, with per-run stepsizes, thresholds, K and refresh probabilities,
-and checks the bit and epoch budgets inside. Metrics are evaluated for all live runs at
-once (:meth:`efbench.problems.LogisticProblem.loss_grad_many`).
+turn, one log point at a time; the compiled engine (:mod:`efbench.fused`) advances all
+runs through any number of log points in one call (about CHUNK_SECONDS of steps), with
+per-run stepsizes, thresholds, K and refresh probabilities, checks the bit and epoch
+budgets inside and keeps each run's model and counts at each log point. Metrics are then
+evaluated for all those points at once (:meth:`efbench.problems.LogisticProblem.loss_grad_many`);
+a run diverged at a point ends there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 from efbench import network, signals
 from efbench.compressors import index_width
 from efbench.errors import ConfigError
-from efbench.fused import ec_advance
+from efbench.fused import SNAPSHOT_COLUMNS, ec_advance
 from efbench.methods import FusedSpec, Method, Round, State
 from efbench.network import Profile
 from efbench.problems import LogisticProblem
@@ -77,6 +80,24 @@ class Outcome:
     log_time: float = 0.0  # seconds evaluating and recording metrics: the batch's / its runs
 
 
+@dataclass
+class Point:
+    """A run's values at one log point: its model and its cumulative counts."""
+
+    step: int
+    x: np.ndarray
+    bits_sum: float  # uplink bits summed over the workers
+    bits_max: float  # the largest worker's uplink bits
+    nnz_sum: float
+    calls: float  # oracle calls per worker
+    net: np.ndarray  # (len(network.COUNTS),)
+    rounds: int
+    rounds_down: int
+    bits_down: float
+    skipped: float
+    measured: dict[str, float]
+
+
 class Counters:
     """Per-run cumulative counts of a batch: uplink bits and coordinates per worker (R, n),
     downlink bits, oracle calls per worker, skipped messages, rounds, rounds with a
@@ -110,6 +131,23 @@ class Counters:
         self.bits_down[r] += rnd.bits_down
         self.nnz[r] += rnd.nnz
         self.calls[r] += rnd.calls if np.isscalar(rnd.calls) else float(rnd.calls.mean())
+
+    def point(self, r: int, step: int, x: np.ndarray, measured: dict[str, float]) -> Point:
+        """Run r's counts now, with its model x and its method's measured metrics."""
+        return Point(
+            step,
+            x,
+            float(self.bits[r].sum()),
+            float(self.bits[r].max()),
+            float(self.nnz[r].sum()),
+            float(self.calls[r]),
+            self.net[r].copy(),
+            int(self.rounds[r]),
+            int(self.rounds_down[r]),
+            float(self.bits_down[r]),
+            float(self.skipped[r]),
+            measured,
+        )
 
     def over_budget(self, r: int, lim: Limits) -> bool:
         """Checked before each step, as the compiled step checks it (bits are integers, so the
@@ -164,44 +202,55 @@ def execute(
     t_start = time.perf_counter()
     log_time = 0.0
 
-    def record(which: list[int]) -> None:
+    def now(r: int) -> Point:
+        return counters.point(
+            r, int(steps[r]), states[r].x, runs[r].method.measure(problem, states[r], fstar)
+        )
+
+    def record(points: list[tuple[int, Point]]) -> None:
+        """Append a row for each (run, point), evaluating f and grad f at all points at once;
+        a run whose f is not finite or above diverge_factor f(x0) is diverged, and stops at
+        that point (rows after it are dropped, its steps end there)."""
         nonlocal log_time
         t0 = time.perf_counter()
-        X = np.stack([states[r].x for r in which])
+        X = np.stack([pt.x for _, pt in points])
         finite = np.all(np.isfinite(X), axis=1)
         f, G = problem.loss_grad_many(np.where(finite[:, None], X, 0.0))
+        f = np.where(finite, f, math.inf).tolist()
+        gn2 = np.where(finite, np.einsum("sd,sd->s", G, G), math.inf).tolist()
+        D = X - xstar
+        dist2 = np.einsum("sd,sd->s", D, D).tolist()
         elapsed = time.perf_counter() - t_start
-        for t, r in enumerate(which):
-            run, k = runs[r], int(steps[r])
-            ok = bool(finite[t])
-            gap = f[t] - fstar if ok else math.inf
+        for t, (r, pt) in enumerate(points):
+            if status[r] == "diverged":
+                continue
+            run, k = runs[r], pt.step
+            gap = f[t] - fstar
             row = {
                 "step": k,
-                "epochs": counters.calls[r] / m,
-                "f": float(f[t]) if ok else math.inf,
+                "epochs": pt.calls / m,
+                "f": f[t],
                 "gap": gap,
                 "rel_gap": gap / (f0[r] - fstar),
-                "grad_norm2": float(G[t] @ G[t]) if ok else math.inf,
-                "dist2": float(np.sum((X[t] - xstar) ** 2)),
-                "bits_up_mean": float(counters.bits[r].mean()),
-                "bits_up_max": float(counters.bits[r].max()),
-                "bits_down": float(counters.bits_down[r]),
-                "nnz_mean": float(counters.nnz[r].mean() / k) if k else 0.0,
+                "grad_norm2": gn2[t],
+                "dist2": dist2[t],
+                "bits_up_mean": pt.bits_sum / n,
+                "bits_up_max": pt.bits_max,
+                "bits_down": pt.bits_down,
+                "nnz_mean": pt.nnz_sum / n / k if k else 0.0,
             }
-            measured = run.method.measure(problem, states[r], fstar)
             for name in run.method.metrics:
                 if name == "skipped_frac":
-                    rounds = counters.rounds[r]
-                    row[name] = counters.skipped[r] / (rounds * n) if rounds else 0.0
+                    row[name] = pt.skipped / (pt.rounds * n) if pt.rounds else 0.0
                 else:
-                    row[name] = measured[name]
-            row.update(zip(network.COUNTS, counters.net[r].tolist(), strict=True))
-            row["rounds_down"] = float(counters.rounds_down[r])
+                    row[name] = pt.measured[name]
+            row.update(zip(network.COUNTS, pt.net.tolist(), strict=True))
+            row["rounds_down"] = float(pt.rounds_down)
             prof = run.network
             if prof.c_grad == "measured":  # the runner sets it from the run's final rate
                 prof = replace(prof, c_grad=0.0)
             collective = prof.collective_of(run.method.collective)
-            row["time_sim"] = float(network.simulated_time(prof, collective, n, row))
+            row["time_sim"] = network.simulated_time(prof, collective, n, row)
             row["gamma"] = run.schedule(max(k - 1, 0))
             row["time"] = elapsed
             rows[r].append(row)
@@ -209,9 +258,10 @@ def execute(
                 not math.isfinite(row["f"]) or row["f"] > lim.diverge_factor * f0[r]
             ):
                 status[r] = "diverged"
+                steps[r] = k
         log_time += time.perf_counter() - t0
 
-    record(live)
+    record([(r, now(r)) for r in live])
     bar = tqdm(
         total=None if math.isinf(lim.iters) else int(lim.iters) * R,
         disable=not progress,
@@ -226,21 +276,33 @@ def execute(
     stopped_by = None
     with signals.deferred() as pending, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while live and k < lim.iters:
-            T = int(min(at, lim.iters, k + chunk) - k)
+            # the compiled step runs to the chunk's end, keeping the log points on its way;
+            # the numpy engine stops at the next log point
+            T = int(min(lim.iters, k + chunk) - k if fused is not None else min(at, lim.iters, k + chunk) - k)
+            marks = []
+            while at <= k + T:
+                marks.append(at - k)
+                at = lim.next_log(at)
             t0 = time.perf_counter()
             if fused is not None:
-                took = fused.advance(live, T, rngs, counters, lim, step_time)
+                took, snaps = fused.advance(live, T, rngs, counters, lim, step_time, marks)
             else:
                 took = _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time)
             chunk = max(1, int(signals.CHUNK_SECONDS * T / max(time.perf_counter() - t0, 1e-9)))
             steps[live] += took
+            if fused is not None:
+                points = [
+                    (r, snaps(r, j, k))
+                    for t, r in enumerate(live)
+                    for j, mk in enumerate(marks)
+                    if mk <= took[t]
+                ]
+            else:
+                points = [(r, now(r)) for t, r in enumerate(live) if marks and took[t] == T]
             k += T
-            live = [r for r, t in zip(live, took, strict=True) if t == T]  # others hit a budget
-            if k == at and live:
-                record(live)
-                live = [r for r in live if status[r] == "completed"]
-            if k == at:
-                at = lim.next_log(k)
+            if points:
+                record(points)
+            live = [r for r, t in zip(live, took, strict=True) if t == T and status[r] == "completed"]
             bar.update(int(took.sum()))
             stopped_by = pending()
             if stopped_by is not None:
@@ -250,7 +312,7 @@ def execute(
     bar.close()
     last = [r for r in range(R) if rows[r][-1]["step"] != steps[r]]
     if last:
-        record(last)
+        record([(r, now(r)) for r in last])
     wall = time.perf_counter() - t_start
     name = "numpy" if fused is None else "numba"
     return [
@@ -322,8 +384,19 @@ class FusedBatch:
             )
 
     def advance(
-        self, live: list[int], T: int, rngs, counters: Counters, lim: Limits, step_time: np.ndarray
-    ) -> np.ndarray:
+        self,
+        live: list[int],
+        T: int,
+        rngs,
+        counters: Counters,
+        lim: Limits,
+        step_time: np.ndarray,
+        marks: list[int] = (),
+    ) -> tuple[np.ndarray, Callable[[int, int, int], Point]]:
+        """Up to T steps of the live runs in one compiled call, keeping each run's model and
+        counts after the steps ``marks`` (counted from this call's start): returns the steps
+        each live run took, and ``point(r, j, k)``, run r's :class:`Point` at mark j of a call
+        that started at step k."""
         p, s, n = self.p, self.spec, self.p.n
         R = self.X.shape[0]
         draws = np.zeros((R, T, n + self.coins))
@@ -334,6 +407,10 @@ class FusedBatch:
             draws[r] = rngs[r].random((T, n + self.coins))
             gammas[r] = self.schedules[r].values(int(counters.rounds[r]), T)
         steps = np.zeros(R, dtype=np.int64)
+        at = np.asarray(marks, dtype=np.int64)
+        SX = np.empty((R, at.size, self.X.shape[1]))
+        SC = np.empty((R, at.size, SNAPSHOT_COLUMNS))
+        before = counters.rounds.copy(), counters.rounds_down.copy(), counters.bits_down.copy()
         t0 = time.perf_counter()
         ec_advance(
             (p.flat, p.yflat, *self.csr, p.m, s.cdf, s.weights),
@@ -344,6 +421,7 @@ class FusedBatch:
             (s.comp, s.scaled, p.l2, s.float_bits, self.index_width, s.index_bits, s.lsvrg, s.coin),
             (float(lim.bits), float(lim.epochs)),
             (mask, counters.bits, counters.nnz, counters.calls, steps, counters.net),
+            (at, SX, SC),
         )
         elapsed = time.perf_counter() - t0
         counters.rounds += steps
@@ -351,4 +429,22 @@ class FusedBatch:
         counters.rounds_down += steps * (self.down > 0)
         if live:
             step_time[live] += elapsed / len(live)
-        return steps[live]
+
+        def point(r: int, j: int, k: int) -> Point:
+            c, mk = SC[r, j], int(at[j])
+            return Point(
+                k + mk,
+                SX[r, j],
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4 : 4 + len(network.COUNTS)],
+                int(before[0][r] + mk),
+                int(before[1][r] + mk * (self.down[r] > 0)),
+                float(before[2][r] + mk * self.down[r]),
+                0.0,
+                {"err2": c[-1]},
+            )
+
+        return steps[live], point

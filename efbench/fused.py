@@ -27,17 +27,22 @@ from efbench.blocks import (
     csr_worker_grad,
     dense_worker_grad,
     margin_coef,
+    mean_sq_norm,
     message_bits,
     sample_dot,
     sample_row,
 )
-from efbench.network import add_round
+from efbench.network import COUNTS, add_round
 
 NO_COIN, SHARED_COIN, WORKER_COINS = 0, 1, 2
+# a log point's counts (ec_advance's snaps): bits sum, bits max, nnz sum, calls, COUNTS, err2
+SNAPSHOT_COLUMNS = 4 + len(COUNTS) + 1
 
 
 @njit(cache=True)
-def _advance_run(r, data, state, draws, gammas, params, settings, budget, counters):  # pragma: no cover
+def _advance_run(
+    r, data, state, draws, gammas, params, settings, budget, counters, snaps
+):  # pragma: no cover
     """Run r of :func:`ec_advance`, with its own scratch arrays (runs go in parallel)."""
     flat, yflat, csr_indptr, csr_indices, csr_data, m, cdf, weights = data
     X, E, SNAP, SNAPG = state
@@ -45,6 +50,8 @@ def _advance_run(r, data, state, draws, gammas, params, settings, budget, counte
     comp, scaled, l2, float_bits, index_width, index_bits, lsvrg, coin = settings
     max_bits, max_epochs = budget
     live, bits, nnz, calls, steps, rounds = counters
+    marks, SX, SC = snaps
+    mark = 0
     n, d = E.shape[1], E.shape[2]
     T = draws.shape[1]
     vsum = np.empty(d)
@@ -133,10 +140,17 @@ def _advance_run(r, data, state, draws, gammas, params, settings, budget, counte
         for j in range(d):  # the order of blocks.worker_mean
             x[j] -= vsum[j] / n
         steps[r] += 1
+        if mark < marks.size and steps[r] == marks[mark]:  # a log point: keep x and the counts
+            SX[r, mark] = x
+            c = SC[r, mark]
+            c[0], c[1], c[2], c[3] = bits[r].sum(), bits[r].max(), nnz[r].sum(), calls[r]
+            c[4 : 4 + rounds.shape[1]] = rounds[r]
+            c[SNAPSHOT_COLUMNS - 1] = mean_sq_norm(E[r])
+            mark += 1
 
 
 @njit(cache=True, parallel=True)
-def ec_advance(data, state, draws, gammas, params, settings, budget, counters):  # pragma: no cover
+def ec_advance(data, state, draws, gammas, params, settings, budget, counters, snaps):  # pragma: no cover
     """Advance each run r of X (R, d), E (R, n, d) by up to T = draws.shape[1] steps, in place.
 
     ``data`` = (flat rows, labels, CSR indptr, indices, values (empty when dense), m,
@@ -150,7 +164,11 @@ def ec_advance(data, state, draws, gammas, params, settings, budget, counters): 
     reach ``max_bits`` or its epochs (oracle calls / m) reach ``max_epochs``, exactly as the
     numpy engine checks them; runs with ``live[r]`` false take no step. Counters ``bits``,
     ``nnz`` (R, n), ``calls`` (R,) and ``rounds`` (R, len(efbench.network.COUNTS)) are
-    cumulative; ``steps`` (R,) receives the steps each run took in this call.
+    cumulative; ``steps`` (R,) receives the steps each run took in this call. ``snaps`` =
+    (marks, SX, SC): after its marks[j]-th step of this call, run r keeps its model in
+    SX[r, j] and in SC[r, j] its bits summed and largest over the workers, coordinates sent,
+    oracle calls per worker, the rounds' network counts and err2 (the log points, kept
+    without leaving the compiled loop).
     """
     for r in prange(state[1].shape[0]):  # independent runs: the cores share them, bit for bit
-        _advance_run(r, data, state, draws, gammas, params, settings, budget, counters)
+        _advance_run(r, data, state, draws, gammas, params, settings, budget, counters, snaps)

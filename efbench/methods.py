@@ -261,8 +261,8 @@ FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD,
 
 
 def _mean_sq_norm(V: np.ndarray) -> float:
-    """(1/n) sum_i ||V_i||^2 for V (n, d)."""
-    return float(np.mean(np.einsum("nd,nd->n", V, V)))
+    """(1/n) sum_i ||V_i||^2 for V (n, d) (:func:`efbench.blocks.mean_sq_norm`)."""
+    return float(blocks.mean_sq_norm(np.ascontiguousarray(V)))
 
 
 def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:

@@ -35,9 +35,10 @@ other profile is recomputed from the trace alone (:func:`simulated_time`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 from numba import njit
 
 from efbench.errors import ConfigError
@@ -108,17 +109,12 @@ def measured_c_grad(step_seconds: float, calls_per_worker: float, n: int) -> flo
     return step_seconds / (calls_per_worker * n) if calls_per_worker > 0 else 0.0
 
 
-def simulated_time(
-    prof: Profile,
-    collective: str,
-    n: int,
-    counts: dict[str, np.ndarray],
-) -> np.ndarray:
+def simulated_time(prof: Profile, collective: str, n: int, counts: Mapping[str, Any]) -> Any:
     """Cumulative simulated seconds from cumulative counts: ``counts`` maps each name of
     :data:`COUNTS` plus ``bits_up_mean`` (mean cumulative uplink bits per worker),
     ``bits_down`` (cumulative broadcast bits) and ``rounds_down`` (rounds with a
     broadcast) to arrays of equal shape."""
-    c = {k: np.asarray(counts[k], dtype=float) for k in (*COUNTS, "bits_up_mean", "bits_down", "rounds_down")}
+    c = counts  # floats (one row, in the engine) or arrays (a trace, re-timed): the same arithmetic
     a = prof.alpha
     if isinstance(prof.c_grad, str):
         raise ValueError("c_grad=measured: pass the run's measured seconds per call (Profile.c_grad)")

@@ -276,6 +276,30 @@ def test_one_diverging_run_does_not_stop_the_others(engine, tmp_path):
     assert [s["status"] for s in out] == ["diverged", "completed"] and out[1]["steps"] == 200
 
 
+def test_divergence_inside_a_compiled_call_stops_at_the_same_log_point(tmp_path):
+    """The compiled step runs past several log points in one call; a run found diverged at
+    one of them ends there, with the trace the numpy engine (one call per log point) writes."""
+    traces, summaries = [], []
+    for engine in ("numpy", "numba"):
+        cfg = cfg_of(
+            "method=ec_sgd_us",
+            "compressor=identity",
+            "stepsize=constant",
+            "stepsize.gamma=3",
+            "budget.iters=400",
+            "log_every=3",
+            "diverge_factor=3",
+            f"engine={engine}",
+        )
+        summaries.append(run(cfg, tmp_path / engine))
+        traces.append(pd.read_parquet(tmp_path / engine / "trace.parquet").drop(columns="time"))
+    assert [s["status"] for s in summaries] == ["diverged", "diverged"]
+    # found at a log point inside the first compiled call (16 steps), which ran past it
+    assert summaries[0]["steps"] == summaries[1]["steps"] == traces[1]["step"].iloc[-1] < 16
+    assert summaries[1]["steps"] % 3 == 0
+    pd.testing.assert_frame_equal(traces[0], traces[1], check_exact=True)
+
+
 def test_seeds_list_and_separate_runs_resume_each_other(tmp_path):
     run(cfg_of("budget.iters=100", "seed=1"), tmp_path / "seed=1")
     out = run_seeds(cfg_of("budget.iters=100"), [0, 1], tmp_path)
