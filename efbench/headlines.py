@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from efbench.paper import first_reach, mean_curve
+from efbench.paper import first_reach, mean_curve, parse_run_options
 from efbench.plots import plot_curves, save
 from efbench.sweep import collect, profile
 
@@ -123,6 +123,13 @@ def tightest(table: pd.DataFrame, arms: tuple[str, ...]) -> float:
     rows = table.loc[[a for a in arms if a in table.index]]
     reached = [t for t in table.columns if len(rows) == len(arms) and np.isfinite(rows[t]).all()]
     return min(reached) if reached else math.nan
+
+
+def bits_section(trace: pd.DataFrame, out: Path, stem: str, title: str) -> tuple[pd.DataFrame, list[str]]:
+    """Draw the arms against bits (log x) and tabulate the bits each needs to each target."""
+    save(plot_curves(trace, x="bits_up_mean", hue="arm", title=title, logx=True), out / stem)
+    bits = passage_table(trace, "bits_up_mean")
+    return bits, ["Bits per worker to reach a relative gap:", "", shown(bits, "bits"), ""]
 
 
 def status_of(trace: pd.DataFrame, by: str = "arm") -> dict[str, str]:
@@ -234,19 +241,9 @@ def memsgd(out: Path) -> list[str]:
     if trace.empty:
         return ["(not run)"]
     save(
-        plot_curves(trace, x="bits_up_mean", hue="arm", title="Mem-SGD vs QSGD vs SGD", logx=True),
-        out / "memsgd_vs_bits",
-    )
-    save(
         plot_curves(trace, x="step", hue="arm", title="Mem-SGD vs QSGD vs SGD"), out / "memsgd_vs_iterations"
     )
-    bits = passage_table(trace, "bits_up_mean")
-    lines = [
-        "Bits per worker each arm needs to reach a relative gap (seed-mean curves):",
-        "",
-        shown(bits, "bits"),
-        "",
-    ]
+    bits, lines = bits_section(trace, out, "memsgd_vs_bits", "Mem-SGD vs QSGD vs SGD")
     t = tightest(bits, ("qsgd", "topk", "randk"))
     if math.isfinite(t):
         q, top, rnd = bits.loc["qsgd", t], bits.loc["topk", t], bits.loc["randk", t]
@@ -275,12 +272,8 @@ def three_pc(out: Path) -> list[str]:
     grid, _ = load(out, "3pc", 1)
     lines: list[str] = []
     if not trace.empty:
-        save(
-            plot_curves(trace, x="bits_up_mean", hue="arm", title="EF21 vs LAG vs CLAG", logx=True),
-            out / "3pc_vs_bits",
-        )
-        bits = passage_table(trace, "bits_up_mean")
-        lines += ["Bits per worker to reach a relative gap:", "", shown(bits, "bits"), ""]
+        bits, text = bits_section(trace, out, "3pc_vs_bits", "EF21 vs LAG vs CLAG")
+        lines += text
         t = tightest(bits, tuple(bits.index))
         if math.isfinite(t):
             best = bits[t].idxmin()
@@ -348,13 +341,8 @@ def sign(out: Path) -> list[str]:
     cx, _ = load(out, "sign", 1)
     lines: list[str] = []
     if not trace.empty:
-        save(
-            plot_curves(trace, x="bits_up_mean", hue="arm", title="sign-based methods", logx=True),
-            out / "sign_vs_bits",
-        )
-        bits = passage_table(trace, "bits_up_mean")
         status = status_of(trace)
-        lines += ["Bits per worker to reach a relative gap:", "", shown(bits, "bits"), ""]
+        lines += bits_section(trace, out, "sign_vs_bits", "sign-based methods")[1]
         for arm in sorted(status):
             final = mean_curve(trace[trace.arm == arm], "step")[1][-1]
             lines.append(f"- {arm}: {status[arm]}, final rel. gap {final:.3g}.")
@@ -402,12 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", default=list(HEADLINES), choices=HEADLINES)
     ap.add_argument("--quick", action="store_true", help="short runs, 2 seeds")
     ap.add_argument("--seeds", type=int, help="seeds per arm (default: 2 quick, 3 full)")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher) when > 1")
-    ap.add_argument("--report-only", action="store_true", help="redo figures and report from --out")
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (key=value)")
-    args = ap.parse_args(argv)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse_run_options(ap, argv)
     t0 = time.perf_counter()
     if not args.report_only:
         seeds = args.seeds or (2 if args.quick else 3)

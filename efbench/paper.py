@@ -273,6 +273,18 @@ def figures(out: Path, trace: pd.DataFrame) -> None:
             save(plot_curves(sub, x=x, title=title), out / name)
 
 
+def parse_run_options(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Path]:
+    """The options every experiment command shares (--jobs, --report-only, Hydra overrides),
+    parsed; returns the arguments and the created --out folder."""
+    ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher) when > 1")
+    ap.add_argument("--report-only", action="store_true", help="redo figures and report from --out")
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (key=value)")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the paper's three experiments, then write figures and report.md into --out."""
     ap = argparse.ArgumentParser(prog="efbench-paper", description=main.__doc__)
@@ -283,13 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         help="short runs, 2 seeds (minutes on 2 cores) instead of the full runs",
     )
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher) when > 1")
     ap.add_argument("--no-calibrate", action="store_true", help="use paper.<dataset>.ht_lam as is")
-    ap.add_argument("--report-only", action="store_true", help="redo figures and report from --out")
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (key=value)")
-    args = ap.parse_args(argv)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse_run_options(ap, argv)
     t0 = time.perf_counter()
     notes: list[str] = []
     if not args.report_only:
