@@ -96,6 +96,7 @@ class Point:
     bits_down: float
     skipped: float
     measured: dict[str, float]
+    time: float = math.nan  # wall seconds since the batch started, when the run was there
 
 
 class Counters:
@@ -203,9 +204,11 @@ def execute(
     log_time = 0.0
 
     def now(r: int) -> Point:
-        return counters.point(
-            r, int(steps[r]), states[r].x, runs[r].method.measure(problem, states[r], fstar)
+        pt = counters.point(
+            r, int(steps[r]), states[r].x.copy(), runs[r].method.measure(problem, states[r], fstar)
         )
+        pt.time = time.perf_counter() - t_start
+        return pt
 
     def record(points: list[tuple[int, Point]]) -> None:
         """Append a row for each (run, point), evaluating f and grad f at all points at once;
@@ -220,7 +223,6 @@ def execute(
         gn2 = np.where(finite, np.einsum("sd,sd->s", G, G), math.inf).tolist()
         D = X - xstar
         dist2 = np.einsum("sd,sd->s", D, D).tolist()
-        elapsed = time.perf_counter() - t_start
         for t, (r, pt) in enumerate(points):
             if status[r] == "diverged":
                 continue
@@ -252,7 +254,7 @@ def execute(
             collective = prof.collective_of(run.method.collective)
             row["time_sim"] = network.simulated_time(prof, collective, n, row)
             row["gamma"] = run.schedule(max(k - 1, 0))
-            row["time"] = elapsed
+            row["time"] = pt.time
             rows[r].append(row)
             if status[r] == "completed" and (
                 not math.isfinite(row["f"]) or row["f"] > lim.diverge_factor * f0[r]
@@ -261,7 +263,7 @@ def execute(
                 steps[r] = k
         log_time += time.perf_counter() - t0
 
-    record([(r, now(r)) for r in live])
+    waiting = [(r, now(r)) for r in live]  # step 0: evaluated with the first log points
     bar = tqdm(
         total=None if math.isinf(lim.iters) else int(lim.iters) * R,
         disable=not progress,
@@ -283,6 +285,8 @@ def execute(
             while at <= k + T:
                 marks.append(at - k)
                 at = lim.next_log(at)
+            if k + T == lim.iters and (not marks or marks[-1] != T):
+                marks.append(T)  # the last step: its row comes with the others
             t0 = time.perf_counter()
             if fused is not None:
                 took, snaps = fused.advance(live, T, rngs, counters, lim, step_time, marks)
@@ -297,11 +301,15 @@ def execute(
                     for j, mk in enumerate(marks)
                     if mk <= took[t]
                 ]
+                t1 = time.perf_counter()
+                for _, pt in points:  # the wall clock at a point inside the call, by its share of steps
+                    pt.time = t0 - t_start + (pt.step - k) / T * (t1 - t0)
             else:
                 points = [(r, now(r)) for t, r in enumerate(live) if marks and took[t] == T]
             k += T
-            if points:
-                record(points)
+            if points or waiting:
+                record(waiting + points)
+                waiting = []
             live = [r for r, t in zip(live, took, strict=True) if t == T and status[r] == "completed"]
             bar.update(int(took.sum()))
             stopped_by = pending()
@@ -310,6 +318,8 @@ def execute(
                     status[r] = "interrupted"
                 break
     bar.close()
+    if waiting:  # no step was taken
+        record(waiting)
     last = [r for r in range(R) if rows[r][-1]["step"] != steps[r]]
     if last:
         record([(r, now(r)) for r in last])
