@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from efbench.network import Profile
 from efbench.paper import first_reach, mean_curve, parse_run_options
 from efbench.plots import plot_curves, save
-from efbench.sweep import collect, profile
+from efbench.sweep import collect, profile, retime
 
 HEADLINES = ("squeeze", "memsgd", "3pc", "sign")
 PROFILES = ("lan", "lan_high_latency", "wan_slow")  # the slides' three networks
@@ -46,7 +47,6 @@ SWEEPS = {  # headline: (experiment, seeded) multiruns
     "3pc": [("glob(hl_3pc_*)", False), ("hl_grid_clag", False)],
     "sign": [("glob(hl_sign_*)", True), ("hl_counterexample", False)],
 }
-DECENTRALIZED = ("d_psgd", "dcd_psgd", "deep_squeeze")
 
 
 def run_sweep(exp: str, folder: Path, overrides: list[str], jobs: int) -> int:
@@ -75,15 +75,22 @@ def arms(trace: pd.DataFrame) -> pd.Series:
     return found.fillna(trace.get("label", trace["run"]).astype(str))
 
 
-def load(out: Path, name: str, part: int, network: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load(out: Path, name: str, part: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trace (with each row's ``arm``) and the runs of one of a headline's sweeps."""
     folder = out / name / str(part)
     if not folder.is_dir():
         return pd.DataFrame(), pd.DataFrame()
-    trace, runs = collect(folder, network=network)
+    trace, runs = collect(folder)
     if not trace.empty:
         trace["arm"] = arms(trace)
-        runs["arm"] = arms(runs)
     return trace, runs
+
+
+def retimed(trace: pd.DataFrame, runs: pd.DataFrame, network: str | Profile) -> pd.DataFrame:
+    """The trace with ``time_sim`` under another network (:func:`efbench.sweep.retime`, in
+    memory: the runs are read once)."""
+    owner = runs.set_index("run").loc[trace["run"]].reset_index()
+    return trace.assign(time_sim=retime(trace, owner, network))
 
 
 def target_of(trace: pd.DataFrame, x: str, by: str = "arm", y: str = "rel_gap") -> float:
@@ -152,10 +159,11 @@ def ratio(a: float, b: float) -> str:
 
 
 def squeeze(out: Path) -> list[str]:
-    trace, _ = load(out, "squeeze", 0)
+    trace, runs = load(out, "squeeze", 0)
     if trace.empty:
         return ["(not run)"]
-    timed = {p: load(out, "squeeze", 0, network=p)[0] for p in PROFILES}
+    timed = {p: retimed(trace, runs, p) for p in PROFILES}
+    gossip = set(runs.loc[runs["collective"] == "gossip", "run"])
     both = pd.concat([t.assign(network=p) for p, t in timed.items()], ignore_index=True)
     title = "SGD vs squeezed and decentralized (a9a, ring, n = 20)"
     save(plot_curves(trace, x="step", hue="arm", title=title, ytop=10), out / "squeeze_vs_iterations")
@@ -174,7 +182,7 @@ def squeeze(out: Path) -> list[str]:
             {
                 "arm": arm,
                 "status": status[arm],
-                "collective": "gossip" if sub["method"].iloc[0] in DECENTRALIZED else "central",
+                "collective": "gossip" if sub["run"].iloc[0] in gossip else "central",
                 "final rel. gap": mean_curve(sub, "step")[1][-1],
                 "iterations to target": its[arm],
                 **{f"seconds on {p}": secs[p][arm] for p in PROFILES},
@@ -203,12 +211,9 @@ def squeeze(out: Path) -> list[str]:
         )
     for p in PROFILES:  # what decides: the same runs re-timed with the latency term alone
         prof = profile(p)
-        latency_only = load(
-            out,
-            "squeeze",
-            0,
-            network=replace(prof, beta_up=math.inf, beta_down=math.inf, beta_server=math.inf, c_grad=0.0),
-        )[0]
+        latency_only = retimed(
+            trace, runs, replace(prof, beta_up=math.inf, beta_down=math.inf, beta_server=math.inf, c_grad=0.0)
+        )
         full, lat = timed[p].groupby("arm")["time_sim"].max(), latency_only.groupby("arm")["time_sim"].max()
         share = (lat / full).dropna()
         lines.append(
