@@ -114,6 +114,15 @@ class Compressor:
             return 0.0
         raise NotImplementedError(f"{type(self).__name__} is not unbiased")
 
+    def delta(self, d: int) -> float:
+        """Contraction constant: E||C(x) - x||^2 <= (1 - delta) ||x||^2 (the alpha of EF21).
+        An unbiased compressor counts as contractive after scaling by 1/(1 + omega)."""
+        if self.kind == "identity":
+            return 1.0
+        if self.kind == "unbiased":
+            return 1.0 / (1.0 + self.omega(d))
+        raise NotImplementedError(f"{type(self).__name__} has no contraction constant")
+
 
 @dataclass(kw_only=True)
 class Identity(Compressor):
@@ -135,6 +144,9 @@ class TopK(Compressor):
 
     def validate(self, d):
         _check_k(self.k, d)
+
+    def delta(self, d):
+        return self.k / d
 
     def compress(self, X, rng):
         return self._compiled(X, blocks.TOPK, k=int(self.k))
@@ -160,6 +172,9 @@ class RandK(Compressor):
         if not self.scaled:
             return super().omega(d)
         return d / self.k - 1.0
+
+    def delta(self, d):
+        return self.k / d  # unscaled: E||C(x) - x||^2 = (1 - K/d) ||x||^2; scaled: 1/(1 + omega)
 
     def compress(self, X, rng):
         n, d = X.shape
@@ -201,6 +216,9 @@ class HardThreshold(Compressor):
 class Sign(Compressor):
     """Scaled sign (||x||_1 / d) sign(x) (Karimireddy et al. 2019); contractive with
     ||C(x) - x||^2 = ||x||^2 - ||x||_1^2 / d."""
+
+    def delta(self, d):
+        return 1.0 / d  # ||x||_1^2 >= ||x||^2, tight at a basis vector
 
     def compress(self, X, rng):
         n, d = X.shape

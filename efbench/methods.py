@@ -8,6 +8,7 @@ aggregate (``float_bits * d`` downlink bits per round) unless a method says othe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -125,9 +126,11 @@ class Method:
         """How the compiled step runs this method, or why it cannot."""
         return self.unfused() or f"{self.name} has no compiled step"
 
-    def theory_factor(self, n: int, d: int) -> tuple[float, str]:
-        """Extra factor of the theory stepsize this method needs, with its formula."""
-        return 1.0, ""
+    def theory(self, constants: dict, base: tuple[float, str]) -> tuple[float, str]:
+        """The stepsize its paper's theory gives, with its formula, from the problem's
+        ``constants`` (L, mu, L_tilde, n, d, ...) and ``base``: the estimator's rule
+        (1/L for full gradients, 1/(L + L_S/(n tau)) for SGD; SPEC.md section 5)."""
+        return base
 
     def schedule(self, default: Schedule, constants: dict) -> Schedule:
         """The stepsize schedule: the configured one unless the method prescribes its own."""
@@ -260,6 +263,19 @@ def build_method(cfg: DictConfig, d: int) -> Method:
 FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}
 
 
+def ef21_gamma(constants: dict, alpha: float, zeta: float = 0.0) -> tuple[float, str]:
+    """The 3PC rule gamma = 1/(L + L_tilde sqrt(B/A)) (Richtarik et al. 2022, Theorem 5.5)
+    for EF21 / CLAG with a contractive compressor of constant alpha: A = theta = 1 -
+    sqrt(1 - alpha), B = max((1 - alpha)/theta, zeta) (zeta = 0: EF21's beta/theta)."""
+    L, Lt = constants["L"], constants["L_tilde"]
+    theta = 1.0 - math.sqrt(1.0 - alpha)
+    B = max((1.0 - alpha) / theta, zeta)
+    return 1.0 / (L + Lt * math.sqrt(B / theta)), (
+        f"1/(L + L_tilde sqrt(B/A)), A = 1 - sqrt(1 - alpha), B = max((1 - alpha)/A, zeta), "
+        f"alpha={alpha:.4g}, zeta={zeta:g}"
+    )
+
+
 def _mean_sq_norm(V: np.ndarray) -> float:
     """(1/n) sum_i ||V_i||^2 for V (n, d) (:func:`efbench.blocks.mean_sq_norm`)."""
     return float(blocks.mean_sq_norm(np.ascontiguousarray(V)))
@@ -279,6 +295,15 @@ class EF21(Method):
     """
 
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive")
+
+    def theory(self, constants, base):
+        """Theorem 1 of the paper: gamma = 1/(L + L_tilde sqrt(beta/theta)), theta = 1 -
+        sqrt(1 - alpha), beta = (1 - alpha)/theta, alpha = delta of the compressor
+        (full gradients; for EF21-SGD the paper's rule needs the variance, so the estimator's
+        rule stays)."""
+        if self.estimator.get("kind", "full") != "full":
+            return base
+        return ef21_gamma(constants, self.compressor.delta(constants["d"]))
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
@@ -315,6 +340,11 @@ class CLAG(Method):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("method.zeta", self.zeta, allow_zero=True)
+
+    def theory(self, constants, base):
+        """The 3PC rule (:func:`ef21_gamma`) with CLAG's B = max((1 - alpha)/A, zeta); LAG
+        (identity, alpha = 1) has A = 1, B = zeta."""
+        return ef21_gamma(constants, self.compressor.delta(constants["d"]), self.zeta)
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
@@ -381,9 +411,9 @@ class DIANA(Method):
     def info(self, state):
         return {"alpha": state.extra["alpha"], "omega": state.extra["omega"]}
 
-    def theory_factor(self, n, d):
-        omega = self.compressor.omega(d)
-        return 1.0 / (1.0 + 2.0 * omega / n), "/(1 + 2 omega/n)"
+    def theory(self, constants, base):
+        omega = self.compressor.omega(constants["d"])
+        return base[0] / (1.0 + 2.0 * omega / constants["n"]), base[1] + "/(1 + 2 omega/n)"
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)

@@ -230,6 +230,7 @@ class LogisticProblem:
             "L_IS": float(Lbar.max()),
             "L_i_max": float(L_i.max()),
             "L_i_mean": float(L_i.mean()),
+            "L_tilde": float(np.sqrt(np.mean(L_i**2))),  # EF21's sqrt((1/n) sum_i L_i^2)
             "Lbar_i_min": float(Lbar.min()),
             "Lbar_i_mean": float(Lbar.mean()),
         }
@@ -385,6 +386,7 @@ class QuadraticProblem(LogisticProblem):
             "L_IS": float(L_i.max()),
             "L_i_max": float(L_i.max()),
             "L_i_mean": float(L_i.mean()),
+            "L_tilde": float(np.sqrt(np.mean(L_i**2))),  # EF21's sqrt((1/n) sum_i L_i^2)
             "Lbar_i_min": float(L_i.min()),
             "Lbar_i_mean": float(L_i.mean()),
         }

@@ -195,7 +195,7 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
             OmegaConf.to_container(cfg.stepsize, resolve=True),
             constants,
             method.estimator,
-            method.theory_factor(p.n, p.d),
+            lambda base: method.theory(constants, base),
         ),
         constants,
     )

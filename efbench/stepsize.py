@@ -12,6 +12,7 @@ A ``multiplier`` scales every rule.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,18 +58,22 @@ def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
 
 
 def make_schedule(
-    cfg: dict, constants: dict, estimator: dict, theory_factor: tuple[float, str] = (1.0, "")
+    cfg: dict,
+    constants: dict,
+    estimator: dict,
+    theory: Callable[[tuple[float, str]], tuple[float, str]] | None = None,
 ) -> Schedule:
-    """Build the stepsize schedule from the ``stepsize`` config block; ``theory_factor``
-    is a method's extra factor on the theory rule (DIANA: 1/(1 + 2 omega/n))."""
+    """Build the stepsize schedule from the ``stepsize`` config block; ``theory`` maps the
+    estimator's theory rule to the method's own (``Method.theory``: DIANA divides it by
+    1 + 2 omega/n, EF21 and MARINA have rules of their own)."""
     rule = cfg.get("rule")
     check_choice("stepsize.rule", rule, RULES)
     mult = check_positive("stepsize.multiplier", cfg.get("multiplier", 1.0))
 
     def base(which: object) -> tuple[float, str]:
         if which == "theory":
-            g, formula = theory_gamma(constants, estimator)
-            return g * theory_factor[0], formula + theory_factor[1]
+            base = theory_gamma(constants, estimator)
+            return base if theory is None else theory(base)
         if which == "reference":
             return 1.0 / constants["L"], "1/L"
         key = "stepsize.gamma" if rule == "constant" else "stepsize.base"

@@ -128,7 +128,7 @@ def test_dcd_psgd_identity_equals_d_psgd(setup):
 )
 def test_converges_to_optimum_with_compression_on_heterogeneous_workers(setup, method):
     p, fs, c = setup
-    gamma = 0.5 / c["L"] * (method.theory_factor(p.n, p.d)[0])
+    gamma = 0.5 * method.theory(c, (1.0 / c["L"], "1/L"))[0]
     traj, rounds, _ = trajectory(method, p, gamma, 8000)
     assert p.loss(traj[-1]) - fs < 1e-10
 
@@ -265,3 +265,21 @@ def test_comparison_experiments_compose():
         assert (
             compose("config", overrides=["+experiment=compare_w8a_ef21_topk"]).method.estimator.kind == "sgd"
         )
+
+
+def test_theory_stepsizes_of_the_3pc_rule():
+    """EF21 (Theorem 1): 1/(L + L_tilde sqrt(beta/theta)); LAG: A = 1, B = zeta;
+    CLAG: B = max(beta, zeta); DIANA divides the estimator's rule by 1 + 2 omega/n."""
+    c = {"L": 2.0, "L_tilde": 3.0, "d": 4, "n": 5}
+    theta = 1 - np.sqrt(0.75)  # Top-1 of d = 4: alpha = 1/4
+    beta = 0.75 / theta
+    ef21 = EF21(name="ef21", compressor=TopK(k=1)).theory(c, (1.0, "1/L"))[0]
+    assert ef21 == pytest.approx(1 / (2 + 3 * np.sqrt(beta / theta)), rel=1e-12)
+    lag = LAG(name="lag", zeta=4.0).theory(c, (1.0, "1/L"))[0]
+    assert lag == pytest.approx(1 / (2 + 3 * 2.0), rel=1e-12)
+    clag_small = CLAG(name="clag", zeta=1.0, compressor=TopK(k=1)).theory(c, (1.0, ""))[0]
+    clag_big = CLAG(name="clag", zeta=100.0, compressor=TopK(k=1)).theory(c, (1.0, ""))[0]
+    assert clag_small == pytest.approx(ef21, rel=1e-12)  # zeta below beta: EF21's rule
+    assert clag_big == pytest.approx(1 / (2 + 3 * np.sqrt(100 / theta)), rel=1e-12)
+    diana = DIANA(name="diana", estimator=FULL, compressor=RandK(k=1, scaled=True))
+    assert diana.theory(c, (0.5, "1/L"))[0] == pytest.approx(0.5 / (1 + 2 * 3 / 5))
