@@ -14,12 +14,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from efbench import blocks
 from efbench.compressors import Compressor, HardThreshold, Identity, Sign, TopK
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.estimators import LSVRG, make_estimator
+from efbench.participation import Participation
 from efbench.problems import LogisticProblem
 from efbench.stepsize import Schedule
 from efbench.topology import mixing_matrix, spectral_gap
@@ -86,14 +87,22 @@ class Method:
     name: str
     estimator: dict = field(default_factory=lambda: {"kind": "full"})
     compressor: Compressor = field(default_factory=Identity)
+    participation: Participation = field(default_factory=Participation)
     ec_form: str = "scaled"
     compressed: ClassVar[bool] = True
+    partial: ClassVar[bool] = False  # its analysis covers partial participation
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased", "absolute")
 
     def __post_init__(self) -> None:
         check_choice("method.ec_form", self.ec_form, EC_FORMS)
         if not self.compressed:
             self.compressor = Identity(float_bits=self.compressor.float_bits)
+        if not (self.participation.full or self.partial):
+            raise ConfigError(
+                "participation",
+                f"the analysis of method {self.name!r} does not cover partial participation",
+                ("full",),
+            )
         if self.compressor.kind not in self.accepts:
             raise ConfigError(
                 "compressor",
@@ -250,14 +259,22 @@ class ErrorCompensated(Method):
         )
 
 
-def build_method(cfg: DictConfig, d: int) -> Method:
-    """The method of a run's config, with its compressor checked against the dimension d."""
+def build_method(cfg: DictConfig, d: int, n: int | None = None) -> Method:
+    """The method of a run's config, with its compressor checked against the dimension d
+    and its participation against the n workers (when known)."""
     comp: Compressor = instantiate(
         cfg.compressor, float_bits=cfg.bits.float_bits, index_bits=cfg.bits.index_bits
     )
     comp.validate(d)
+    part = (
+        Participation(**OmegaConf.to_container(cfg.participation))
+        if "participation" in cfg
+        else Participation()
+    )
+    if n is not None:
+        part.check(n)
     # partial, then call: a dataclass passed through instantiate would become a DictConfig
-    return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp)
+    return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp, participation=part)
 
 
 FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}

@@ -185,7 +185,7 @@ def initial_point(cfg: DictConfig, setup: Setup) -> np.ndarray:
 def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
     """Build one run's method, schedule and start (its settings are validated: schema)."""
     p = setup.problem
-    method = build_method(cfg, p.d)
+    method = build_method(cfg, p.d, p.n)
     constants = setup.constants
     sampling = method.estimator.get("sampling", "uniform")
     if method.estimator.get("kind", "full") != "full" and sampling not in BUILTIN_SAMPLINGS:

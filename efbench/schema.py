@@ -135,6 +135,9 @@ TOP: dict[str, Rule] = {
     "network.links": Choice("parallel", "shared"),
     "network.c_grad": Rule("any", text="a number >= 0 or measured"),
     "network.collective": Choice("auto", "ps", "allreduce", "allgather"),
+    "participation.kind": Choice("full", "nice", "independent"),
+    "participation.size": Int(1, null=True),
+    "participation.p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
 }
 STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
     "theory": {"multiplier": POSITIVE},
@@ -246,7 +249,7 @@ def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
         if not isinstance(target, str):
             raise ConfigError(f"{group}._target_", "must name a class")
     rules["compressor"] = _fields(comp["_target_"], "compressor", ("float_bits", "index_bits"))
-    rules["method"] = _fields(method["_target_"], "method", ("compressor",))
+    rules["method"] = _fields(method["_target_"], "method", ("compressor", "participation"))
     # the sampling group before the method, whose estimator takes its values by interpolation
     order = sorted((k for k in c if k not in NOT_KEYS), key=lambda k: k != "sampling")
     _check_tree("", {k: c[k] for k in order}, rules)
@@ -359,7 +362,7 @@ def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
     _, d = _shape(c["dataset"])
     if d is None:  # a file the loader will refuse, naming dataset.name
         return
-    method = build_method(cfg, d)
+    method = build_method(cfg, d, c["dataset"]["n_workers"])
     chosen = _chose(choices, "compressor")
     if isinstance(method, EFSignSGD) and chosen not in (None, "sign"):
         raise ConfigError(
