@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -67,11 +67,11 @@ class Limits:
 
 @dataclass
 class Outcome:
-    """What a run produced: its status, steps, trace rows and timings."""
+    """What a run produced: its status, steps, trace (as columns) and timings."""
 
     status: str
     steps: int
-    rows: list[dict[str, float]]
+    columns: dict[str, np.ndarray]  # the trace: one array per column, a value per log point
     step_time: float
     wall: float
     engine: str
@@ -79,24 +79,54 @@ class Outcome:
     stopped_by: int | None = None  # the signal that interrupted the batch
     log_time: float = 0.0  # seconds evaluating and recording metrics: the batch's / its runs
 
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        """The trace as one dict per log point."""
+        names = list(self.columns)
+        values = zip(*(self.columns[c].tolist() for c in names), strict=True)
+        return [dict(zip(names, v, strict=True)) for v in values]
+
+    def last(self) -> dict[str, float]:
+        """The last log point's values."""
+        return {name: col[-1].item() for name, col in self.columns.items()}
+
+    def __len__(self) -> int:
+        return len(self.columns["step"])
+
 
 @dataclass
-class Point:
-    """A run's values at one log point: its model and its cumulative counts."""
+class Points:
+    """Log points of the runs of a batch, as columns: each point's run, step, model and
+    cumulative counts (one entry per point; ``net`` and ``X`` have a row per point)."""
 
-    step: int
-    x: np.ndarray
-    bits_sum: float  # uplink bits summed over the workers
-    bits_max: float  # the largest worker's uplink bits
-    nnz_sum: float
-    calls: float  # oracle calls per worker
-    net: np.ndarray  # (len(network.COUNTS),)
-    rounds: int
-    rounds_down: int
-    bits_down: float
-    skipped: float
-    measured: dict[str, float]
-    time: float = math.nan  # wall seconds since the batch started, when the run was there
+    run: np.ndarray  # (S,) index of the point's run in the batch
+    step: np.ndarray  # (S,) int64
+    X: np.ndarray  # (S, d) the run's model there
+    bits_sum: np.ndarray  # uplink bits summed over the workers
+    bits_max: np.ndarray  # the largest worker's uplink bits
+    nnz_sum: np.ndarray
+    calls: np.ndarray  # oracle calls per worker
+    net: np.ndarray  # (S, len(network.COUNTS))
+    rounds: np.ndarray
+    rounds_down: np.ndarray
+    bits_down: np.ndarray
+    skipped: np.ndarray
+    measured: dict[str, np.ndarray]  # the method's measured metrics
+    time: np.ndarray  # wall seconds since the batch started, when the run was there
+
+    @staticmethod
+    def concat(parts: list[Points]) -> Points:
+        """The points of ``parts`` in order (they share their measured metrics' names)."""
+        return Points(
+            **{
+                f.name: (
+                    {k: np.concatenate([p.measured[k] for p in parts]) for k in parts[0].measured}
+                    if f.name == "measured"
+                    else np.concatenate([getattr(p, f.name) for p in parts])
+                )
+                for f in fields(Points)
+            }
+        )
 
 
 class Counters:
@@ -133,27 +163,34 @@ class Counters:
         self.nnz[r] += rnd.nnz
         self.calls[r] += rnd.calls if np.isscalar(rnd.calls) else float(rnd.calls.mean())
 
-    def point(self, r: int, step: int, x: np.ndarray, measured: dict[str, float]) -> Point:
+    def point(self, r: int, step: int, x: np.ndarray, measured: dict[str, float], time: float) -> Points:
         """Run r's counts now, with its model x and its method's measured metrics."""
-        return Point(
-            step,
-            x,
-            float(self.bits[r].sum()),
-            float(self.bits[r].max()),
-            float(self.nnz[r].sum()),
-            float(self.calls[r]),
-            self.net[r].copy(),
-            int(self.rounds[r]),
-            int(self.rounds_down[r]),
-            float(self.bits_down[r]),
-            float(self.skipped[r]),
-            measured,
+        one = _column_of_one
+        return Points(
+            np.array([r]),
+            np.array([step], dtype=np.int64),
+            x[None].copy(),
+            one(self.bits[r].sum()),
+            one(self.bits[r].max()),
+            one(self.nnz[r].sum()),
+            one(self.calls[r]),
+            self.net[r][None].copy(),
+            one(self.rounds[r]),
+            one(self.rounds_down[r]),
+            one(self.bits_down[r]),
+            one(self.skipped[r]),
+            {k: one(v) for k, v in measured.items()},
+            one(time),
         )
 
     def over_budget(self, r: int, lim: Limits) -> bool:
         """Checked before each step, as the compiled step checks it (bits are integers, so the
         mean is exact in any summation order)."""
         return self.bits[r].sum() / self.n >= lim.bits or self.calls[r] / self.m >= lim.epochs
+
+
+def _column_of_one(v: float) -> np.ndarray:
+    return np.array([v], dtype=np.float64)
 
 
 def choose_engine(engine: str, runs: list[RunSpec], problem: LogisticProblem) -> list[FusedSpec] | None:
@@ -195,7 +232,7 @@ def execute(
     fused = None if specs is None else FusedBatch(problem, specs, runs, states)
     counters = Counters(R, n, m)
     f0 = np.array([problem.loss(r.x0) for r in runs])
-    rows: list[list[dict[str, float]]] = [[] for _ in runs]
+    traces: list[list[dict[str, np.ndarray]]] = [[] for _ in runs]  # column blocks per run
     status = ["completed"] * R
     steps = np.zeros(R, dtype=np.int64)
     step_time = np.zeros(R)
@@ -203,67 +240,65 @@ def execute(
     t_start = time.perf_counter()
     log_time = 0.0
 
-    def now(r: int) -> Point:
-        pt = counters.point(
-            r, int(steps[r]), states[r].x.copy(), runs[r].method.measure(problem, states[r], fstar)
-        )
-        pt.time = time.perf_counter() - t_start
-        return pt
+    def now(r: int) -> Points:
+        measured = runs[r].method.measure(problem, states[r], fstar)
+        return counters.point(r, int(steps[r]), states[r].x, measured, time.perf_counter() - t_start)
 
-    def record(points: list[tuple[int, Point]]) -> None:
-        """Append a row for each (run, point), evaluating f and grad f at all points at once;
-        a run whose f is not finite or above diverge_factor f(x0) is diverged, and stops at
-        that point (rows after it are dropped, its steps end there)."""
+    def record(pts: Points) -> None:
+        """Append a row for each point, evaluating f and grad f at all points at once; a run
+        whose f is not finite or above diverge_factor f(x0) is diverged, and stops at that
+        point (rows after it are dropped, its steps end there). The rows are built as
+        columns over all points, then cut per run."""
         nonlocal log_time
         t0 = time.perf_counter()
-        X = np.stack([pt.x for _, pt in points])
-        finite = np.all(np.isfinite(X), axis=1)
-        f, G = problem.loss_grad_many(np.where(finite[:, None], X, 0.0))
-        f = np.where(finite, f, math.inf).tolist()
-        gn2 = np.where(finite, np.einsum("sd,sd->s", G, G), math.inf).tolist()
-        D = X - xstar
-        dist2 = np.einsum("sd,sd->s", D, D).tolist()
-        for t, (r, pt) in enumerate(points):
+        finite = np.all(np.isfinite(pts.X), axis=1)
+        f, G = problem.loss_grad_many(np.where(finite[:, None], pts.X, 0.0))
+        f = np.where(finite, f, math.inf)
+        gap = f - fstar
+        D = pts.X - xstar
+        k = pts.step
+        common = {
+            "step": k,
+            "epochs": pts.calls / m,
+            "f": f,
+            "gap": gap,
+            "rel_gap": gap / (f0[pts.run] - fstar),
+            "grad_norm2": np.where(finite, np.einsum("sd,sd->s", G, G), math.inf),
+            "dist2": np.einsum("sd,sd->s", D, D),
+            "bits_up_mean": pts.bits_sum / n,
+            "bits_up_max": pts.bits_max,
+            "bits_down": pts.bits_down,
+            "nnz_mean": np.divide(pts.nnz_sum / n, k, out=np.zeros(k.size), where=k > 0),
+        }
+        skipped_frac = np.divide(pts.skipped, pts.rounds * n, out=np.zeros(k.size), where=pts.rounds > 0)
+        counts = dict(zip(network.COUNTS, pts.net.T, strict=True))
+        for r in dict.fromkeys(pts.run.tolist()):  # each run's points, in order
             if status[r] == "diverged":
                 continue
-            run, k = runs[r], pt.step
-            gap = f[t] - fstar
-            row = {
-                "step": k,
-                "epochs": pt.calls / m,
-                "f": f[t],
-                "gap": gap,
-                "rel_gap": gap / (f0[r] - fstar),
-                "grad_norm2": gn2[t],
-                "dist2": dist2[t],
-                "bits_up_mean": pt.bits_sum / n,
-                "bits_up_max": pt.bits_max,
-                "bits_down": pt.bits_down,
-                "nnz_mean": pt.nnz_sum / n / k if k else 0.0,
-            }
+            idx = np.flatnonzero(pts.run == r)
+            bad = ~np.isfinite(f[idx]) | (f[idx] > lim.diverge_factor * f0[r])
+            if status[r] == "completed" and bad.any():
+                idx = idx[: int(np.argmax(bad)) + 1]
+                status[r] = "diverged"
+                steps[r] = k[idx[-1]]
+            run = runs[r]
+            cols = {name: v[idx] for name, v in common.items()}
             for name in run.method.metrics:
-                if name == "skipped_frac":
-                    row[name] = pt.skipped / (pt.rounds * n) if pt.rounds else 0.0
-                else:
-                    row[name] = pt.measured[name]
-            row.update(zip(network.COUNTS, pt.net.tolist(), strict=True))
-            row["rounds_down"] = float(pt.rounds_down)
+                cols[name] = (skipped_frac if name == "skipped_frac" else pts.measured[name])[idx]
+            cols.update((name, v[idx]) for name, v in counts.items())
+            cols["rounds_down"] = pts.rounds_down[idx]
             prof = run.network
             if prof.c_grad == "measured":  # the runner sets it from the run's final rate
                 prof = replace(prof, c_grad=0.0)
-            collective = prof.collective_of(run.method.collective)
-            row["time_sim"] = network.simulated_time(prof, collective, n, row)
-            row["gamma"] = run.schedule(max(k - 1, 0))
-            row["time"] = pt.time
-            rows[r].append(row)
-            if status[r] == "completed" and (
-                not math.isfinite(row["f"]) or row["f"] > lim.diverge_factor * f0[r]
-            ):
-                status[r] = "diverged"
-                steps[r] = k
+            cols["time_sim"] = network.simulated_time(
+                prof, prof.collective_of(run.method.collective), n, cols
+            )
+            cols["gamma"] = run.schedule.at(np.maximum(k[idx] - 1, 0))
+            cols["time"] = pts.time[idx]
+            traces[r].append(cols)
         log_time += time.perf_counter() - t0
 
-    waiting = [(r, now(r)) for r in live]  # step 0: evaluated with the first log points
+    waiting = [now(r) for r in live]  # step 0: evaluated with the first log points
     bar = tqdm(
         total=None if math.isinf(lim.iters) else int(lim.iters) * R,
         disable=not progress,
@@ -295,20 +330,13 @@ def execute(
             chunk = max(1, int(signals.CHUNK_SECONDS * T / max(time.perf_counter() - t0, 1e-9)))
             steps[live] += took
             if fused is not None:
-                points = [
-                    (r, snaps(r, j, k))
-                    for t, r in enumerate(live)
-                    for j, mk in enumerate(marks)
-                    if mk <= took[t]
-                ]
-                t1 = time.perf_counter()
-                for _, pt in points:  # the wall clock at a point inside the call, by its share of steps
-                    pt.time = t0 - t_start + (pt.step - k) / T * (t1 - t0)
+                # the wall clock at a point inside the call, by its share of the call's steps
+                points = [snaps(k, t0 - t_start, time.perf_counter() - t0)]
             else:
-                points = [(r, now(r)) for t, r in enumerate(live) if marks and took[t] == T]
+                points = [now(r) for t, r in enumerate(live) if marks and took[t] == T]
             k += T
-            if points or waiting:
-                record(waiting + points)
+            if waiting or any(p.run.size for p in points):
+                record(Points.concat(waiting + points))
                 waiting = []
             live = [r for r, t in zip(live, took, strict=True) if t == T and status[r] == "completed"]
             bar.update(int(took.sum()))
@@ -319,17 +347,17 @@ def execute(
                 break
     bar.close()
     if waiting:  # no step was taken
-        record(waiting)
-    last = [r for r in range(R) if rows[r][-1]["step"] != steps[r]]
+        record(Points.concat(waiting))
+    last = [r for r in range(R) if traces[r][-1]["step"][-1] != steps[r]]
     if last:
-        record([(r, now(r)) for r in last])
+        record(Points.concat([now(r) for r in last]))
     wall = time.perf_counter() - t_start
     name = "numpy" if fused is None else "numba"
     return [
         Outcome(
             status[r],
             int(steps[r]),
-            rows[r],
+            {name: np.concatenate([block[name] for block in traces[r]]) for name in traces[r][0]},
             float(step_time[r]),
             wall,
             name,
@@ -402,11 +430,11 @@ class FusedBatch:
         lim: Limits,
         step_time: np.ndarray,
         marks: list[int] = (),
-    ) -> tuple[np.ndarray, Callable[[int, int, int], Point]]:
+    ) -> tuple[np.ndarray, Callable[[int, float, float], Points]]:
         """Up to T steps of the live runs in one compiled call, keeping each run's model and
         counts after the steps ``marks`` (counted from this call's start): returns the steps
-        each live run took, and ``point(r, j, k)``, run r's :class:`Point` at mark j of a call
-        that started at step k."""
+        each live run took, and ``points(k, start, duration)``: the :class:`Points` the live
+        runs reached (see there)."""
         p, s, n = self.p, self.spec, self.p.n
         R = self.X.shape[0]
         draws = np.zeros((R, T, n + self.coins))
@@ -440,21 +468,30 @@ class FusedBatch:
         if live:
             step_time[live] += elapsed / len(live)
 
-        def point(r: int, j: int, k: int) -> Point:
-            c, mk = SC[r, j], int(at[j])
-            return Point(
+        took = steps[live]
+
+        def points(k: int, start: float, duration: float) -> Points:
+            """The live runs' points at the marks they reached, for a call that started at
+            step k, ``start`` seconds into the batch, and took ``duration`` seconds."""
+            t, j = np.nonzero(at[None, :] <= took[:, None])  # by run, then mark
+            r = np.asarray(live, dtype=np.int64)[t]
+            mk = at[j]
+            c = SC[r, j]
+            return Points(
+                r,
                 k + mk,
                 SX[r, j],
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4 : 4 + len(network.COUNTS)],
-                int(before[0][r] + mk),
-                int(before[1][r] + mk * (self.down[r] > 0)),
-                float(before[2][r] + mk * self.down[r]),
-                0.0,
-                {"err2": c[-1]},
+                c[:, 0],
+                c[:, 1],
+                c[:, 2],
+                c[:, 3],
+                c[:, 4 : 4 + len(network.COUNTS)],
+                (before[0][r] + mk).astype(np.float64),
+                (before[1][r] + mk * (self.down[r] > 0)).astype(np.float64),
+                (before[2][r] + mk * self.down[r]).astype(np.float64),
+                np.zeros(r.size),
+                {"err2": c[:, -1]},
+                start + mk / T * duration,
             )
 
-        return steps[live], point
+        return took, points

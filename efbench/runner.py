@@ -244,9 +244,9 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
 
 
 def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
-    row = out.rows[-1]
+    row = out.last()
     summary.update(
-        trace_rows=len(out.rows),
+        trace_rows=len(out),
         status=out.status,
         steps=out.steps,
         engine=out.engine,
@@ -413,18 +413,21 @@ def _run_claimed(
                     n_workers=setup.problem.n,
                     collective=spec.network.collective_of(spec.method.collective),
                 )
-                comp = spec.method.compressor
-                if comp.kind == "unbiased":  # E||C(x) - x||^2 <= omega ||x||^2
-                    summ["compressor_omega"] = float(comp.omega(setup.problem.d))
+                comp, d = spec.method.compressor, setup.problem.d
+                if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
+                    summ["compressor_omega"] = float(comp.omega(d))
+                if comp.kind in ("contractive", "identity"):  # E||C(x) - x||^2 <= (1 - delta) ||x||^2
+                    summ["compressor_delta"] = float(comp.delta(d))
+                if comp.kind == "absolute":  # ||C(x) - x||^2 <= Delta^2
+                    summ["compressor_Delta"] = float(comp.Delta(d))
                 if spec.network.c_grad == "measured":  # the run's own seconds per call, every round
                     n = setup.problem.n
-                    measured = measured_c_grad(out.step_time, out.rows[-1]["epochs"] * setup.problem.m, n)
+                    measured = measured_c_grad(out.step_time, out.last()["epochs"] * setup.problem.m, n)
                     summ["c_grad_measured"] = measured
                     prof = replace(spec.network, c_grad=measured)
-                    for row in out.rows:
-                        row["time_sim"] = float(simulated_time(prof, summ["collective"], n, row))
+                    out.columns["time_sim"] = simulated_time(prof, summ["collective"], n, out.columns)
                 final_summary(summ, out)
-                row = out.rows[-1]
+                row = out.last()
                 log.info(
                     "%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s stepping, "
                     "%.0f it/s wall)",
@@ -437,7 +440,7 @@ def _run_claimed(
                     summ["wall_iters_per_sec"],
                 )
                 buf = io.BytesIO()
-                pd.DataFrame(out.rows).to_parquet(buf, index=False)
+                pd.DataFrame(out.columns).to_parquet(buf, index=False)
                 results.commit(dirs[i], buf.getvalue(), summ)
         stop = outs[0].stopped_by or pending()
         if stop is not None:

@@ -36,13 +36,16 @@ class Schedule:
         t = 1.0 + k / self.k0
         return self.gamma0 / (t if self.decay == "inv" else math.sqrt(t))
 
-    def values(self, k: int, count: int) -> np.ndarray:
-        """gamma_k, ..., gamma_{k+count-1}: the same floating-point operations as ``__call__``
-        (the compiled step takes a block of them)."""
+    def at(self, ks: np.ndarray) -> np.ndarray:
+        """gamma_k for each k of ``ks``: the same floating-point operations as ``__call__``."""
         if self.decay is None:
-            return np.full(count, self.gamma0)
-        t = 1.0 + np.arange(k, k + count, dtype=np.float64) / self.k0
+            return np.full(np.shape(ks), self.gamma0)
+        t = 1.0 + np.asarray(ks, dtype=np.float64) / self.k0
         return self.gamma0 / (t if self.decay == "inv" else np.sqrt(t))
+
+    def values(self, k: int, count: int) -> np.ndarray:
+        """gamma_k, ..., gamma_{k+count-1} (the compiled step takes a block of them)."""
+        return self.at(np.arange(k, k + count))
 
 
 def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
