@@ -33,6 +33,7 @@ from efbench.errors import ConfigError, EfbenchError, check_choice, check_positi
 from efbench.methods import build_method
 from efbench.network import Profile, measured_c_grad, simulated_time
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
+from efbench.provenance import provenance
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
 from efbench.stepsize import make_schedule
@@ -240,7 +241,13 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
     if "sampling" in choices:
         est = config.get("method", {}).get("estimator", {})
         choices["sampling"] = est.get("sampling", "none") if est.get("kind", "full") != "full" else "none"
-    return {"status": "running", "config_hash": chash, "choices": choices, "config": config}
+    return {
+        "status": "running",
+        "config_hash": chash,
+        "choices": choices,
+        "config": config,
+        "provenance": provenance(),
+    }
 
 
 def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
