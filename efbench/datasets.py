@@ -3,9 +3,14 @@
 LIBSVM binary-classification files are fetched from the LIBSVM site (with pooch, which
 verifies the sha256 and shows a progress bar) or read from a local mirror directory
 (``data.mirror`` or the ``EFBENCH_DATA_MIRROR`` environment variable) holding
-``<name>.bz2`` or ``<name>``. Every file is checked against its published row count,
-feature count and label counts; the parsed matrix is cached as ``data/<name>.npz``,
-written atomically so an interrupted run never leaves a half-written cache.
+``<name>.bz2`` or ``<name>``. Every file of the table :data:`LIBSVM_FILES` is checked
+against its published row and feature counts, and its label counts and sha256 where they
+are known; any other binary LIBSVM file in the mirror loads too, its shape read from the
+file itself (logged as unverified). The parsed sparse matrix is cached as
+``data/<name>.npz``, written atomically so an interrupted run never leaves a half-written
+cache. Worker data are dense (:class:`efbench.problems.LogisticProblem`): a split whose
+dense arrays would exceed ``EFBENCH_MAX_DENSE_GB`` (default 4) is refused before any file
+is read (:func:`check_memory`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import bz2
 import hashlib
 import io
+import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -27,19 +34,28 @@ from efbench.results import atomic_write_bytes
 LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/"
 MIRROR_ENV = "EFBENCH_DATA_MIRROR"
 DATA_DIR_ENV = "EFBENCH_DATA_DIR"
+MAX_DENSE_ENV = "EFBENCH_MAX_DENSE_GB"
+MAX_DENSE_GB = 4.0  # the dense data a run may build, unless $EFBENCH_MAX_DENSE_GB says otherwise
 SPLITS = ("shuffle", "file", "label_sorted", "dirichlet")
+
+log = logging.getLogger("efbench")
 
 
 @dataclass(frozen=True)
 class LibsvmFile:
-    """What a genuine LIBSVM file must contain (published counts, sha256 of the text)."""
+    """What a genuine LIBSVM file must contain: the published rows and features, the number
+    of +1 labels after mapping (None: not published, so not checked) and the sha256 of the
+    text (None: not published). ``remote`` is its file name on the LIBSVM site. ``dense``:
+    nearly every entry is nonzero, so parsing the whole file takes rows x features x 8
+    bytes or more. A file not in the table has rows and features None: read from it."""
 
     name: str
     remote: str
-    rows: int
-    features: int
-    positives: int
+    rows: int | None
+    features: int | None
+    positives: int | None
     sha256: str | None
+    dense: bool = False
 
 
 LIBSVM_FILES = {
@@ -84,10 +100,60 @@ LIBSVM_FILES = {
         395,
         "eb54c45f1bdb51286f803dd092eb8202b44637a858fc6c4e533a2d64a0d94b4e",
     ),
-    # The LIBSVM site ships gisette only compressed; its text hash is not published,
-    # so rows, features and the balanced labels are what is verified.
-    "gisette_scale": LibsvmFile("gisette_scale", "gisette_scale.bz2", 6000, 5000, 3000, None),
+    # The LIBSVM site ships gisette only compressed; its text hash is not published, so
+    # rows, features and the balanced labels of the NIPS 2003 feature selection challenge
+    # (Guyon et al. 2004: gisette and madelon have as many +1 as -1 training labels) are
+    # what is verified.
+    "gisette_scale": LibsvmFile("gisette_scale", "gisette_scale.bz2", 6000, 5000, 3000, None, dense=True),
+    "madelon": LibsvmFile("madelon", "madelon", 2000, 500, 1000, None, dense=True),
+    # Rows and features as the LIBSVM page publishes them; their label counts and text
+    # hashes are not published, so only the shape is verified.
+    "ijcnn1": LibsvmFile("ijcnn1", "ijcnn1.bz2", 49990, 22, None, None),
+    "real-sim": LibsvmFile("real-sim", "real-sim.bz2", 72309, 20958, None, None),
+    "rcv1": LibsvmFile("rcv1", "rcv1_train.binary.bz2", 20242, 47236, None, None),  # rcv1.binary
+    "epsilon": LibsvmFile("epsilon", "epsilon_normalized.bz2", 400000, 2000, None, None, dense=True),
 }
+
+
+def libsvm_spec(name: str) -> LibsvmFile:
+    """The table's entry for ``name``, or an unverified one whose shape the file gives."""
+    return LIBSVM_FILES.get(name) or LibsvmFile(name, name, None, None, None, None)
+
+
+def max_dense_bytes() -> float:
+    """The limit on dense data: $EFBENCH_MAX_DENSE_GB gigabytes (default MAX_DENSE_GB)."""
+    raw = os.environ.get(MAX_DENSE_ENV)
+    try:
+        gb = MAX_DENSE_GB if raw is None else float(raw)
+    except ValueError:
+        gb = math.nan
+    if not gb > 0:
+        raise ConfigError("dataset", f"${MAX_DENSE_ENV}={raw!r} is not a number of gigabytes > 0")
+    return gb * 1e9
+
+
+def check_memory(name: str, n: int, m: int, d: int, whole_rows: int | None = None) -> None:
+    """Refuse, naming ``dataset``, data that would not fit: the workers' rows become one
+    dense float64 array (n, m, d) (:class:`efbench.problems.LogisticProblem`: n m d 8
+    bytes), and a dense file or synthetic matrix is built whole first (``whole_rows`` x d x
+    8 bytes or more). Checked before any file is read."""
+    limit = max_dense_bytes()
+    need = 8.0 * n * m * d
+    if need > limit:
+        fit = int(limit // (8 * n * d))
+        raise ConfigError(
+            "dataset",
+            f"{name} as dense worker data (n, m, d) = ({n}, {m}, {d}) needs {need / 1e9:.1f} GB, over "
+            f"the {limit / 1e9:g} GB limit (${MAX_DENSE_ENV}); efbench keeps worker data dense",
+            f"dataset.m <= {fit} with n_workers={n}" if fit else f"at most {limit / 1e9:g} GB",
+        )
+    whole = 8.0 * (whole_rows or 0) * d
+    if whole > limit:
+        raise ConfigError(
+            "dataset",
+            f"{name} is built whole before it is split, {whole_rows} x {d} dense values: "
+            f"{whole / 1e9:.1f} GB or more, over the {limit / 1e9:g} GB limit (${MAX_DENSE_ENV})",
+        )
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -129,16 +195,21 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
                 f"data.mirror={mirror!r} is not a directory "
                 f"(set data.mirror or ${MIRROR_ENV} to a folder holding {spec.name}.bz2)"
             )
-        for cand in (mdir / f"{spec.name}.bz2", mdir / spec.name, mdir / spec.remote):
+        names = dict.fromkeys((f"{spec.name}.bz2", spec.name, spec.remote, spec.remote.removesuffix(".bz2")))
+        for cand in (mdir / name for name in names):
             if cand.is_file():
                 text = _decompress(cand.read_bytes(), str(cand))
                 expected = spec.sha256 or _mirror_sums(mdir).get(spec.name)
                 return _check_sha(text, expected, str(cand)), str(cand)
+        if spec.rows is None:
+            raise _unlisted(spec.name, f"nor in the mirror {mdir} (looked for {', '.join(names)})")
         raise DataError(
             f"dataset {spec.name!r} is not in the mirror {mdir} "
-            f"(looked for {spec.name}.bz2 and {spec.name}); "
+            f"(looked for {', '.join(names)}); "
             f"unset data.mirror/${MIRROR_ENV} to download it"
         )
+    if spec.rows is None:
+        raise _unlisted(spec.name, f"and no mirror is set (data.mirror or ${MIRROR_ENV})")
     import pooch  # deferred: only real downloads need it
 
     url = LIBSVM_URL + spec.remote
@@ -158,6 +229,14 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
     return _check_sha(text, spec.sha256, path), path
 
 
+def _unlisted(name: str, where: str) -> ConfigError:
+    return ConfigError(
+        "dataset.libsvm_name",
+        f"{name!r} is not in efbench's table of LIBSVM files, {where}",
+        f"{', '.join(LIBSVM_FILES)}, or any binary LIBSVM file <name>[.bz2] in the mirror",
+    )
+
+
 def _check_sha(text: bytes, expected: str | None, origin: str) -> bytes:
     if expected is not None:
         got = hashlib.sha256(text).hexdigest()
@@ -169,7 +248,9 @@ def _check_sha(text: bytes, expected: str | None, origin: str) -> bytes:
 
 
 def parse_libsvm(text: bytes, spec: LibsvmFile, origin: str) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Parse LIBSVM text and verify rows, features and labels against ``spec``."""
+    """Parse LIBSVM text, labels mapped to {-1, +1} (the larger of the two is +1), and verify
+    rows, features and labels against ``spec`` where it knows them. A file not in the table
+    (rows None) has as many features as its largest index."""
     from sklearn.datasets import load_svmlight_file
 
     try:
@@ -181,42 +262,63 @@ def parse_libsvm(text: bytes, spec: LibsvmFile, origin: str) -> tuple[sp.csr_mat
         raise DataError(f"{origin}: a binary dataset has two labels, found {labels.tolist()}")
     y = np.where(y == labels[1], 1.0, -1.0)  # {-1, +1}, {0, 1}, {1, 2}: the larger is +1
     n_pos = int((y > 0).sum())
-    if X.shape != (spec.rows, spec.features) or n_pos != spec.positives:
+    if spec.rows is not None and (
+        X.shape != (spec.rows, spec.features) or spec.positives not in (None, n_pos)
+    ):
+        expected = f"{spec.rows} x {spec.features}"
+        if spec.positives is not None:
+            expected += f" with {spec.positives}"
         raise DataError(
             f"{origin} is corrupt or truncated: got {X.shape[0]} rows x {X.shape[1]} features "
-            f"with {n_pos} positive labels, expected {spec.rows} x {spec.features} "
-            f"with {spec.positives}"
+            f"with {n_pos} positive labels, expected {expected}"
         )
     return X.tocsr(), y.astype(np.float64)
 
 
-def load_libsvm(name: str, data_dir: str | Path, mirror: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load a LIBSVM dataset as a dense (rows, features) matrix and labels in {-1, +1}.
+def load_libsvm(
+    name: str, data_dir: str | Path, mirror: str | None = None
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Load a binary LIBSVM dataset: a sparse (rows, features) matrix and labels in {-1, +1}.
 
     Order of look-up: the parsed cache ``<data_dir>/<name>.npz``; else the mirror when
-    given; else a download into ``<data_dir>/raw``.
+    given; else a download into ``<data_dir>/raw`` (names in :data:`LIBSVM_FILES` only).
+    A name not in the table loads from the mirror, its shape and labels read from the
+    file and logged as unverified.
     """
-    check_choice("dataset.name", name, LIBSVM_FILES)
-    spec = LIBSVM_FILES[name]
+    spec = libsvm_spec(name)
     data_dir = Path(data_dir).expanduser()
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(
             "data.dir", f"{data_dir} is not a directory", "a folder for downloads and the cache"
         )
     cache = data_dir / f"{name}.npz"
+    X = None
     if cache.is_file():
         try:
             with np.load(cache) as z:
-                X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(spec.rows, spec.features))
+                shape = tuple(int(v) for v in z["shape"]) if "shape" in z else (spec.rows, spec.features)
+                X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
                 y = z["y"]
-            if y.shape == (spec.rows,) and int((y > 0).sum()) == spec.positives:
-                return X.toarray(), y
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # a damaged cache is rebuilt from the source below
-    text, origin = _fetch_text(spec, data_dir, mirror)
-    X, y = parse_libsvm(text, spec, origin)
-    save_npz(cache, data=X.data, indices=X.indices, indptr=X.indptr, y=y)
-    return X.toarray(), y
+            known = spec.rows is None or shape == (spec.rows, spec.features)
+            if not (known and y.shape == (shape[0],) and spec.positives in (None, int((y > 0).sum()))):
+                X = None
+            origin = str(cache)
+        except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile):
+            X = None  # a damaged cache is rebuilt from the source below
+    if X is None:
+        text, origin = _fetch_text(spec, data_dir, mirror)
+        X, y = parse_libsvm(text, spec, origin)
+        save_npz(cache, data=X.data, indices=X.indices, indptr=X.indptr, y=y, shape=np.array(X.shape))
+    if spec.rows is None:
+        log.warning(
+            "dataset %s is not in efbench's table of LIBSVM files: %d rows x %d features (its largest "
+            "index) and %d +1 labels, as read from %s, not verified against published counts",
+            name,
+            *X.shape,
+            int((y > 0).sum()),
+            origin,
+        )
+    return X, y
 
 
 BREAST_CANCER_ROWS, BREAST_CANCER_FEATURES = 569, 30  # scikit-learn's Wisconsin breast cancer data
@@ -246,24 +348,35 @@ def make_synthetic(
     return X, np.where(margin >= 0, 1.0, -1.0)
 
 
-def load_dataset(cfg) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source)."""
+def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
+    """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source),
+    refused (:func:`check_memory`) before anything is read when its dense worker data would
+    not fit; a LIBSVM file not in the table, as soon as its shape is known."""
     source = cfg.dataset.source
     check_choice("dataset.source", source, ("libsvm", "sklearn", "synthetic"))
+    n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     if source == "libsvm":
+        name = cfg.dataset.libsvm_name
+        spec = libsvm_spec(name)
+        if spec.features is not None:
+            check_memory(name, n, m, spec.features, spec.rows if spec.dense else None)
         data_dir = cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data"
         mirror = cfg.data.mirror or os.environ.get(MIRROR_ENV) or None
-        return load_libsvm(cfg.dataset.libsvm_name, data_dir, mirror)
+        X, y = load_libsvm(name, data_dir, mirror)
+        check_memory(name, n, m, X.shape[1])
+        return X, y
     if source == "sklearn":
         return load_breast_cancer_scaled()
     s = cfg.dataset.synthetic
+    check_memory(cfg.dataset.name, n, m, int(s.features), int(s.rows))
     return make_synthetic(int(s.rows), int(s.features), int(s.seed), float(s.density))
 
 
 def partition(
     X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffle", seed: int = 0, alpha: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split rows into n workers of m rows each: arrays A (n, m, d) and labels (n, m).
+    """Split rows into n workers of m rows each: dense arrays A (n, m, d) and labels (n, m);
+    X may be sparse (only the rows taken are densified).
 
     ``shuffle``: a seeded permutation, first n*m rows, worker i gets block i (SPEC.md 1).
     ``file``: file order (LIBSVM files are not randomly ordered, so workers differ).
@@ -300,4 +413,6 @@ def partition(
             chosen += [pools[0].pop() for _ in range(want_pos)]
             chosen += [pools[1].pop() for _ in range(m - want_pos)]
         rows = np.asarray(chosen)
-    return X[rows].reshape(n, m, d), y[rows].reshape(n, m)
+    A = X[rows]
+    A = A.toarray() if sp.issparse(A) else A
+    return A.reshape(n, m, d), y[rows].reshape(n, m)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,20 +213,36 @@ class LogisticProblem:
         return self._rmatvec(s * (1 - s) * self._matvec(v)) / self.yflat.size + self.l2 * v
 
     # ---- constants ------------------------------------------------------------------
+    def regularizer_curvature(self) -> float:
+        """The largest eigenvalue of the regularizer's Hessian: l2 (of l2/2 ||x||^2)."""
+        return self.l2
+
+    def strong_convexity(self) -> float:
+        """mu: l2 (0 with l2 = 0: convex, not strongly)."""
+        return self.l2
+
+    def sample_smoothness(self) -> np.ndarray:
+        """L_ij = ||a_ij||^2 / 4 + the regularizer's curvature, (n, m): the smoothness of
+        each sample's loss (what importance sampling weighs rows by)."""
+        return self.row_norm2 / 4 + self.regularizer_curvature()
+
     def constants(self) -> dict[str, float]:
-        """SPEC.md constants: L, mu, L_US = max L_ij, L_IS = max Lbar_i, max/mean L_i."""
-        L_ij = self.row_norm2 / 4 + self.l2
+        """SPEC.md constants: L, mu, L_US = max L_ij, L_IS = max Lbar_i, max/mean L_i,
+        L_tilde; kappa = L/mu (inf for mu = 0, NaN where mu does not exist)."""
+        reg = self.regularizer_curvature()
+        L_ij = self.sample_smoothness()
         Lbar = L_ij.mean(axis=1)
-        L_i = self.worker_smoothness + self.l2
-        L = self.data_smoothness + self.l2
+        L_i = self.worker_smoothness + reg
+        L = self.data_smoothness + reg
+        mu = self.strong_convexity()
         return {
             "n": self.n,
             "m": self.m,
             "d": self.d,
             "l2": self.l2,
             "L": L,
-            "mu": self.l2,
-            "kappa": L / self.l2,
+            "mu": mu,
+            "kappa": L / mu if mu > 0 else (math.inf if mu == 0 else math.nan),
             "L_US": float(L_ij.max()),
             "L_IS": float(Lbar.max()),
             "L_i_max": float(L_i.max()),

@@ -32,6 +32,7 @@ from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import build_method
 from efbench.network import Profile, measured_c_grad, simulated_time
+from efbench.nonconvex import NonconvexLogisticProblem, optimum_without_mu
 from efbench.problems import LogisticProblem, QuadraticProblem, load_spectra, optimum
 from efbench.provenance import provenance
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
@@ -64,6 +65,7 @@ BATCHABLE = (
 X0_CHOICES = ("zero", "shift")
 SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
 L2_MODES = ("relative", "absolute")
+REGULARIZERS = ("l2", "nonconvex")
 
 
 @dataclass
@@ -90,11 +92,20 @@ def keep_large_allocations_on_heap() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
 
 
+# keys added after results existed, hashed only when set to something else than the value
+# that reproduces the earlier behaviour, so finished runs keep their hash and resume
+NEUTRAL = {"participation": {"kind": "full"}, "problem.regularizer": "l2", "problem.lam_nc": 0.1}
+
+
 def _hash_without(cfg: DictConfig, keys: tuple[str, ...]) -> str:
-    """Hash of the resolved config without Hydra's own node and the dotted ``keys``."""
+    """Hash of the resolved config without Hydra's own node, the dotted ``keys`` and the
+    NEUTRAL keys at their neutral value."""
     c = OmegaConf.to_container(cfg, resolve=True)
     c.pop("hydra", None)
-    for key in keys:
+    neutral = [k for k, v in NEUTRAL.items() if OmegaConf.select(cfg, k, default=None) == v]
+    if c.get("problem", {}).get("regularizer", "l2") == "l2":  # lam_nc is unused then
+        neutral.append("problem.lam_nc")
+    for key in (*keys, *neutral):
         *head, last = key.split(".")
         node = c
         for h in head:
@@ -146,7 +157,13 @@ def _build_setup(cfg: DictConfig) -> Setup:
     X, y = load_dataset(cfg)
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
-    problem = LogisticProblem(A, Y, 0.0)
+    regularizer = cfg.problem.regularizer
+    check_choice("problem.regularizer", regularizer, REGULARIZERS)
+    if regularizer == "nonconvex":
+        lam = check_positive("problem.lam_nc", cfg.problem.lam_nc)
+        problem = NonconvexLogisticProblem(A, Y, 0.0, lam=lam)
+    else:
+        problem = LogisticProblem(A, Y, 0.0)
     t1 = time.perf_counter()
     log.info(
         "data: %s, %d workers x %d rows x %d features, %s, in %.2f s",
@@ -159,13 +176,26 @@ def _build_setup(cfg: DictConfig) -> Setup:
     )
     cache = Path(cfg.data.dir or "data") / "cache" if cfg.dataset.source == "libsvm" else None
     load_spectra(problem, cache)
+    if regularizer == "nonconvex":  # no x*, no f*: gap, rel_gap and dist2 are NaN, grad_norm2 is the metric
+        constants = {**problem.constants(), "f_star": math.nan}
+        log.info(
+            "problem: logistic loss + lam_nc sum_j x_j^2/(1 + x_j^2), lam_nc=%g (problem.l2 unused): "
+            "nonconvex, no mu, x* and f* unknown (gap, rel_gap, dist2 are NaN; see grad_norm2)",
+            problem.lam,
+        )
+        return Setup(problem, constants, np.full(problem.d, math.nan), math.nan)
     mode = cfg.problem.l2_mode
     check_choice("problem.l2_mode", mode, L2_MODES)
-    l2 = check_positive("problem.l2", cfg.problem.l2, allow_zero=False)
+    l2 = check_positive("problem.l2", cfg.problem.l2, allow_zero=True)
     problem.l2 = l2 * problem.data_smoothness if mode == "relative" else l2
+    # l2 = 0: convex, mu = 0 (kappa = inf), and x* may not exist (efbench.nonconvex)
     constants = problem.constants()
     t2 = time.perf_counter()
-    xstar, fstar = optimum(problem, cache)
+    if problem.l2 > 0:
+        xstar, fstar = optimum(problem, cache)
+    else:
+        xstar, fstar, what = optimum_without_mu(problem, cache)
+        log.info("x*: %s", what)
     constants["f_star"] = fstar
     log.info(
         "constants in %.2f s, x* in %.2f s%s",
@@ -180,6 +210,8 @@ def initial_point(cfg: DictConfig, setup: Setup) -> np.ndarray:
     check_choice("x0", cfg.x0, X0_CHOICES)
     if cfg.x0 == "zero":
         return np.zeros(setup.problem.d)
+    if not np.all(np.isfinite(setup.xstar)):
+        raise ConfigError("x0", "shift starts from x* + x0_shift, and this problem has no x*", ("zero",))
     return setup.xstar + float(cfg.dataset.x0_shift)
 
 
@@ -424,7 +456,7 @@ def _run_claimed(
                 if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
                     summ["compressor_omega"] = float(comp.omega(d))
                 if comp.kind in ("contractive", "identity"):  # E||C(x) - x||^2 <= (1 - delta) ||x||^2
-                    summ["compressor_delta"] = float(comp.delta(d))
+                    summ["compressor_delta"] = float(comp.contraction(d))
                 if comp.kind == "absolute":  # ||C(x) - x||^2 <= Delta^2
                     summ["compressor_Delta"] = float(comp.Delta(d))
                 if spec.network.c_grad == "measured":  # the run's own seconds per call, every round
@@ -436,12 +468,13 @@ def _run_claimed(
                 final_summary(summ, out)
                 row = out.last()
                 log.info(
-                    "%s after %d steps: f-f*=%.3e  rel=%.3e  bits/worker=%.4g  (%.0f it/s stepping, "
-                    "%.0f it/s wall)",
+                    "%s after %d steps: f-f*=%.3e  rel=%.3e  ||grad||^2=%.3e  bits/worker=%.4g  "
+                    "(%.0f it/s stepping, %.0f it/s wall)",
                     out.status,
                     out.steps,
                     row["gap"],
                     row["rel_gap"],
+                    row["grad_norm2"],
                     row["bits_up_mean"],
                     summ["iters_per_sec"],
                     summ["wall_iters_per_sec"],

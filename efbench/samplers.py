@@ -27,11 +27,12 @@ class Sampling:
         raise NotImplementedError
 
     def smoothness(self, problem: LogisticProblem) -> float:
-        """L_S = max_ij L_ij / (m p_ij), L_ij = ||a_ij||^2 / 4 + l2: the expected-smoothness
-        constant of the SGD estimator with this sampling (Gower et al. 2019, single-element
-        sampling), which the theory stepsize 1/(L + L_S/(n tau)) takes."""
+        """L_S = max_ij L_ij / (m p_ij), L_ij the smoothness of sample j of worker i
+        (``problem.sample_smoothness``): the expected-smoothness constant of the SGD estimator
+        with this sampling (Gower et al. 2019, single-element sampling), which the theory
+        stepsize 1/(L + L_S/(n tau)) takes."""
         p = self.probabilities(problem)
-        L_ij = problem.row_norm2 / 4 + problem.l2
+        L_ij = problem.sample_smoothness()
         return float(L_ij.max() if p is None else (L_ij / (problem.m * p)).max())
 
 
@@ -51,7 +52,7 @@ class Importance(Sampling):
     name = "importance"
 
     def probabilities(self, problem):
-        L_ij = problem.row_norm2 / 4 + problem.l2
+        L_ij = problem.sample_smoothness()
         return L_ij / L_ij.sum(axis=1, keepdims=True)
 
 

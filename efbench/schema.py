@@ -105,6 +105,8 @@ TOP: dict[str, Rule] = {
     "engine": Choice("auto", "numpy", "numba"),
     "problem.l2": Num(0),
     "problem.l2_mode": Choice("relative", "absolute"),
+    "problem.regularizer": Choice("l2", "nonconvex"),
+    "problem.lam_nc": POSITIVE,
     "bits.float_bits": Choice(16, 32, 64),
     "bits.index_bits": BOOL,
     "data.dir": STR,
@@ -170,6 +172,20 @@ FIELD_RANGES = {
     "s": Int(1),
     "lam": Num(0),
     "delta": POSITIVE,
+    "consensus_step": Rule("num", lo=0, lo_open=True, null=True),  # CHOCO-SGD's gossip step
+    "times": Choice("fixed", "random", "heterogeneous"),  # asynchronous SGD's compute times
+    "spread": Num(0),
+    "durations": Rule("any", null=True, text="a list of compute times > 0, one per worker, or null"),
+    "p": Rule("num", lo=0, lo_open=True, hi=1, null=True),  # MARINA's sync probability
+    "hessian_compressor": Choice("identity", "topk", "rankr"),  # FedNL's matrix compressor
+    "hessian_k": Int(1, null=True),
+    "rank": Int(1),
+    "option": Choice(1, 2),
+    "local_steps": Int(1),  # Local-SGD's tau
+    "server_stepsize": POSITIVE,
+    "q": Rule("num", lo=0, lo_open=True, hi=1, null=True),  # GradSkip's gradient probability
+    "k2": Int(1, null=True),  # 3PCv2 / 3PCv4: K of the second compressor
+    "down_k": Int(1, null=True),  # EF21-BC: K of the server's Top-K
 }
 BUDGETS = ("iters", "bits", "epochs")  # budget.<key>: a run stops at the first it reaches
 NOT_KEYS = ("hydra", "efbench_batch", "paper")  # Hydra's own, the sweeper's, experiments' tables
@@ -339,7 +355,7 @@ def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
         raise ConfigError(
             "topology",
             f"method {c['method'].get('name')!r} is not decentralized and uses no graph",
-            "a topology only with d_psgd, dcd_psgd, deep_squeeze",
+            "a topology only with the decentralized methods: d_psgd, dcd_psgd, deep_squeeze, choco_sgd",
         )
 
 
@@ -360,9 +376,12 @@ def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
     from efbench.methods import EFSignSGD, build_method
 
     _, d = _shape(c["dataset"])
-    if d is None:  # a file the loader will refuse, naming dataset.name
+    if d is None:  # a LIBSVM file not in the table: its shape is known once it is read
         return
     method = build_method(cfg, d, c["dataset"]["n_workers"])
+    no_mu = c["problem"]["regularizer"] == "nonconvex" or c["problem"]["l2"] == 0
+    if no_mu and c["dataset"]["source"] != "counterexample":  # the counterexample has its own l2
+        _stepsize_without_mu(method, c, d)
     chosen = _chose(choices, "compressor")
     if isinstance(method, EFSignSGD) and chosen not in (None, "sign"):
         raise ConfigError(
@@ -376,6 +395,62 @@ def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
             raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
 
 
+class _WithoutMu(dict):
+    """Stand-in constants of a problem without mu: mu and kappa NaN, the others 1."""
+
+    def __missing__(self, key: str) -> float:
+        return 1.0
+
+
+_STAND_IN = ("L", "L_US", "L_IS", "L_S", "L_i_max", "L_i_mean", "L_tilde", "Lbar_i_min", "Lbar_i_mean")
+
+
+def _stepsize_without_mu(method: Any, c: dict, d: int) -> None:
+    """A method whose stepsize comes from mu (mem_sgd's a/(mu (b + k))) is refused on a
+    problem without it (the nonconvex regularizer; l2 = 0, mu = 0): its schedule is built
+    on stand-in constants with mu = NaN, and a NaN stepsize names the problem's key."""
+    from efbench.stepsize import make_schedule
+
+    ds = c["dataset"]
+    probe = _WithoutMu(
+        dict.fromkeys(_STAND_IN, 1.0), n=ds["n_workers"], m=ds["m"], d=d, mu=math.nan, kappa=math.nan
+    )
+    try:
+        default = make_schedule(c["stepsize"], probe, method.estimator, lambda b: method.theory(probe, b))
+        sched = method.schedule(default, probe)
+    except (ArithmeticError, ValueError, KeyError):  # a rule the stand-ins cannot evaluate: the run's will
+        return
+    if math.isfinite(sched.gamma0):
+        return
+    if c["problem"]["regularizer"] == "nonconvex":
+        key, why, allowed = "problem.regularizer", "the nonconvex problem has no mu", "l2"
+    else:
+        key, why, allowed = "problem.l2", "l2 = 0 makes mu = 0", "a number > 0"
+    raise ConfigError(
+        key, f"method {method.name!r} takes its stepsize from mu ({sched.formula}), and {why}", allowed
+    )
+
+
+def _regularizer(c: dict, choices: Mapping[str, str]) -> None:
+    """``problem.regularizer=nonconvex`` (efbench.nonconvex): a logistic problem built from
+    data, started at zero (it has no x*), on the numpy engine."""
+    if c["problem"]["regularizer"] != "nonconvex":
+        return
+    if c["dataset"]["source"] == "counterexample":
+        raise ConfigError("problem.regularizer", "the counterexample is a problem of its own", ("l2",))
+    if c["x0"] == "shift":
+        raise ConfigError(
+            "x0", "shift starts from x* + x0_shift, and the nonconvex problem has no x*", ("zero",)
+        )
+    if c["engine"] == "numba":
+        raise ConfigError(
+            "engine",
+            "numba cannot run this: the compiled step has the l2-regularized logistic gradients, "
+            "not the nonconvex regularizer's",
+            ("auto", "numpy"),
+        )
+
+
 CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _seeds,
     _some_budget,
@@ -383,4 +458,5 @@ CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _rows_enough,
     _topology_only_decentralized,
     _c_grad,
+    _regularizer,
 )

@@ -25,6 +25,12 @@ VARIANTS = {
     "topk": [{"k": 1}, {"k": 3}],
     "randk": [{"k": 2}, {"k": 2, "scaled": True}],
     "qsgd": [{"s": 1}, {"s": 7}],
+    "natural_dithering": [{"s": 1, "norm": 1.0}, {"s": 5, "norm": 3.0}],
+    "compose": [
+        {"outer": "topk", "k": 3, "inner": "natural"},
+        {"outer": "topk", "k": 2, "inner": "qsgd", "s": 3},
+        {"outer": "randk", "k": 2, "inner": "natural_dithering", "s": 2},
+    ],
 }
 CASES = [
     (name, {**dict(cfg), **v, "float_bits": fb, "index_bits": ib})
@@ -69,8 +75,15 @@ def expected_bits(name, comp, X, msg):
             out.append(F + d)
         elif name == "natural":
             out.append((1 + exp_bits) * d)
-        elif name == "qsgd":
+        elif name in ("qsgd", "natural_dithering"):
             out.append(F + d * (1 + math.ceil(math.log2(comp.s + 1))))
+        elif name == "lowrank":
+            a = math.ceil(math.sqrt(d))
+            out.append(F * (a + math.ceil(d / a)) * comp.rank)
+        elif name == "compose":  # positions of the K kept, then the inner's message of K values
+            k, levels = comp.k, 1 + math.ceil(math.log2(comp.s + 1))
+            inner = (1 + exp_bits) * k if comp.inner == "natural" else F + k * levels
+            out.append((min(k * index, d) if comp.index_bits else 0) + inner)
         elif name == "ternary":
             out.append(F + 2 * d)
         elif name == "rounding":
@@ -115,6 +128,13 @@ def finite_rows(name, comp, X):
         ok &= np.all(np.abs(X) * (d / comp.k) <= np.finfo(float).max, axis=1)
     if name == "rounding":  # x / delta
         ok &= np.all(np.abs(X) / comp.delta <= np.finfo(float).max, axis=1)
-    if name in ("qsgd", "stochastic_sign"):  # C(x)_j = +-||x|| (qsgd: when |x_j| is near ||x||)
+    if name in ("qsgd", "stochastic_sign", "lowrank"):  # C(x)_j = +-||x|| (qsgd: when |x_j|
+        # is near ||x||); lowrank: |C(x)_j| <= ||x||_2
         ok &= np.isfinite(np.sqrt(np.sum((X / 2.0**512) ** 2, axis=1)) * 2.0**512)
+    if name in ("natural_dithering", "compose"):  # C(x)_j = +-||x||_p <= sqrt(d) ||x||_2;
+        # compose: of the kept values, times d/K (randk), natural: up to twice the value
+        scale = d / comp.k if name == "compose" else 1.0
+        ok &= np.isfinite(np.sqrt(d * np.sum((X / 2.0**512) ** 2, axis=1)) * 2.0**512 * scale)
+        if name == "compose":
+            ok &= np.all(2 * np.abs(X) * scale <= np.finfo(float).max, axis=1)
     return ok

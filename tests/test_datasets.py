@@ -1,15 +1,24 @@
 """Data: mirror loading and verification, corrupt/missing files, caching, partitions."""
 
 import bz2
+import hashlib
+import logging
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import yaml
 
 from efbench import datasets
 from efbench.datasets import (
     LIBSVM_FILES,
+    MAX_DENSE_ENV,
+    check_memory,
     load_breast_cancer_scaled,
+    load_dataset,
     load_libsvm,
     make_synthetic,
     partition,
@@ -28,10 +37,10 @@ def test_mirror_files_load_and_verify(name, mirror, data_cache):
     positives = {"a9a": 7841, "w8a": 1479, "mushrooms": 4208, "phishing": 6157, "a1a": 395}
     assert spec.positives == positives[name]
     if name != "phishing":
-        assert set(np.unique(X)) == {0.0, 1.0}  # binary-valued
+        assert set(np.unique(X.toarray())) == {0.0, 1.0}  # binary-valued
     assert (data_cache / f"{name}.npz").is_file()
     X2, y2 = load_libsvm(name, data_cache, None)  # cache hit: no mirror, no network needed
-    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(X.toarray(), X2.toarray())
     np.testing.assert_array_equal(y, y2)
 
 
@@ -120,11 +129,14 @@ def test_download_path_uses_pooch_with_the_known_hash(tmp_path, mirror, monkeypa
     assert X.shape == (32561, 123)
 
 
-def test_unknown_libsvm_name():
-    with pytest.raises(
-        ConfigError, match=r"dataset\.name.*a9a, w8a, mushrooms, phishing, a1a, gisette_scale"
-    ):
-        load_libsvm("mnist", "data", None)
+def test_unknown_libsvm_name(tmp_path):
+    """A name outside the table is read from a mirror only: without one, or not in it, the
+    error names dataset.libsvm_name and the table."""
+    allowed = r"allowed: a9a, w8a, mushrooms, phishing, a1a, gisette_scale, madelon, ijcnn1"
+    with pytest.raises(ConfigError, match=rf"^dataset\.libsvm_name: 'mnist' .*no mirror is set.*{allowed}"):
+        load_libsvm("mnist", tmp_path / "c", None)
+    with pytest.raises(ConfigError, match=r"^dataset\.libsvm_name: 'mnist' .*nor in the mirror .*mnist\.bz2"):
+        load_libsvm("mnist", tmp_path / "c", str(tmp_path))
 
 
 def test_partitions():
@@ -182,3 +194,177 @@ def test_results_are_written_with_the_umask_mode(tmp_path):
         os.umask(old)
     assert (tmp_path / "a" / "summary.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
+
+
+# ---- the table of LIBSVM files, its presets, files not in it, the memory limit ----------
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+ALL_ROWS = {"madelon", "ijcnn1", "rcv1", "real-sim", "epsilon"}  # presets splitting every row
+TOO_LARGE = {"rcv1", "real-sim", "epsilon"}  # and refused for memory
+
+
+def _presets() -> dict[str, dict]:
+    out = {}
+    for path in sorted(CONF.glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        if cfg["source"] == "libsvm":
+            out[path.stem] = cfg
+    return out
+
+
+def test_table_entries_and_their_presets_agree():
+    """Every table entry has a preset whose split fits its published rows; counts and hashes
+    are plausible; the presets of the large sparse files are refused for memory, naming
+    dataset, the others pass."""
+    presets = _presets()
+    assert {p["libsvm_name"] for p in presets.values()} == set(LIBSVM_FILES)
+    for stem, p in presets.items():
+        spec = LIBSVM_FILES[p["libsvm_name"]]
+        assert spec.name == p["libsvm_name"] and p["name"] == stem
+        assert p["n_workers"] * p["m"] <= spec.rows
+        if stem in ALL_ROWS:
+            assert spec.rows - p["n_workers"] * p["m"] < p["n_workers"]  # every row a worker can take
+        assert spec.positives is None or 0 < spec.positives < spec.rows
+        assert spec.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", spec.sha256)
+        if stem in TOO_LARGE:
+            with pytest.raises(ConfigError, match=rf"^dataset: {stem} .* GB, over the 4 GB limit"):
+                check_memory(stem, p["n_workers"], p["m"], spec.features, spec.rows if spec.dense else None)
+        else:
+            check_memory(stem, p["n_workers"], p["m"], spec.features, spec.rows if spec.dense else None)
+    # the published shapes of the files the surveyed papers use (LIBSVM binary page)
+    shapes = {
+        "gisette_scale": (6000, 5000),
+        "madelon": (2000, 500),
+        "ijcnn1": (49990, 22),
+        "real-sim": (72309, 20958),
+        "rcv1": (20242, 47236),
+        "epsilon": (400000, 2000),
+    }
+    for name, shape in shapes.items():
+        assert (LIBSVM_FILES[name].rows, LIBSVM_FILES[name].features) == shape
+
+
+def test_mirror_files_match_the_table_and_the_mirror_sums(mirror):
+    """The five mirror files: the sha256 of their text is the table's and SHA256SUMS's."""
+    sums = dict(line.split()[::-1] for line in (mirror / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == {"a9a", "w8a", "mushrooms", "phishing", "a1a"}
+    for name, digest in sums.items():
+        text = bz2.decompress((mirror / f"{name}.bz2").read_bytes())
+        assert hashlib.sha256(text).hexdigest() == digest == LIBSVM_FILES[name].sha256
+
+
+def _libsvm_text(labels, rows: list[dict[int, float]]) -> bytes:
+    lines = [
+        " ".join([str(lab), *(f"{j}:{v:g}" for j, v in sorted(r.items()))])
+        for lab, r in zip(labels, rows, strict=True)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_file_not_in_the_table_loads_with_the_shape_it_has(tmp_path, caplog):
+    """Its features are its largest index, its labels {0, 1} become {-1, +1}, a warning says
+    it is unverified; the cache then serves it without the mirror."""
+    rows = [{1: 0.5, 7: 1.0}, {2: -1.0}, {3: 2.0, 4: 1.0}, {}, {7: 3.0}]
+    text = _libsvm_text([0, 1, 1, 0, 1], rows)
+    m = _mirror_with(tmp_path, "mydata", bz2.compress(text))
+    with caplog.at_level(logging.WARNING, logger="efbench"):
+        X, y = load_libsvm("mydata", tmp_path / "c", str(m))
+    assert X.shape == (5, 7) and X[0, 6] == 1.0 and X[4, 6] == 3.0 and X[3].nnz == 0
+    np.testing.assert_array_equal(y, [-1, 1, 1, -1, 1])
+    assert "mydata is not in efbench's table" in caplog.text and "not verified" in caplog.text
+    assert "5 rows x 7 features" in caplog.text and "3 +1 labels" in caplog.text
+    X2, y2 = load_libsvm("mydata", tmp_path / "c", None)  # the cache, with the shape it stored
+    np.testing.assert_array_equal(X2.toarray(), X.toarray())
+    np.testing.assert_array_equal(y2, y)
+    (m / "mydata.bz2").write_bytes(bz2.compress(_libsvm_text([0, 1, 2], rows[:3])))
+    with pytest.raises(DataError, match="two labels, found"):
+        load_libsvm("mydata", tmp_path / "c2", str(m))
+
+
+def test_a_gisette_shaped_file_is_verified_offline(tmp_path):
+    """gisette_scale is download only: a file of its shape in a mirror (its remote name
+    gisette_scale.bz2) passes the table's checks, one +1 label short does not."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1, -1], 3000)
+    rows = [{int(j): 0.5 for j in rng.choice(5000, 3, replace=False) + 1} for _ in range(6000)]
+    rows[17][5000] = -1.0  # the last feature index is in the file
+    d = tmp_path / "mirror"
+    d.mkdir()
+    (d / "gisette_scale.bz2").write_bytes(bz2.compress(_libsvm_text(labels, rows)))
+    X, y = load_libsvm("gisette_scale", tmp_path / "c", str(d))
+    assert X.shape == (6000, 5000) and int((y > 0).sum()) == 3000
+    labels[0] = -1
+    (d / "gisette_scale.bz2").write_bytes(bz2.compress(_libsvm_text(labels, rows)))
+    with pytest.raises(DataError, match=r"truncated: got 6000 rows x 5000 features with 2999 positive"):
+        load_libsvm("gisette_scale", tmp_path / "c2", str(d))
+
+
+def test_an_entry_without_published_label_counts_checks_its_shape_only(tmp_path):
+    """ijcnn1: rows and features are published, its label counts are not (None): any two
+    labels pass, a missing row does not."""
+    rng = np.random.default_rng(1)
+    labels = np.where(rng.random(49990) < 0.1, 1, -1)
+    rows = [{int(j): 1.0} for j in rng.integers(1, 23, 49990)]
+    rows[0][22] = 0.5
+    d = tmp_path / "mirror"
+    d.mkdir()
+    (d / "ijcnn1.bz2").write_bytes(bz2.compress(_libsvm_text(labels, rows)))
+    X, y = load_libsvm("ijcnn1", tmp_path / "c", str(d))
+    assert X.shape == (49990, 22) and int((y > 0).sum()) == int((labels > 0).sum())
+    (d / "ijcnn1.bz2").write_bytes(bz2.compress(_libsvm_text(labels[1:], rows[1:])))
+    with pytest.raises(DataError, match=r"truncated: got 49989 rows x 22 features .* expected 49990 x 22$"):
+        load_libsvm("ijcnn1", tmp_path / "c2", str(d))
+
+
+def _cfg(*overrides):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("efbench.conf", version_base="1.3"):
+        return compose("config", overrides=["progress=false", *overrides])
+
+
+def test_rcv1_is_refused_for_memory_before_any_file_is_read(tmp_path, monkeypatch):
+    """20 x 1012 x 47236 float64 = 7.6 GB: refused naming dataset, with the m that fits,
+    before the mirror or the network is touched; a larger limit lets it through to them."""
+    import pooch
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the memory check comes before any download")
+
+    monkeypatch.setattr(pooch, "retrieve", no_download)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = _cfg("dataset=rcv1", f"data.mirror={empty}", f"data.dir={tmp_path / 'c'}")
+    with pytest.raises(
+        ConfigError, match=r"^dataset: rcv1 .*\(20, 1012, 47236\) needs 7\.6 GB.*dataset\.m <= 529"
+    ):
+        load_dataset(cfg)
+    assert not (tmp_path / "c").exists()
+    monkeypatch.setenv(MAX_DENSE_ENV, "8")
+    with pytest.raises(DataError, match=r"'rcv1' is not in the mirror .*rcv1_train\.binary\.bz2"):
+        load_dataset(cfg)
+    monkeypatch.setenv(MAX_DENSE_ENV, "lots")
+    with pytest.raises(ConfigError, match=r"^dataset: \$EFBENCH_MAX_DENSE_GB='lots'"):
+        load_dataset(cfg)
+
+
+def test_a_file_not_in_the_table_is_refused_for_memory_once_its_shape_is_known(tmp_path, monkeypatch):
+    text = _libsvm_text([1, -1, 1, -1], [{1000: 1.0}, {2: 1.0}, {3: 1.0}, {4: 1.0}])
+    m = _mirror_with(tmp_path, "wide", bz2.compress(text))
+    cfg = _cfg("dataset=a9a", "dataset.libsvm_name=wide", "dataset.n_workers=2", "dataset.m=2")
+    cfg.data.mirror, cfg.data.dir = str(m), str(tmp_path / "c")
+    monkeypatch.setenv(MAX_DENSE_ENV, "1e-5")  # 10 kB: 2 x 2 x 1000 x 8 = 32 kB is over it
+    with pytest.raises(
+        ConfigError, match=r"^dataset: wide as dense worker data \(n, m, d\) = \(2, 2, 1000\)"
+    ):
+        load_dataset(cfg)
+
+
+def test_sparse_rows_split_as_dense_ones():
+    X, y = make_synthetic(200, 6, seed=2, density=0.3)
+    for split in ("shuffle", "file", "label_sorted", "dirichlet"):
+        A, Y = partition(X, y, 4, 40, split, seed=1)
+        As, Ys = partition(sp.csr_matrix(X), y, 4, 40, split, seed=1)
+        assert isinstance(As, np.ndarray)
+        np.testing.assert_array_equal(As, A)
+        np.testing.assert_array_equal(Ys, Y)

@@ -46,3 +46,22 @@ def test_bad_settings_name_their_key(part, key):
     with pytest.raises(ConfigError) as exc:
         part.check(8)
     assert exc.value.key == key
+
+
+def test_keys_added_later_keep_the_hash_of_earlier_results_at_their_neutral_value():
+    """participation=full and the l2 regularizer hash as configs without those keys (results
+    from before they existed resume); any other value is a different run."""
+    from omegaconf import OmegaConf, open_dict
+    from test_cli import cfg_of
+
+    from efbench.runner import config_hash
+
+    cfg = cfg_of("method=ef21")
+    older = OmegaConf.create(OmegaConf.to_container(cfg))
+    with open_dict(older):
+        del older["participation"]
+        del older.problem["regularizer"]
+        del older.problem["lam_nc"]
+    assert config_hash(cfg) == config_hash(older)
+    assert config_hash(cfg_of("method=ef21", "participation=nice")) != config_hash(cfg)
+    assert config_hash(cfg_of("method=ef21", "problem.regularizer=nonconvex")) != config_hash(cfg)
