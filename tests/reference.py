@@ -5,6 +5,8 @@ compare the package with these step by step (the pattern of scikit-learn's
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from efbench.samplers import Sampling
@@ -141,3 +143,13 @@ class HalfImportance(Sampling):
     def probabilities(self, problem):
         L = problem.row_norm2 / 4 + problem.l2
         return 0.5 / problem.m + 0.5 * L / L.sum(axis=1, keepdims=True)
+
+
+def ef21_gamma(constants: dict, alpha: float, zeta: float = 0.0) -> tuple[float, str]:
+    """The 3PC rule gamma = 1/(L + L_tilde sqrt(B/A)) (Richtarik et al. 2022) for EF21 / CLAG
+    with a contractive compressor of constant alpha, written out: A = theta = 1 -
+    sqrt(1 - alpha), B = max((1 - alpha)/theta, zeta) (zeta = 0: EF21's beta/theta)."""
+    L, Lt = constants["L"], constants["L_tilde"]
+    theta = 1.0 - math.sqrt(1.0 - alpha)
+    B = max((1.0 - alpha) / theta, zeta)
+    return 1.0 / (L + Lt * math.sqrt(B / theta)), "reference"
