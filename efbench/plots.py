@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--panel", default="dataset", help="one panel per value of this column")
     ap.add_argument("--hue", default="label", help="one line per value of this column")
     ap.add_argument("--out", help="output folder (default: <root>/figures)")
+    ap.add_argument("--logx", action="store_true", help="log-scale x axis (bits spanning decades)")
     args = ap.parse_args(argv)
     try:
         trace, runs = collect(args.root, network=args.network)
@@ -145,6 +146,6 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(
                 f"efbench-figures: no column {X_AXES[name]!r} (runs made before it was recorded)"
             )
-        fig = plot_curves(trace, X_AXES[name], args.y, args.panel, args.hue)
+        fig = plot_curves(trace, X_AXES[name], args.y, args.panel, args.hue, logx=args.logx)
         for p in save(fig, out / f"{args.y}_vs_{name}"):
             print(p)

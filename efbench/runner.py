@@ -453,6 +453,8 @@ def _run_claimed(
                     collective=spec.network.collective_of(spec.method.collective),
                 )
                 comp, d = spec.method.compressor, setup.problem.d
+                if not spec.method.compressed and "compressor" in summ["choices"]:
+                    summ["choices"]["compressor"] = "dense"  # the group's setting was not used
                 if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
                     summ["compressor_omega"] = float(comp.omega(d))
                 if comp.kind in ("contractive", "identity"):  # E||C(x) - x||^2 <= (1 - delta) ||x||^2

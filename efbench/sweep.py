@@ -25,7 +25,18 @@ from efbench.errors import ConfigError
 from efbench.network import COUNTS, Profile, simulated_time
 from efbench.results import ERROR, UNREADABLE, verified
 
-STANDARD = ["run", "dataset", "method", "compressor", "sampling", "stepsize", "seed", "label", "status"]
+STANDARD = [
+    "run",
+    "dataset",
+    "method",
+    "compressor",
+    "sampling",
+    "stepsize",
+    "seed",
+    "label",
+    "experiment",
+    "status",
+]
 IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress")
 
 
@@ -67,7 +78,11 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
         "c_grad_measured": summ.get("c_grad_measured"),
         "error": summ.get("error"),
     }
+    row["experiment"] = choices.get("experiment")
     row["label"] = f"{row['method']} + {row['compressor']}"
+    part = summ.get("config", {}).get("participation", {})
+    if part.get("kind", "full") != "full":  # e.g. EF21-PP beside EF21 with the same compressor
+        row["label"] += f" ({part['kind']} {part.get('size') if part['kind'] == 'nice' else part.get('p')})"
     for k, v in (summ.get("final") or {}).items():
         row[f"final_{k}"] = v
     for k, v in (summ.get("constants") or {}).items():

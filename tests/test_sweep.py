@@ -5,9 +5,10 @@ import time
 
 import pandas as pd
 import pytest
-from test_cli import efbench
+from test_cli import cfg_of, efbench
 
 from efbench import paper, plots
+from efbench.runner import run
 from efbench.sweep import collect
 from efbench.sweep import main as collect_main
 
@@ -310,3 +311,13 @@ def test_collect_skips_and_counts_unreadable_runs(tmp_path, capsys):
     with pytest.warns(UserWarning):
         collect_main([str(tmp_path)])
     assert "3 runs (unreadable 2, completed 1)" in capsys.readouterr().out
+
+
+def test_labels_name_what_ran(tmp_path):
+    """A method that sends dense messages is labelled so (not with the unused compressor
+    group), and partial participation is in the label (EF21-PP beside EF21)."""
+    run(cfg_of("method=sgd", "budget.iters=5"), tmp_path / "a", {"compressor": "ht", "method": "sgd"})
+    pp = ("method=ef21", "compressor=topk", "participation=nice", "participation.size=2", "budget.iters=5")
+    run(cfg_of(*pp), tmp_path / "b", {"compressor": "topk", "method": "ef21"})
+    _, runs = collect(tmp_path)
+    assert sorted(runs.label) == ["ef21 + topk (nice 2)", "sgd + dense"]
