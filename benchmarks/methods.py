@@ -42,7 +42,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("local_sgd", ["method=local_sgd"]),
     ("scaffnew", ["method=scaffnew"]),
     ("gradskip", ["method=gradskip"]),
-    ("fednl + topk", ["method=fednl"]),
+    ("fednl rank-1 (30 rounds)", ["method=fednl", "budget.iters=30"]),
     ("async_sgd", ["method=async_sgd"]),
 ]
 
