@@ -36,9 +36,12 @@ CASES = [  # label, overrides, runs in the batch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", nargs="*", help="labels (substrings) of the cases to run")
     args = ap.parse_args()
     print("case | stepping ms | logging ms | logging / stepping | log points | pass ms: 1 point, each of 16")
     for label, overrides, R in CASES:
+        if args.only and not any(s in label for s in args.only):
+            continue
         with initialize_config_module("efbench.conf", version_base="1.3"):
             cfg = compose("config", overrides=["progress=false", *overrides])
         setup = build_setup(cfg)
