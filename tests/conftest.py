@@ -52,3 +52,16 @@ def problem() -> LogisticProblem:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def trajectory(method, p, gamma, steps, seed=0, x0=None):
+    """Run ``method`` alone from x0 (zero by default): x^k for k = 0..steps, the rounds and
+    the final state; gamma may be a schedule (a function of k)."""
+    rng = np.random.default_rng(seed)
+    state = method.init(p, np.zeros(p.d) if x0 is None else x0, rng)
+    xs, rounds = [state.x.copy()], []
+    for k in range(steps):
+        state, rnd = method.step(p, state, gamma(k) if callable(gamma) else gamma, rng)
+        xs.append(state.x.copy())
+        rounds.append(rnd)
+    return np.array(xs), rounds, state

@@ -5,7 +5,7 @@ bits, theory stepsizes and refused settings."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_problem
+from conftest import small_problem, trajectory
 from test_cli import cfg_of, efbench
 
 from efbench.asynchronous import AsyncECSGD, AsyncQSGD, AsyncSGD
@@ -26,18 +26,6 @@ def setup():
     p = small_problem(n=4, m=25, d=6, l2=0.05, seed=2)
     xs = solve(p)
     return p, p.loss(xs), p.constants()
-
-
-def trajectory(method, p, gamma, steps, seed=0):
-    """x^k for k = 0..steps, the rounds and the final state; gamma may be a schedule."""
-    rng = np.random.default_rng(seed)
-    state = method.init(p, np.zeros(p.d), rng)
-    xs, rounds = [state.x.copy()], []
-    for k in range(steps):
-        state, rnd = method.step(p, state, gamma(k) if callable(gamma) else gamma, rng)
-        xs.append(state.x.copy())
-        rounds.append(rnd)
-    return np.array(xs), rounds, state
 
 
 # ---- CHOCO-SGD ------------------------------------------------------------------------

@@ -5,9 +5,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_problem
+from conftest import small_problem, trajectory
 from test_cli import cfg_of
-from test_field import trajectory
 
 from efbench import schema
 from efbench.errors import ConfigError

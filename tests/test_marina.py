@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_problem
+from conftest import small_problem, trajectory
 from test_cli import cfg_of, efbench
 
 from efbench.compressors import Identity, Natural, RandK, TopK, sparse_bits
@@ -28,18 +28,6 @@ def setup():
     p = small_problem(n=N, m=M, d=D, l2=0.05, seed=2)
     xs = solve(p)
     return p, p.loss(xs), p.constants()
-
-
-def trajectory(method, p, gamma, steps, seed=0):
-    """x^k for k = 0..steps, the rounds and the final state (as tests/test_field.py)."""
-    rng = np.random.default_rng(seed)
-    state = method.init(p, np.zeros(p.d), rng)
-    xs, rounds = [state.x.copy()], []
-    for _ in range(steps):
-        state, rnd = method.step(p, state, gamma, rng)
-        xs.append(state.x.copy())
-        rounds.append(rnd)
-    return np.array(xs), rounds, state
 
 
 def variant(name: str, **kw) -> MARINA:

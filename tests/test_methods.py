@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import small_problem
+from conftest import small_problem, trajectory
 
 from efbench.compressors import HardThreshold, Identity, RandK, TopK
 from efbench.errors import ConfigError
@@ -19,19 +19,6 @@ def setup():
     p = small_problem(n=4, m=25, d=6, l2=0.05, seed=2)
     xs = solve(p)
     return p, xs, p.loss(xs), p.constants()
-
-
-def trajectory(method, p, gamma, steps, seed=0, x0=None):
-    rng = np.random.default_rng(seed)
-    x0 = np.zeros(p.d) if x0 is None else x0
-    state = method.init(p, x0, rng)
-    xs = [state.x.copy()]
-    rounds = []
-    for _ in range(steps):
-        state, rnd = method.step(p, state, gamma, rng)
-        xs.append(state.x.copy())
-        rounds.append(rnd)
-    return np.array(xs), rounds, state
 
 
 def test_gd_converges_linearly(setup):

@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_problem
+from conftest import small_problem, trajectory
 from reference import ef21_gamma
 from test_cli import cfg_of, efbench
-from test_field import trajectory
 
 from efbench.compressors import Identity, RandK, Sign, TopK
 from efbench.errors import ConfigError
