@@ -10,8 +10,9 @@ compared with these.
   ``-sigmoid(-t)``, from one exp(-|t|) (no overflow for any t);
 * sampling: worker i's row for a uniform draw u (uniform: ``i m + floor(m u)``; importance:
   the position of ``u + i`` in the concatenated, shifted per-worker CDFs) and its weight;
-* compressors identity, hard threshold and TopK on one row, with the TopK tie rule:
-  among equal magnitudes the lowest index is kept first;
+* compressors identity, hard threshold and TopK on one row, with two TopK tie rules:
+  ``TOPK`` sends exactly K values, ties with the K-th largest magnitude taken lowest index
+  first; ``TOPK_KEEP`` (the authors' code) sends every nonzero value tied with it;
 * the bit rule of a sparse message (SPEC.md section 2): ``k F + min(k I, d)``, or ``k F``
   with values-only accounting.
 """
@@ -23,7 +24,7 @@ import math
 import numpy as np
 from numba import njit, prange, vectorize
 
-IDENTITY, THRESHOLD, TOPK = 0, 1, 2
+IDENTITY, THRESHOLD, TOPK, TOPK_KEEP = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -134,7 +135,10 @@ def compress_row(
     row - C(row) in ``row`` in the same pass.
 
     identity: all d; hard threshold: |row_j| >= thr; TopK: the k largest |row_j|, ties with
-    the k-th taken lowest index first, k values sent (even when nan defeats the comparisons).
+    the k-th taken lowest index first, k values sent (even when nan defeats the comparisons);
+    TopK keeping ties: every nonzero row_j with |row_j| >= the k-th largest magnitude, so
+    more than k values where others tie with the k-th, fewer where the row has fewer than k
+    nonzeros (the authors' reference code: ``np.abs(x) >= kth``).
     """
     d = row.shape[0]
     if comp == IDENTITY or (comp == TOPK and k >= d):
@@ -150,6 +154,14 @@ def compress_row(
             count += keep
         return count
     kth = kth_largest_abs(row, k, heap)
+    if comp == TOPK_KEEP:
+        count = 0
+        for j in range(d):  # zeros tied with a zero k-th are not sent: they carry nothing
+            v = row[j]
+            keep = (abs(v) >= kth) & (v != 0.0)
+            _emit(row, out, j, v, keep, accumulate)
+            count += keep
+        return count
     ties = k  # those above the k-th largest are all in the heap; the rest are ties
     for h in range(k):
         if heap[h] > kth:
@@ -373,15 +385,32 @@ def sample_dots(flat, indptr, indices, data, rows, x) -> np.ndarray:  # pragma: 
 
 
 @njit(cache=True)
+def sq_norm(v: np.ndarray) -> float:  # pragma: no cover - compiled
+    """||v||^2 summed coordinate by coordinate in order (the same bits for a row whatever
+    array it sits in: numpy's reductions change order with the size of the batch)."""
+    row = 0.0
+    for j in range(v.shape[0]):
+        row += v[j] * v[j]
+    return row
+
+
+@njit(cache=True)
+def row_sq_norms(V: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """||V_s||^2 for each row of V (S, d) (:func:`sq_norm`): the trace's grad_norm2 and
+    dist2 of a batch of log points, each as it would be alone."""
+    out = np.empty(V.shape[0])
+    for s in range(V.shape[0]):
+        out[s] = sq_norm(V[s])
+    return out
+
+
+@njit(cache=True)
 def mean_sq_norm(V: np.ndarray) -> float:  # pragma: no cover - compiled
     """(1/n) sum_i ||V_i||^2 for V (n, d), summed row by row in order: the error-feedback
     metric err2 (and the consensus distance), as both engines compute it."""
     total = 0.0
     for i in range(V.shape[0]):
-        row = 0.0
-        for j in range(V.shape[1]):
-            row += V[i, j] * V[i, j]
-        total += row
+        total += sq_norm(V[i])
     return total / V.shape[0]
 
 

@@ -146,22 +146,41 @@ class Identity(Compressor):
         return self._compiled(X, blocks.IDENTITY)
 
 
+TIES = ("index", "keep")  # TopK's tie rules (compressor.ties)
+
+
 @dataclass(kw_only=True)
 class TopK(Compressor):
     """Keep the K coordinates of largest |x_j|; contractive with delta = K/d
     (Alistarh et al. 2018; Stich et al. 2018). Ties with the K-th largest magnitude are
-    broken by index, lowest first (common on binary LIBSVM features), on every engine."""
+    common on binary LIBSVM features; ``ties`` says what is sent, on every engine:
+
+    * ``index`` (default): exactly K values, the tied ones taken lowest index first;
+    * ``keep``: every nonzero x_j with |x_j| >= the K-th largest magnitude, as the authors'
+      reference code selects them (eduardgorbunov/ef_sigma_k, ``topk``: ``np.abs(x) >=
+      kth``), and the bits of all of them are charged (more
+      than K values where ties occur, fewer where x has fewer than K nonzeros). Still
+      contractive with delta = K/d: it keeps a superset of the K largest.
+    """
 
     k: int = 1
+    ties: str = "index"
 
     def validate(self, d):
         _check_k(self.k, d)
+        if self.ties not in TIES:
+            raise ConfigError("compressor.ties", f"got {self.ties!r}", TIES)
+
+    @property
+    def code(self) -> int:
+        """The compiled selection (:func:`efbench.blocks.compress_row`) of this tie rule."""
+        return blocks.TOPK_KEEP if self.ties == "keep" else blocks.TOPK
 
     def contraction(self, d):
         return self.k / d
 
     def compress(self, X, rng):
-        return self._compiled(X, blocks.TOPK, k=int(self.k))
+        return self._compiled(X, self.code, k=int(self.k))
 
 
 @dataclass(kw_only=True)

@@ -8,9 +8,12 @@ against its published row and feature counts, and its label counts and sha256 wh
 are known; any other binary LIBSVM file in the mirror loads too, its shape read from the
 file itself (logged as unverified). The parsed sparse matrix is cached as
 ``data/<name>.npz``, written atomically so an interrupted run never leaves a half-written
-cache. Worker data are dense (:class:`efbench.problems.LogisticProblem`): a split whose
-dense arrays would exceed ``EFBENCH_MAX_DENSE_GB`` (default 4) is refused before any file
-is read (:func:`check_memory`).
+cache. A sparse file (fewer than :data:`SPARSE_DENSITY` of its entries nonzero: a9a, w8a,
+rcv1, real-sim) is split into CSR rows and the workers' data stay sparse; a dense one is
+split into a dense array (n, m, d) (:func:`partition`, :class:`efbench.problems.LogisticProblem`).
+What a split would take beyond ``EFBENCH_MAX_DENSE_GB`` (default 4) is refused naming
+``dataset`` (:func:`check_memory`): before any file is read where the table says the file
+is dense, else as soon as the file is parsed.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/"
 MIRROR_ENV = "EFBENCH_DATA_MIRROR"
 DATA_DIR_ENV = "EFBENCH_DATA_DIR"
 MAX_DENSE_ENV = "EFBENCH_MAX_DENSE_GB"
-MAX_DENSE_GB = 4.0  # the dense data a run may build, unless $EFBENCH_MAX_DENSE_GB says otherwise
-SPLITS = ("shuffle", "file", "label_sorted", "dirichlet")
+MAX_DENSE_GB = 4.0  # the data a run may build, unless $EFBENCH_MAX_DENSE_GB says otherwise
+SPARSE_DENSITY = 0.25  # data with fewer nonzeros than this share are kept (also) in CSR
+# A problem kept in CSR holds per nonzero its value and index (12 bytes), the same as
+# unsigned 64-bit indices for the compiled passes (8 more) and the transpose (12 more).
+SPARSE_BYTES_PER_NONZERO = 32
+SPLITS = ("shuffle", "file", "label_sorted", "dirichlet", "head_shuffle")
 
 log = logging.getLogger("efbench")
 
@@ -121,7 +128,7 @@ def libsvm_spec(name: str) -> LibsvmFile:
 
 
 def max_dense_bytes() -> float:
-    """The limit on dense data: $EFBENCH_MAX_DENSE_GB gigabytes (default MAX_DENSE_GB)."""
+    """The limit on the data a run builds: $EFBENCH_MAX_DENSE_GB gigabytes (default MAX_DENSE_GB)."""
     raw = os.environ.get(MAX_DENSE_ENV)
     try:
         gb = MAX_DENSE_GB if raw is None else float(raw)
@@ -132,19 +139,29 @@ def max_dense_bytes() -> float:
     return gb * 1e9
 
 
-def check_memory(name: str, n: int, m: int, d: int, whole_rows: int | None = None) -> None:
-    """Refuse, naming ``dataset``, data that would not fit: the workers' rows become one
-    dense float64 array (n, m, d) (:class:`efbench.problems.LogisticProblem`: n m d 8
-    bytes), and a dense file or synthetic matrix is built whole first (``whole_rows`` x d x
-    8 bytes or more). Checked before any file is read."""
+def check_memory(
+    name: str, n: int, m: int, d: int, whole_rows: int | None = None, row_nnz: float | None = None
+) -> None:
+    """Refuse, naming ``dataset``, data that would not fit under :func:`max_dense_bytes`.
+
+    Dense worker data are one float64 array (n, m, d): n m d 8 bytes. Sparse worker data
+    (``row_nnz``: the mean nonzeros of a row) are CSR only: SPARSE_BYTES_PER_NONZERO bytes a
+    nonzero and 8 a row (:class:`efbench.problems.LogisticProblem`). A dense file or
+    synthetic matrix is built whole first (``whole_rows`` x d x 8 bytes or more)."""
     limit = max_dense_bytes()
-    need = 8.0 * n * m * d
+    if row_nnz is None:
+        kind, per_row, shape = "dense", 8.0 * d, f"(n, m, d) = ({n}, {m}, {d})"
+        why = f"; data with at least {SPARSE_DENSITY:g} of their entries nonzero are kept dense"
+    else:
+        kind, per_row, shape = "sparse", SPARSE_BYTES_PER_NONZERO * row_nnz + 8.0, f"(n, m) = ({n}, {m})"
+        why = f", {row_nnz:.1f} nonzeros a row in CSR"
+    need = n * m * per_row
     if need > limit:
-        fit = int(limit // (8 * n * d))
+        fit = int(limit // (n * per_row))
         raise ConfigError(
             "dataset",
-            f"{name} as dense worker data (n, m, d) = ({n}, {m}, {d}) needs {need / 1e9:.1f} GB, over "
-            f"the {limit / 1e9:g} GB limit (${MAX_DENSE_ENV}); efbench keeps worker data dense",
+            f"{name} as {kind} worker data {shape} needs {need / 1e9:.3g} GB, over the "
+            f"{limit / 1e9:g} GB limit (${MAX_DENSE_ENV}){why}",
             f"dataset.m <= {fit} with n_workers={n}" if fit else f"at most {limit / 1e9:g} GB",
         )
     whole = 8.0 * (whole_rows or 0) * d
@@ -154,6 +171,13 @@ def check_memory(name: str, n: int, m: int, d: int, whole_rows: int | None = Non
             f"{name} is built whole before it is split, {whole_rows} x {d} dense values: "
             f"{whole / 1e9:.1f} GB or more, over the {limit / 1e9:g} GB limit (${MAX_DENSE_ENV})",
         )
+
+
+def is_sparse(X: np.ndarray | sp.spmatrix) -> bool:
+    """Whether rows X are split into CSR rows (:func:`partition`): a scipy sparse matrix with
+    fewer than SPARSE_DENSITY of its entries nonzero. Decided on the whole file, so that the
+    memory check before the split and the split agree."""
+    return sp.issparse(X) and X.count_nonzero() < SPARSE_DENSITY * X.shape[0] * X.shape[1]
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -350,20 +374,22 @@ def make_synthetic(
 
 def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
     """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source),
-    refused (:func:`check_memory`) before anything is read when its dense worker data would
-    not fit; a LIBSVM file not in the table, as soon as its shape is known."""
+    refused (:func:`check_memory`) when its worker data would not fit: a file the table
+    says is dense and a synthetic matrix before anything is read or built, any other file
+    as soon as it is parsed (kept sparse or made dense as :func:`partition` will split it)."""
     source = cfg.dataset.source
     check_choice("dataset.source", source, ("libsvm", "sklearn", "synthetic"))
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     if source == "libsvm":
         name = cfg.dataset.libsvm_name
         spec = libsvm_spec(name)
-        if spec.features is not None:
-            check_memory(name, n, m, spec.features, spec.rows if spec.dense else None)
+        if spec.dense:
+            check_memory(name, n, m, spec.features, spec.rows)
         data_dir = cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data"
         mirror = cfg.data.mirror or os.environ.get(MIRROR_ENV) or None
         X, y = load_libsvm(name, data_dir, mirror)
-        check_memory(name, n, m, X.shape[1])
+        row_nnz = X.count_nonzero() / X.shape[0] if is_sparse(X) else None
+        check_memory(name, n, m, X.shape[1], row_nnz=row_nnz)
         return X, y
     if source == "sklearn":
         return load_breast_cancer_scaled()
@@ -375,11 +401,15 @@ def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
 def partition(
     X: np.ndarray, y: np.ndarray, n: int, m: int, split: str = "shuffle", seed: int = 0, alpha: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split rows into n workers of m rows each: dense arrays A (n, m, d) and labels (n, m);
-    X may be sparse (only the rows taken are densified).
+    """Split rows into n workers of m rows each: the rows A and labels (n, m). A is the CSR
+    matrix (n m, d) of the rows taken, worker by worker, when X is sparse (:func:`is_sparse`:
+    no dense copy is made), else a dense array (n, m, d) (X's rows densified when X is a
+    sparse matrix with many nonzeros).
 
     ``shuffle``: a seeded permutation, first n*m rows, worker i gets block i (SPEC.md 1).
     ``file``: file order (LIBSVM files are not randomly ordered, so workers differ).
+    ``head_shuffle``: the first n*m rows of the file, in a seeded random order (the authors'
+    reference code: ``A[0 : n m]``, then worker i gets block i of a random permutation).
     ``label_sorted``: the shuffled rows sorted by label before splitting (heterogeneous).
     ``dirichlet``: worker i's share of positive labels ~ Dirichlet(alpha) (small alpha:
     strong label skew), rows drawn without replacement.
@@ -397,6 +427,8 @@ def partition(
     rng = np.random.default_rng(seed)
     if split == "file":
         rows = np.arange(n * m)
+    elif split == "head_shuffle":
+        rows = rng.permutation(n * m)
     elif split in ("shuffle", "label_sorted"):
         rows = rng.permutation(N)[: n * m]
         if split == "label_sorted":
@@ -413,6 +445,9 @@ def partition(
             chosen += [pools[0].pop() for _ in range(want_pos)]
             chosen += [pools[1].pop() for _ in range(m - want_pos)]
         rows = np.asarray(chosen)
+    Y = y[rows].reshape(n, m)
+    if is_sparse(X):
+        return sp.csr_matrix(X[rows]), Y
     A = X[rows]
     A = A.toarray() if sp.issparse(A) else A
-    return A.reshape(n, m, d), y[rows].reshape(n, m)
+    return A.reshape(n, m, d), Y

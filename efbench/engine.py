@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from efbench import network, signals
+from efbench import blocks, network, signals
 from efbench.compressors import index_width
 from efbench.errors import ConfigError
 from efbench.fused import SNAPSHOT_COLUMNS, ec_advance
@@ -263,8 +263,8 @@ def execute(
             "f": f,
             "gap": gap,
             "rel_gap": gap / (f0[pts.run] - fstar),
-            "grad_norm2": np.where(finite, np.einsum("sd,sd->s", G, G), math.inf),
-            "dist2": np.einsum("sd,sd->s", D, D),
+            "grad_norm2": np.where(finite, blocks.row_sq_norms(G), math.inf),
+            "dist2": blocks.row_sq_norms(D),
             "bits_up_mean": pts.bits_sum / n,
             "bits_up_max": pts.bits_max,
             "bits_down": pts.bits_down,

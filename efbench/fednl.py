@@ -66,12 +66,15 @@ import numpy as np
 from scipy.special import expit
 
 from efbench.compressors import Identity, TopK
+from efbench.datasets import MAX_DENSE_ENV, max_dense_bytes
 from efbench.errors import ConfigError, check_choice
 from efbench.methods import Method, Round
 from efbench.problems import LogisticProblem, QuadraticProblem
 from efbench.stepsize import Schedule
 
 HESSIAN_COMPRESSORS = ("identity", "topk", "rankr")
+# (n, d, d) arrays a round holds: H_i, the new Hessians, their difference and its compression
+HESSIAN_COPIES = 4
 OPTIONS = (1, 2)
 
 
@@ -161,6 +164,13 @@ class FedNL(Method):
         if not problem.l2 > 0:  # mu = l2: Option 1 projects onto M >= mu I, the analysis needs mu > 0
             raise ConfigError("problem.l2", f"FedNL needs a strongly convex f, got l2 = {problem.l2}", "> 0")
         d, N = problem.d, problem.d * (problem.d + 1) // 2
+        need, limit = HESSIAN_COPIES * 8.0 * problem.n * d * d, max_dense_bytes()
+        if need > limit:  # rcv1 (d = 47236): 18 GB a matrix
+            raise ConfigError(
+                "method",
+                f"fednl keeps {HESSIAN_COPIES} dense d x d matrices per worker (n = {problem.n}, "
+                f"d = {d}): {need / 1e9:.3g} GB, over the {limit / 1e9:g} GB limit (${MAX_DENSE_ENV})",
+            )
         if self.hessian_compressor == "topk" and self._k(d) > N:
             raise ConfigError(
                 "method.hessian_k", f"K={self._k(d)} is out of range for d={d}", f"1 <= K <= d(d+1)/2 = {N}"

@@ -18,6 +18,9 @@ L-SVRG coin or coins), so both engines consume the same stream and send the same
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit, prange
 
@@ -172,3 +175,32 @@ def ec_advance(data, state, draws, gammas, params, settings, budget, counters, s
     """
     for r in prange(state[1].shape[0]):  # independent runs: the cores share them, bit for bit
         _advance_run(r, data, state, draws, gammas, params, settings, budget, counters, snaps)
+
+
+# the sources the compiled step is built from: numba keys a cached kernel on its own file
+# only, so after an upgrade that changed a building block it would load the old kernel
+KERNEL_SOURCES = ("fused.py", "blocks.py", "network.py")
+
+
+def drop_stale_kernels(cache: Path) -> None:
+    """Remove this module's kernels cached in ``cache`` when any of KERNEL_SOURCES changed
+    since they were compiled (a stamp of their hash beside numba's cache files), so they
+    compile anew."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256(b"".join((here / name).read_bytes() for name in KERNEL_SOURCES)).hexdigest()
+    stamp = cache / "fused.sources"
+    try:
+        if stamp.read_text() == digest:
+            return
+    except OSError:  # no stamp yet: kernels cached before it are of unknown sources
+        pass
+    try:
+        for old in cache.glob("fused.*.nb[ic]"):
+            old.unlink(missing_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:  # a read-only install: numba then caches elsewhere or not at all
+        pass
+
+
+drop_stale_kernels(Path(getattr(ec_advance._cache, "_cache_path", Path(__file__).parent / "__pycache__")))

@@ -239,7 +239,7 @@ class ErrorCompensated(Method):
             return f"the {type(problem).__name__} has no compiled step"
         est = make_estimator(self.estimator, problem)
         comp = self.compressor
-        code = FUSED_COMPRESSORS[type(comp)]
+        code = comp.code if isinstance(comp, TopK) else FUSED_COMPRESSORS[type(comp)]  # its tie rule
         s, empty = est.sampler, np.zeros(0)
         lsvrg = isinstance(est, LSVRG)
         coin = (2 if est.coin == "per_worker" else 1) if lsvrg else 0

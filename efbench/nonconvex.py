@@ -119,7 +119,7 @@ def optimum_without_mu(
     g0 = np.linalg.norm(problem.grad(np.zeros(problem.d)))
     rel = np.linalg.norm(problem.grad(x)) / max(g0, 1e-300)
     zero = problem.row_norm2.reshape(-1) == 0
-    margins = problem.yflat * (problem.flat @ x)
+    margins = problem.margins(x)
     if np.all(margins[~zero] > 0):
         fstar = float(np.mean(zero) * math.log(2.0))
         what = (
@@ -144,7 +144,7 @@ def _newton_pinv(problem: LogisticProblem, tol: float, max_iter: int) -> np.ndar
         if gn <= tol * max(g0, 1e-300):
             break
         if d <= 2000:
-            s = expit(problem.yflat * (problem.flat @ x))
+            s = expit(problem.margins(x))
             w = s * (1 - s) / problem.yflat.size
             if problem.csr is not None:  # sparse data: A^T diag(w) A from the nonzeros only
                 H = (problem.csr.T @ problem.csr.multiply(w[:, None])).toarray()

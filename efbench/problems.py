@@ -4,8 +4,9 @@
     f_ij(x)  = log(1 + exp(-y_ij <a_ij, x>)) + (l2/2) ||x||^2
     grad f_ij(x) = -y_ij sigmoid(-y_ij <a_ij, x>) a_ij + l2 x
 
-Worker data are one array A of shape (n, m, d), so that every worker's gradient is
-computed in a single vectorized call. The loss of a margin and its derivative are
+The n m rows a_ij are kept worker by worker (row i m + j), dense as one array (N, d) (so that
+every worker's gradient is one vectorized call), in CSR, or both: see
+:class:`LogisticProblem`. The loss of a margin and its derivative are
 :func:`efbench.blocks.loss_and_dloss` (the compiled step's too): no overflow for x far from 0.
 """
 
@@ -25,48 +26,86 @@ import scipy.sparse.linalg as spla
 from scipy.special import expit
 
 from efbench import blocks
-from efbench.datasets import save_npz
+from efbench.datasets import SPARSE_DENSITY, max_dense_bytes, save_npz
 
-SPARSE_DENSITY = 0.25  # below this fraction of nonzeros, full passes use CSR
 CACHE_BLOCK_BYTES = 8 << 20  # dense per-worker passes go through the rows in blocks of this size
+# Sparse rows are kept dense too up to this size (a9a 32 MB, w8a 119 MB): sampled rows are
+# then plain gathers and the dense solvers run; rcv1 (7.6 GB) and real-sim (12 GB) are CSR only.
+DENSE_COPY_BYTES = 256 << 20
 _NO_CSR = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0))
 
 
-def lambda_max_gram(A: np.ndarray) -> float:
-    """Largest eigenvalue of A^T A (= sigma_max(A)^2), via the smaller Gram matrix or Lanczos."""
+def lambda_max_gram(A: np.ndarray | sp.spmatrix) -> float:
+    """Largest eigenvalue of A^T A (= sigma_max(A)^2), via the smaller Gram matrix or
+    Lanczos; A dense or sparse (then the Gram matrix is a sparse product)."""
     r, c = A.shape
     if min(r, c) <= 1500:
         G = A.T @ A if c <= r else A @ A.T
+        G = G.toarray() if sp.issparse(G) else G
         return float(sla.eigvalsh(G, subset_by_index=[G.shape[0] - 1, G.shape[0] - 1])[0])
     op = spla.LinearOperator((c, c), matvec=lambda v: A.T @ (A @ v), dtype=A.dtype)
     return float(spla.eigsh(op, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0])
 
 
+@numba.njit(cache=True)
+def _add_scaled_rows(indptr, indices, data, rows, coef, g) -> None:  # pragma: no cover - compiled
+    """g[i] += coef[i] a_{rows[i]} over the row's CSR entries, each as c a_j + g_j: the
+    values of the dense c a + g, whose other entries are 0 + g_j = g_j (up to the sign of a
+    zero)."""
+    for i in range(rows.shape[0]):
+        for q in range(indptr[rows[i]], indptr[rows[i] + 1]):
+            j = indices[q]
+            g[i, j] = data[q] * coef[i] + g[i, j]
+
+
 @dataclass
 class LogisticProblem:
-    """Data (n, m, d), labels (n, m) in {-1, +1}, and the l2 coefficient."""
+    """Worker data, labels y (n, m) in {-1, +1}, and the l2 coefficient.
 
-    A: np.ndarray
+    ``A`` is given dense, shape (n, m, d), or as a scipy sparse matrix of the n m rows,
+    worker by worker, shape (n m, d) (what :func:`efbench.datasets.partition` gives for a
+    sparse file). What is kept:
+
+    * dense rows given: the array, ``flat`` its (N, d) view; a CSR copy ``csr`` too when
+      fewer than SPARSE_DENSITY of the entries are nonzero (full passes then run on it);
+    * sparse rows given: ``csr``, and a dense copy when it takes at most DENSE_COPY_BYTES
+      (and the memory limit); without it (rcv1, real-sim) the problem is CSR only: ``A``
+      does not exist, ``flat`` is an empty (0, d) array (the compiled blocks' way to say
+      "read the CSR arrays") and every method reads the CSR rows: a sampled gradient adds
+      c a_r on the row's nonzeros (batch 1), or its minibatch's rows are made dense
+      (:meth:`gather`, (n, tau, d)).
+    """
+
+    A: np.ndarray = field(repr=False)
     y: np.ndarray
     l2: float
     flat: np.ndarray = field(init=False, repr=False)
     yflat: np.ndarray = field(init=False, repr=False)
     row_norm2: np.ndarray = field(init=False, repr=False)
     row_offsets: np.ndarray = field(init=False, repr=False)  # (n, 1): first flat row of worker i
-    csr: sp.csr_matrix | None = field(init=False, repr=False)  # sparse copy of the rows
+    csr: sp.csr_matrix | None = field(init=False, repr=False)  # the rows in CSR, or None
 
     def __post_init__(self) -> None:
-        self.A = np.ascontiguousarray(self.A, dtype=np.float64)
         self.y = np.ascontiguousarray(self.y, dtype=np.float64)
-        self.flat = self.A.reshape(-1, self.d)
         self.yflat = self.y.reshape(-1)
-        self.row_norm2 = np.einsum("nmd,nmd->nm", self.A, self.A)
-        self.row_offsets = (np.arange(self.n) * self.m)[:, None]
+        self.csr = None
+        if sp.issparse(self.A):
+            self._keep_rows(self.A)
+        else:
+            self.A = np.ascontiguousarray(self.A, dtype=np.float64)
+            self.flat = self.A.reshape(-1, self.A.shape[2])
+            # LIBSVM data are often sparse (a9a 11%, w8a 4% nonzeros): full passes (metrics,
+            # full gradients) then run on CSR, 3-5x faster; sampled rows stay dense gathers.
+            density = np.count_nonzero(self.flat) / max(self.flat.size, 1)
+            if density < SPARSE_DENSITY:
+                self.csr = sp.csr_matrix(self.flat)
+        n, m = self.y.shape
+        if self.has_dense:
+            self.row_norm2 = np.einsum("nmd,nmd->nm", self.A, self.A)
+        else:
+            self.row_norm2 = np.asarray(self.csr.multiply(self.csr).sum(axis=1)).reshape(n, m)
+        self.row_offsets = (np.arange(n) * m)[:, None]
         self._chunk_rows = max(1, CACHE_BLOCK_BYTES // (8 * self.d))
-        # LIBSVM data are often sparse (a9a 11%, w8a 4% nonzeros): full passes (metrics, full
-        # gradients) then run on CSR, 3-5x faster; sampled rows stay dense gathers.
-        density = np.count_nonzero(self.flat) / max(self.flat.size, 1)
-        self.csr = sp.csr_matrix(self.flat) if density < SPARSE_DENSITY else None
         if self.csr is not None:
             self._csr_t = self.csr.T.tocsr()
             # unsigned copies for the compiled passes (see efbench.blocks.csr_loss_grad)
@@ -76,6 +115,44 @@ class LogisticProblem:
                 self.csr.data,
             )
 
+    def _keep_rows(self, rows: sp.spmatrix) -> None:
+        """Keep sparse rows (N, d): in CSR, canonical (sorted indices, no stored zeros: the
+        CSR a dense array of the same rows gives, so both give the same sums), and dense too
+        where that fits (see the class docstring)."""
+        n, m = self.y.shape
+        csr = sp.csr_matrix(rows, dtype=np.float64, copy=True)
+        if csr.shape[0] != n * m:
+            raise ValueError(f"{csr.shape[0]} rows for labels of shape {self.y.shape} (n m = {n * m})")
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+        N, d = csr.shape
+        dense_bytes = 8.0 * N * d
+        if dense_bytes <= min(DENSE_COPY_BYTES, max_dense_bytes()):
+            self.flat = csr.toarray()
+            self.A = self.flat.reshape(n, m, d)
+            if csr.nnz < SPARSE_DENSITY * N * d:
+                self.csr = csr
+        else:
+            del self.A  # CSR only: reading A says why (__getattr__)
+            self.flat = np.zeros((0, d))
+            self.csr = csr
+
+    def __getattr__(self, name: str):
+        # reached only when the attribute is missing: A of a problem kept in CSR only
+        if name == "A" and "csr" in self.__dict__:
+            n, m = self.y.shape
+            raise AttributeError(
+                f"{type(self).__name__}.A: the rows are kept in CSR only (problem.csr, {n * m} x "
+                f"{self.d}, {self.csr.nnz} nonzeros); the dense (n, m, d) array would take "
+                f"{8e-9 * n * m * self.d:.3g} GB"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def has_dense(self) -> bool:
+        """Whether the dense rows are kept: ``A`` (n, m, d) and ``flat`` (N, d)."""
+        return self.flat.shape[0] > 0
+
     @property
     def csr_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indptr, indices, values) as the compiled blocks take them; empty: dense rows."""
@@ -83,15 +160,15 @@ class LogisticProblem:
 
     @property
     def n(self) -> int:
-        return self.A.shape[0]
+        return self.y.shape[0]
 
     @property
     def m(self) -> int:
-        return self.A.shape[1]
+        return self.y.shape[1]
 
     @property
     def d(self) -> int:
-        return self.A.shape[2]
+        return self.flat.shape[1]
 
     def worker_mean(self, V: np.ndarray) -> np.ndarray:
         """(1/n) sum_i V_i for V (n, d) (:func:`efbench.blocks.worker_mean`)."""
@@ -166,8 +243,11 @@ class LogisticProblem:
 
     # ---- sampled rows -------------------------------------------------------------------
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """The rows a_r for flat indices rows (n, tau): shape (n, tau, d)."""
-        return self.flat.take(rows.reshape(-1), axis=0).reshape(*rows.shape, self.d)
+        """The rows a_r for flat indices rows (n, tau), dense: shape (n, tau, d) (from CSR
+        when the problem keeps no dense rows: the same values)."""
+        flat = rows.reshape(-1)
+        a = self.flat.take(flat, axis=0) if self.has_dense else self.csr[flat].toarray()
+        return a.reshape(*rows.shape, self.d)
 
     def sample_grads(
         self,
@@ -183,10 +263,8 @@ class LogisticProblem:
         ``gathered`` are the rows from :meth:`gather` when the caller has them already
         (L-SVRG evaluates two points on the same samples).
         """
-        a = self.gather(rows) if gathered is None else gathered
         yy = self.yflat.take(rows)
         if rows.shape[-1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
-            a1 = a[..., 0, :]
             yy = yy[..., 0]
             z = blocks.sample_dots(self.flat, *self.csr_arrays, rows[..., 0], x)
             coef = blocks.margin_coef_ufunc(yy, z)
@@ -196,9 +274,16 @@ class LogisticProblem:
                 w = weights[..., 0]
                 coef *= w
                 l2x = (w * self.l2)[..., None] * x
-            g = a1 * coef[..., None]
+            if gathered is None and not self.has_dense:  # CSR only: add c a_r on its nonzeros
+                g = np.empty((rows.shape[0], self.d))
+                g[:] = l2x
+                _add_scaled_rows(*self._csr_u, rows[..., 0], coef, g)
+                return g
+            a = self.gather(rows) if gathered is None else gathered
+            g = a[..., 0, :] * coef[..., None]
             g += l2x
             return g
+        a = self.gather(rows) if gathered is None else gathered
         z = np.einsum("...td,...d->...t", a, x)
         coef = blocks.margin_coef_ufunc(yy, z)
         wbar = 1.0
@@ -206,6 +291,20 @@ class LogisticProblem:
             coef = coef * weights
             wbar = weights.mean(axis=-1, keepdims=True)
         return np.einsum("...t,...td->...d", coef, a) / rows.shape[-1] + self.l2 * wbar * x
+
+    def margins(self, x: np.ndarray) -> np.ndarray:
+        """y_r <a_r, x> for every row r, (N,): a dense product where the dense rows are kept
+        (as the solvers have always computed it), else from CSR."""
+        return self.yflat * (self.flat @ x if self.has_dense else self.csr @ x)
+
+    def data_hessian(self, x: np.ndarray) -> np.ndarray:
+        """(1/N) A^T diag(s(1-s)) A, s = sigmoid(y <a, x>): the Hessian of the unregularized
+        loss, dense (d, d), from the dense rows where they are kept, else from the nonzeros."""
+        s = expit(self.margins(x))
+        w = s * (1 - s) / self.yflat.size
+        if self.has_dense:
+            return (self.flat.T * w) @ self.flat
+        return (self._csr_t @ self.csr.multiply(w[:, None])).toarray()
 
     def hess_vec(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Hessian-vector product: (1/N) A^T diag(s(1-s)) A v + l2 v."""
@@ -252,27 +351,33 @@ class LogisticProblem:
             "Lbar_i_mean": float(Lbar.mean()),
         }
 
+    def worker_rows(self, i: int) -> np.ndarray | sp.csr_matrix:
+        """Worker i's rows A_i (m, d): dense where the dense rows are kept, else CSR."""
+        if self.has_dense:
+            return self.A[i]
+        return self.csr[i * self.m : (i + 1) * self.m]
+
     @functools.cached_property
     def data_smoothness(self) -> float:
         """L of the unregularized loss: lambda_max(A^T A) / (4 n m)."""
-        return lambda_max_gram(self.flat) / (4 * self.n * self.m)
+        return lambda_max_gram(self.flat if self.has_dense else self.csr) / (4 * self.n * self.m)
 
     @functools.cached_property
     def worker_smoothness(self) -> np.ndarray:
         """L_i of the unregularized local losses: lambda_max(A_i^T A_i) / (4 m), shape (n,)."""
-        return np.array([lambda_max_gram(self.A[i]) for i in range(self.n)]) / (4 * self.m)
+        return np.array([lambda_max_gram(self.worker_rows(i)) for i in range(self.n)]) / (4 * self.m)
 
     @functools.cached_property
     def data_fingerprint(self) -> str:
         """Hash of the split data (not of l2): the key of everything cached about it. Sparse
         data are hashed in CSR form (w8a: 7 MB instead of the 119 MB dense array)."""
         h = hashlib.blake2b(digest_size=16)
-        h.update(np.asarray(self.A.shape).tobytes())
+        h.update(np.asarray((self.n, self.m, self.d)).tobytes())
         if self.csr is not None:
             for part in self.csr_arrays:
                 h.update(part.tobytes())
         else:
-            h.update(self.A.tobytes())
+            h.update(self.flat.tobytes())
         h.update(self.y.tobytes())
         return h.hexdigest()
 
@@ -290,9 +395,7 @@ def solve(problem: LogisticProblem, tol: float = 1e-10, max_iter: int = 100) -> 
         if gn <= tol * max(g0, 1e-300):
             return x
         if d <= 2000:
-            s = expit(problem.yflat * (problem.flat @ x))
-            w = s * (1 - s) / problem.yflat.size
-            H = (problem.flat.T * w) @ problem.flat + problem.l2 * np.eye(d)
+            H = problem.data_hessian(x) + problem.l2 * np.eye(d)
             p = sla.solve(H, -g, assume_a="pos")
         else:
             op = spla.LinearOperator((d, d), matvec=lambda v, x=x: problem.hess_vec(x, v))

@@ -62,3 +62,19 @@ def test_margin_derivative_against_finite_differences():
             fd = (blocks.loss_and_dloss(y * (z + h))[0] - blocks.loss_and_dloss(y * (z - h))[0]) / (2 * h)
             assert blocks.margin_coef(y, z) == pytest.approx(fd, rel=1e-6, abs=1e-12)
     assert blocks.loss_and_dloss(-800.0)[0] == pytest.approx(800.0)  # no overflow
+
+
+def test_cached_kernels_are_dropped_when_a_building_block_changes(tmp_path):
+    """numba keys a cached kernel on its own file: the compiled step's cache files go when
+    the hash of the sources it is built from (fused, blocks, network) is not the stamp's."""
+    from efbench import fused
+
+    kernel, other = tmp_path / "fused.ec_advance-1.py311.nbi", tmp_path / "blocks.compress_row-1.nbi"
+    for f in (kernel, other):
+        f.write_text("old")
+    (tmp_path / "fused.sources").write_text("a hash of older sources")
+    fused.drop_stale_kernels(tmp_path)
+    assert not kernel.exists() and other.exists()  # blocks' own cache follows blocks.py itself
+    kernel.write_text("new")
+    fused.drop_stale_kernels(tmp_path)  # the stamp is now the sources': nothing to drop
+    assert kernel.exists()

@@ -200,7 +200,7 @@ def test_results_are_written_with_the_umask_mode(tmp_path):
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 ALL_ROWS = {"madelon", "ijcnn1", "rcv1", "real-sim", "epsilon"}  # presets splitting every row
-TOO_LARGE = {"rcv1", "real-sim", "epsilon"}  # and refused for memory
+TOO_LARGE = {"rcv1", "real-sim", "epsilon"}  # over the memory limit as dense arrays
 
 
 def _presets() -> dict[str, dict]:
@@ -214,8 +214,8 @@ def _presets() -> dict[str, dict]:
 
 def test_table_entries_and_their_presets_agree():
     """Every table entry has a preset whose split fits its published rows; counts and hashes
-    are plausible; the presets of the large sparse files are refused for memory, naming
-    dataset, the others pass."""
+    are plausible; the large presets would not fit as dense arrays (refused naming dataset),
+    the others would; the sparse files fit in CSR (rcv1 has 74 nonzeros a row, real-sim 51)."""
     presets = _presets()
     assert {p["libsvm_name"] for p in presets.values()} == set(LIBSVM_FILES)
     for stem, p in presets.items():
@@ -226,11 +226,14 @@ def test_table_entries_and_their_presets_agree():
             assert spec.rows - p["n_workers"] * p["m"] < p["n_workers"]  # every row a worker can take
         assert spec.positives is None or 0 < spec.positives < spec.rows
         assert spec.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", spec.sha256)
+        args = (stem, p["n_workers"], p["m"], spec.features, spec.rows if spec.dense else None)
         if stem in TOO_LARGE:
-            with pytest.raises(ConfigError, match=rf"^dataset: {stem} .* GB, over the 4 GB limit"):
-                check_memory(stem, p["n_workers"], p["m"], spec.features, spec.rows if spec.dense else None)
+            with pytest.raises(ConfigError, match=rf"^dataset: {stem} as dense .* GB, over the 4 GB limit"):
+                check_memory(*args)
         else:
-            check_memory(stem, p["n_workers"], p["m"], spec.features, spec.rows if spec.dense else None)
+            check_memory(*args)
+        if not spec.dense:
+            check_memory(*args, row_nnz=100.0)
     # the published shapes of the files the surveyed papers use (LIBSVM binary page)
     shapes = {
         "gisette_scale": (6000, 5000),
@@ -323,9 +326,10 @@ def _cfg(*overrides):
         return compose("config", overrides=["progress=false", *overrides])
 
 
-def test_rcv1_is_refused_for_memory_before_any_file_is_read(tmp_path, monkeypatch):
-    """20 x 1012 x 47236 float64 = 7.6 GB: refused naming dataset, with the m that fits,
-    before the mirror or the network is touched; a larger limit lets it through to them."""
+def test_dense_files_are_refused_for_memory_before_any_file_is_read(tmp_path, monkeypatch):
+    """epsilon, dense (20 x 20000 x 2000 float64 = 6.4 GB): refused naming dataset, with the
+    m that fits, before the mirror or the network is touched; a larger limit lets it through
+    to them. rcv1 is sparse, kept in CSR: no dense limit, on to the mirror."""
     import pooch
 
     def no_download(*args, **kwargs):
@@ -334,23 +338,34 @@ def test_rcv1_is_refused_for_memory_before_any_file_is_read(tmp_path, monkeypatc
     monkeypatch.setattr(pooch, "retrieve", no_download)
     empty = tmp_path / "empty"
     empty.mkdir()
-    cfg = _cfg("dataset=rcv1", f"data.mirror={empty}", f"data.dir={tmp_path / 'c'}")
+    cfg = _cfg("dataset=epsilon", f"data.mirror={empty}", f"data.dir={tmp_path / 'c'}")
     with pytest.raises(
-        ConfigError, match=r"^dataset: rcv1 .*\(20, 1012, 47236\) needs 7\.6 GB.*dataset\.m <= 529"
+        ConfigError,
+        match=r"^dataset: epsilon as dense .*\(20, 20000, 2000\) needs 6\.4 GB.*dataset\.m <= 12500",
     ):
         load_dataset(cfg)
     assert not (tmp_path / "c").exists()
     monkeypatch.setenv(MAX_DENSE_ENV, "8")
-    with pytest.raises(DataError, match=r"'rcv1' is not in the mirror .*rcv1_train\.binary\.bz2"):
+    with pytest.raises(DataError, match=r"'epsilon' is not in the mirror .*epsilon_normalized\.bz2"):
         load_dataset(cfg)
     monkeypatch.setenv(MAX_DENSE_ENV, "lots")
     with pytest.raises(ConfigError, match=r"^dataset: \$EFBENCH_MAX_DENSE_GB='lots'"):
         load_dataset(cfg)
+    monkeypatch.delenv(MAX_DENSE_ENV)
+    rcv1 = _cfg("dataset=rcv1", f"data.mirror={empty}", f"data.dir={tmp_path / 'c'}")
+    with pytest.raises(DataError, match=r"'rcv1' is not in the mirror .*rcv1_train\.binary\.bz2"):
+        load_dataset(rcv1)
 
 
 def test_a_file_not_in_the_table_is_refused_for_memory_once_its_shape_is_known(tmp_path, monkeypatch):
-    text = _libsvm_text([1, -1, 1, -1], [{1000: 1.0}, {2: 1.0}, {3: 1.0}, {4: 1.0}])
-    m = _mirror_with(tmp_path, "wide", bz2.compress(text))
+    """Dense rows (half the entries nonzero) count n m d 8 bytes; sparse ones their CSR bytes:
+    a 1000-wide file with one nonzero a row fits a limit its dense split (32 kB) is over."""
+    dense = _libsvm_text([1, -1, 1, -1], [{j: 1.0 for j in range(1 + r % 2, 1001, 2)} for r in range(4)])
+    sparse = _libsvm_text([1, -1, 1, -1], [{1000: 1.0}, {2: 1.0}, {3: 1.0}, {4: 1.0}])
+    m = tmp_path / "mirror"
+    m.mkdir()
+    (m / "wide.bz2").write_bytes(bz2.compress(dense))
+    (m / "thin.bz2").write_bytes(bz2.compress(sparse))
     cfg = _cfg("dataset=a9a", "dataset.libsvm_name=wide", "dataset.n_workers=2", "dataset.m=2")
     cfg.data.mirror, cfg.data.dir = str(m), str(tmp_path / "c")
     monkeypatch.setenv(MAX_DENSE_ENV, "1e-5")  # 10 kB: 2 x 2 x 1000 x 8 = 32 kB is over it
@@ -358,13 +373,24 @@ def test_a_file_not_in_the_table_is_refused_for_memory_once_its_shape_is_known(t
         ConfigError, match=r"^dataset: wide as dense worker data \(n, m, d\) = \(2, 2, 1000\)"
     ):
         load_dataset(cfg)
+    cfg.dataset.libsvm_name = "thin"
+    X, _ = load_dataset(cfg)  # 4 rows x 40 bytes
+    assert sp.issparse(X) and X.shape == (4, 1000)
+    monkeypatch.setenv(MAX_DENSE_ENV, "1e-7")  # 100 bytes
+    with pytest.raises(
+        ConfigError, match=r"^dataset: thin as sparse worker data \(n, m\) = \(2, 2\) needs 1\.6e-07 GB"
+    ):
+        load_dataset(cfg)
 
 
 def test_sparse_rows_split_as_dense_ones():
-    X, y = make_synthetic(200, 6, seed=2, density=0.3)
-    for split in ("shuffle", "file", "label_sorted", "dirichlet"):
-        A, Y = partition(X, y, 4, 40, split, seed=1)
-        As, Ys = partition(sp.csr_matrix(X), y, 4, 40, split, seed=1)
-        assert isinstance(As, np.ndarray)
-        np.testing.assert_array_equal(As, A)
-        np.testing.assert_array_equal(Ys, Y)
+    """A sparse matrix with many nonzeros (30 %) splits into the dense array its dense rows
+    give; with few (10 %), into CSR rows (n m, d) holding the same rows and no dense copy."""
+    for density, kept_sparse in ((0.3, False), (0.1, True)):
+        X, y = make_synthetic(200, 6, seed=2, density=density)
+        for split in ("shuffle", "file", "label_sorted", "dirichlet"):
+            A, Y = partition(X, y, 4, 40, split, seed=1)
+            As, Ys = partition(sp.csr_matrix(X), y, 4, 40, split, seed=1)
+            assert sp.issparse(As) == kept_sparse
+            np.testing.assert_array_equal(As.toarray().reshape(4, 40, 6) if kept_sparse else As, A)
+            np.testing.assert_array_equal(Ys, Y)

@@ -46,15 +46,17 @@ def tied_problem(n=4, m=12, d=10, seed=0, density=0.5) -> LogisticProblem:
 
 
 def registry_compressors(problem) -> dict[str, dict]:
-    """Every compressor class whose EC-SGD the compiled step runs, from its first config
-    (presets such as ht_paper only set other parameters of the same class)."""
+    """Every compiled compressor (class and rule, such as TopK's ``ties``) whose EC-SGD the
+    compiled step runs, from its first config (presets such as ht_paper only set other
+    parameters of the same class and rule)."""
     out, seen = {}, set()
     for path in sorted((CONF / "compressor").glob("*.yaml")):
         composed = cfg_of("+experiment=paper_reference", f"compressor={path.stem}").compressor
         spec = {**OmegaConf.to_container(composed, resolve=True), **PARAMS.get(path.stem, {})}
         method = ErrorCompensated(name="e", estimator=ESTIMATORS["us"], compressor=instantiate(spec))
-        if isinstance(method.fuse(problem), FusedSpec) and spec["_target_"] not in seen:
-            seen.add(spec["_target_"])
+        fused = method.fuse(problem)
+        if isinstance(fused, FusedSpec) and fused.comp not in seen:
+            seen.add(fused.comp)
             out[path.stem] = spec
     return out
 
@@ -65,7 +67,8 @@ FUSABLE = registry_compressors(PROBLEM)
 
 
 def test_registry_has_the_fusable_compressors():
-    assert {"identity", "ht", "topk"} <= set(FUSABLE)
+    assert {"identity", "ht", "topk", "topk_keep_paper"} <= set(FUSABLE)
+    assert FUSABLE["topk_keep_paper"]["ties"] == "keep"
 
 
 def _runs(comp_spec, est, form, float_bits, index_bits, gamma=0.5, seeds=(3,), problem=PROBLEM):
