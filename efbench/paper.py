@@ -1,11 +1,15 @@
 """``efbench-paper``: the three experiments of Danilova & Gorbunov (2022) in one command.
 
-For each available dataset it (1) calibrates the hard threshold so that EC-LSVRG + HT
-sends about as many coordinates per round as EC-LSVRG + TopK(K) (short pilot runs,
-bisection on log lambda), (2) runs the multiruns ``+experiment=paper_exp1..3`` through
-the ``efbench`` command itself, (3) collects every run, draws the figures and writes
-``report.md`` with the constants, the stepsizes, the final suboptimality of every curve
-and a verdict on each of the paper's qualitative findings, read off the measured curves.
+For each available dataset it (1) calibrates the hard threshold so that EC-LSVRG + HT sends
+as many coordinates per round over the whole run as EC-LSVRG + TopK does (pilot runs of the
+run's full length, bisection on log lambda), (2) runs the multiruns
+``+experiment=paper_exp1..3`` (with ``--authors``: ``paper_authors_exp1..3``, every setting
+of the authors' code) through the ``efbench`` command itself, (3) collects every run, draws
+the figures and writes ``report.md``: the constants, the stepsizes and densities compared,
+the final suboptimality of every curve, and each of the paper's findings read off the
+curves seed by seed (accuracy targets, who leads early and late, crossings), with the
+confounds (unequal stepsizes, unequal densities) flagged and differences within the seed
+spread called no clear difference.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +29,33 @@ from hydra import compose, initialize_config_module
 
 from efbench.datasets import load_dataset
 from efbench.errors import EfbenchError
-from efbench.plots import plot_curves, save
-from efbench.runner import run
+from efbench.plots import FLOOR, band, plot_curves, save
+from efbench.runner import run_seeds
 from efbench.sweep import collect
 
 DATASETS = ("a9a", "w8a", "gisette")
 QUICK = {"a9a": (20000, 200), "w8a": (20000, 200), "gisette": (2000, 50)}  # iters, log_every
-EXPERIMENTS = ("paper_exp1", "paper_exp2", "paper_exp3")
+# the experiments of each variant, and the TopK compressor its experiment 3 compares HT with
+VARIANTS = {
+    "efbench": (("paper_exp1", "paper_exp2", "paper_exp3"), "topk_paper"),
+    "authors": (("paper_authors_exp1", "paper_authors_exp2", "paper_authors_exp3"), "topk_keep_paper"),
+}
+TARGETS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # relative gaps at which the arms are compared, where reached
+EARLY = 0.1  # the early phase: this fraction of the x range the arms share
+MIN_RATIO = 1.1  # a lead by less than this factor is no lead, whatever the seeds say
+DENSITY_TOL = 0.1  # mean coordinates per round within 10 % count as matched
+STEPSIZE_TOL = 0.05  # stepsizes within 5 % count as equal
+CALIBRATION_TOL = 0.05  # the calibration aims closer than that
+GRID = 200  # points of the common x grid on which the phases and crossings are read
+SMOOTH = 0.05  # the gaps on that grid are running means over this fraction of it
+MIN_SEGMENT = 3  # a lead held over fewer grid points is taken for noise
 
 
-def _compose(dataset: str, overrides: list[str]):
+def _compose(dataset: str, overrides: list[str], experiment: str = "paper_reference"):
     with initialize_config_module("efbench.conf", version_base="1.3"):
         return compose(
             "config",
-            overrides=["+experiment=paper_reference", f"dataset={dataset}", "progress=false", *overrides],
+            overrides=[f"+experiment={experiment}", f"dataset={dataset}", "progress=false", *overrides],
         )
 
 
@@ -50,34 +68,65 @@ def check_available(dataset: str, overrides: list[str]) -> str | None:
     return None
 
 
+def _pilot_nnz(dataset: str, experiment: str, overrides: list[str], seeds: tuple[int, ...]) -> float:
+    """Mean coordinates per round and worker over runs of ``experiment`` with these seeds
+    (one batch), averaged over the seeds."""
+    cfg = _compose(dataset, overrides, experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        return float(np.mean([s["final"]["nnz_mean"] for s in run_seeds(cfg, list(seeds), tmp)]))
+
+
 def calibrate_threshold(
-    dataset: str, overrides: list[str], iters: int = 1000, tol: float = 0.1, max_pilots: int = 12
+    dataset: str,
+    overrides: list[str],
+    iters: int = 1000,
+    tol: float = CALIBRATION_TOL,
+    max_pilots: int = 12,
+    experiment: str = "paper_exp3",
+    topk: str = "topk_paper",
+    seeds: tuple[int, ...] = (0,),
 ) -> tuple[float, float, float]:
-    """The HT lambda at which EC-LSVRG + HT sends on average as many coordinates as
-    EC-LSVRG + TopK with the dataset's K. Returns (lambda, its mean nnz, K)."""
-    base = ["method=ec_lsvrg", f"budget.iters={iters}", "log_every=100", "seed=0", *overrides]
-    k = float(_compose(dataset, base).paper[dataset].topk_k)
-
-    def nnz(lam: float) -> float:
-        cfg = _compose(dataset, [*base, "compressor=ht", f"compressor.lam={lam!r}"])
-        with tempfile.TemporaryDirectory() as tmp:
-            return float(run(cfg, tmp)["final"]["nnz_mean"])
-
-    lam = float(_compose(dataset, base).paper[dataset].ht_lam)
-    lo = hi = None  # thresholds known to send more / fewer coordinates than K
+    """The HT lambda at which ``experiment``'s EC-LSVRG + HT sends on average, over ``iters``
+    iterations and the ``seeds`` (the runs the experiment then makes), as many coordinates
+    per round as its EC-LSVRG + ``topk`` does over the same runs (K exactly with
+    ties=index; more where ties=keep sends the tied values). Returns (lambda, its mean
+    nnz, TopK's mean nnz): the best pilot, within ``tol`` of the target unless
+    ``max_pilots`` pilots did not get there."""
+    base = [f"budget.iters={iters}", "log_every=null", *overrides]
+    target = _pilot_nnz(dataset, experiment, [*base, f"compressor={topk}"], seeds)
+    lam = float(_compose(dataset, base, experiment).paper[dataset].ht_lam)
+    lo = hi = None  # thresholds known to send more / fewer coordinates than the target
     best = (lam, math.inf)
     for _ in range(max_pilots):
-        got = nnz(lam)
-        if abs(got - k) < abs(best[1] - k):
+        ht = [*base, "compressor=ht_paper", f"paper.{dataset}.ht_lam={lam!r}"]
+        got = _pilot_nnz(dataset, experiment, ht, seeds)
+        if abs(got - target) < abs(best[1] - target):
             best = (lam, got)
-        if abs(got - k) <= tol * k:
+        if abs(got - target) <= tol * target:
             break
-        if got > k:
+        if got > target:
             lo = lam
         else:
             hi = lam
         lam = lam * 3 if hi is None else lam / 3 if lo is None else math.sqrt(lo * hi)
-    return best[0], best[1], k
+    return best[0], best[1], target
+
+
+def sweep_seeds(overrides: list[str], experiment: str) -> tuple[int, ...]:
+    """The seeds a multirun of ``experiment`` with these overrides makes: the last ``seed=``
+    override's list, else the experiment's own; seed 0 alone where they are not a plain
+    list of integers (range(...) and other sweep syntax)."""
+    given = [o[5:] for o in overrides if o.startswith("seed=")]
+    if given:
+        text = given[-1]
+    else:
+        with initialize_config_module("efbench.conf", version_base="1.3"):
+            c = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
+        text = str(c.hydra.sweeper.params.get("seed", "0"))
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        return (0,)
 
 
 def run_experiment(exp: str, dataset: str, out: Path, overrides: list[str], jobs: int) -> int:
@@ -104,7 +153,7 @@ def run_experiment(exp: str, dataset: str, out: Path, overrides: list[str], jobs
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     ok = runs[runs["status"].isin(["completed", "diverged"])]
-    g = ok.groupby(["experiment", "dataset", "label"], sort=True)
+    g = ok.groupby(["experiment", "dataset", "label"], sort=True, observed=True)
     return g.agg(
         seeds=("seed", "nunique"),
         gamma=("gamma0", "first"),
@@ -117,12 +166,10 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_curve(trace: pd.DataFrame, x: str, y: str = "rel_gap") -> tuple[np.ndarray, np.ndarray]:
-    """Seed-mean curve on the x grid common to the seeds (interpolated in log y)."""
-    from efbench.plots import FLOOR, band
-
+    """The seeds' curve as :func:`efbench.plots.band` draws it (interpolated in log y)."""
     curves = [
         (r[x].to_numpy(float), np.maximum(r[y].to_numpy(float), FLOOR))
-        for _, r in trace.sort_values(x).groupby("run")
+        for _, r in trace.sort_values(x).groupby("run", observed=True)
     ]
     grid, mean, _, _ = band(curves)
     return grid, mean
@@ -134,71 +181,366 @@ def first_reach(curve: tuple[np.ndarray, np.ndarray], target: float) -> float:
     return float(curve[0][hit[0]]) if len(hit) else math.inf
 
 
-def race(a: pd.DataFrame, b: pd.DataFrame, x: str) -> tuple[float, float, float]:
-    """(target, x_a, x_b): the x each seed-mean curve needs to reach an accuracy both reach
-    (twice the worse of their final values)."""
-    ca, cb = mean_curve(a, x), mean_curve(b, x)
-    target = 2 * max(ca[1][-1], cb[1][-1])
-    return target, first_reach(ca, target), first_reach(cb, target)
+def reach_bounds(x: np.ndarray, y: np.ndarray, target: float, diverged: bool = False) -> tuple[float, float]:
+    """Where the curve first reaches ``target``, as far as its log points tell: after the
+    last point above it and at the first point at or below it; never: after the run's
+    last point, or (inf, inf) for a diverged run."""
+    hit = np.nonzero(y <= target)[0]
+    if not len(hit):
+        return (math.inf if diverged or not len(x) else float(x[-1])), math.inf
+    return float(x[max(hit[0] - 1, 0)]), float(x[hit[0]])
 
 
-def _faster(name_a: str, xa: float, name_b: str, xb: float, factor: float = 1.5) -> str:
-    if xa * factor <= xb:
-        return f"{name_a} faster ({xb / xa:.2g}x fewer)"
-    if xb * factor <= xa:
-        return f"{name_b} faster ({xa / xb:.2g}x fewer)"
-    return f"similar (within {factor:g}x)"
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: its name in the report and its runs (rows of the runs
+    table) and trace rows, every seed."""
+
+    name: str
+    runs: pd.DataFrame
+    trace: pd.DataFrame
+
+    def curves(self, x: str) -> list[tuple[int, np.ndarray, np.ndarray, bool]]:
+        """(seed, x, rel_gap floored at FLOOR, diverged) of each run, by seed."""
+        out = []
+        for run_id, r in self.trace.sort_values(x).groupby("run", sort=False, observed=True):
+            status = self.runs.loc[self.runs.run == run_id, "status"]
+            y = np.maximum(r["rel_gap"].to_numpy(float), FLOOR)
+            ok = np.isfinite(y)
+            seed = int(r["seed"].iloc[0])
+            out.append((seed, r[x].to_numpy(float)[ok], y[ok], bool((status == "diverged").any())))
+        return sorted(out, key=lambda c: c[0])
+
+    def gammas(self) -> str:
+        g = self.runs.groupby("gamma0")["stepsize_formula"].first()
+        return ", ".join(f"{gamma:.4g} ({formula})" for gamma, formula in g.items())
+
+    def densities(self) -> np.ndarray:
+        """Each run's mean coordinates per round and worker over the whole run."""
+        return self.runs.sort_values("seed")["final_nnz_mean"].to_numpy(float)
 
 
-def by_dataset(trace: pd.DataFrame, exp: str):
-    """(dataset, its rows) for one experiment, datasets in order."""
-    t = trace[trace.experiment == exp]
-    for ds in sorted(t.dataset.unique()):
-        yield ds, t[t.dataset == ds]
+def value_at(x: np.ndarray, y: np.ndarray, at: float, diverged: bool) -> float:
+    """The curve at ``at`` (interpolated in log y); inf past the end of a diverged run."""
+    if len(x) == 0 or at > x[-1]:
+        return math.inf if diverged or len(x) == 0 else float(y[-1])
+    return float(10 ** np.interp(at, x, np.log10(y)))
 
 
-def findings(trace: pd.DataFrame, table: pd.DataFrame) -> list[str]:
-    """The paper's three qualitative claims, each checked on the seed-mean curves."""
-    lines = [
-        "### 1. Importance vs uniform sampling (EC-SGD + HT)",
+def clear_lead(a: np.ndarray, b: np.ndarray) -> str:
+    """'a' or 'b' where that side is clearly lower (smaller is better: steps to a target, or
+    a gap), '' otherwise. Clear: every seed of the leader beats every seed of the other by
+    MIN_RATIO, and, where all values are finite, the difference of the log means exceeds
+    either side's seed spread (a difference within the noise is no lead)."""
+    if not len(a) or not len(b) or (np.isinf(a).all() and np.isinf(b).all()):
+        return ""
+    margin = math.log10(MIN_RATIO)
+    la, lb = np.log10(np.maximum(a, FLOOR)), np.log10(np.maximum(b, FLOOR))
+    finite = np.isfinite(la).all() and np.isfinite(lb).all()
+    spread = max(np.ptp(la), np.ptp(lb)) if finite else 0.0
+    diff = abs(la.mean() - lb.mean()) if finite else math.inf
+    if la.max() + margin <= lb.min() and diff > spread:
+        return "a"
+    if lb.max() + margin <= la.min() and diff > spread:
+        return "b"
+    return ""
+
+
+def _num(v: float) -> str:
+    return "never" if math.isinf(v) else f"{v:.3g}"
+
+
+def _gaps(v: np.ndarray) -> str:
+    """Relative gaps of the seeds, 'diverged' where infinite."""
+    return ", ".join("diverged" if math.isinf(u) else f"{u:.3g}" for u in v)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> str | None:
+    """How many times the larger geometric mean is the smaller one ('1.7x'); None where
+    the larger side has infinite values (never reached, diverged)."""
+    ga, gb = (float(np.exp(np.mean(np.log(np.maximum(v, FLOOR))))) for v in (a, b))
+    hi, lo = max(ga, gb), min(ga, gb)
+    return None if math.isinf(hi) else f"{hi / lo:.2g}x"
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` found: per target the leader ('a', 'b', '' or None where
+    neither side reaches it), the early and final leaders, and the leader changes."""
+
+    targets: dict[float, str | None]
+    early: str
+    end: str
+    crossings: list[tuple[str, float, str, float]]  # (leader, until x, next leader, from x)
+    confounded: bool
+
+
+def on_grid(curves: list, grid: np.ndarray) -> np.ndarray:
+    """log10 rel_gap of each seed's curve (rows) at the grid points, in log y (inf past the
+    end of a diverged run), smoothed by a running mean over SMOOTH of the grid: the gap of
+    a stochastic run fluctuates around its trend, a single point would read the noise."""
+    L = np.log10([[value_at(x, y, g, dv) for g in grid] for _, x, y, dv in curves])
+    half = max(int(SMOOTH * len(grid)) // 2, 0)
+    out = np.empty_like(L)
+    for j in range(len(grid)):
+        out[:, j] = L[:, max(j - half, 0) : j + half + 1].mean(axis=1)
+    return out
+
+
+def phases(La: np.ndarray, Lb: np.ndarray, grid: np.ndarray) -> list[tuple[str, float, float]]:
+    """The leader along the grid as segments (leader 'a', 'b' or '', first x, last x): at
+    each point :func:`clear_lead` over the seeds' smoothed gaps (:func:`on_grid`); leads
+    held over fewer than MIN_SEGMENT points are taken for noise."""
+    states = [clear_lead(10 ** La[:, j], 10 ** Lb[:, j]) for j in range(len(grid))]
+    segs: list[list] = []
+    for g, s in zip(grid, states, strict=True):
+        if segs and segs[-1][0] == s:
+            segs[-1][2], segs[-1][3] = g, segs[-1][3] + 1
+        else:
+            segs.append([s, g, g, 1])
+    for seg in segs:
+        if seg[3] < MIN_SEGMENT:
+            seg[0] = ""
+    merged: list[list] = []
+    for s, lo, hi, _ in segs:
+        if merged and merged[-1][0] == s:
+            merged[-1][2] = hi
+        else:
+            merged.append([s, lo, hi])
+    return [tuple(m) for m in merged]
+
+
+def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple[list[str], Comparison]:
+    """Lines of the report comparing arm a with arm b against ``x`` (``unit`` names it), and
+    the verdicts. Read seed by seed: the stepsizes and densities compared (a confound where
+    they differ: stepsizes always, densities where ``bits_axis``), the x each seed needs to
+    reach each target, who leads at EARLY of the shared x range and over its last EARLY, and
+    where the clear leader changes (:func:`on_grid`, :func:`phases`)."""
+    A, B = a.name, b.name
+    ca, cb = a.curves(x), b.curves(x)
+    seeds = sorted({c[0] for c in ca} | {c[0] for c in cb})
+    lines = [f"- stepsizes: {A} {a.gammas()}; {B} {b.gammas()}."]
+    da, db = a.densities(), b.densities()
+    lines.append(
+        f"- mean coordinates per round and worker over the run: {A} "
+        f"{', '.join(f'{v:.3g}' for v in da)}; {B} {', '.join(f'{v:.3g}' for v in db)} (per seed)."
+    )
+    for arm, curves in ((A, ca), (B, cb)):
+        gone = [(seed, xx[-1] if len(xx) else 0.0) for seed, xx, _, dv in curves if dv]
+        if gone:
+            where = ", ".join(f"seed {seed} at {unit} {end:.3g}" for seed, end in gone)
+            lines.append(f"- **Diverged**: {arm} {where}: it never reaches what it had not reached by then.")
+    confounded = False
+    ga, gb = a.runs.gamma0.astype(float), b.runs.gamma0.astype(float)
+    longer = ""  # the side with the larger stepsize, where they differ
+    if not np.allclose(np.r_[ga, gb], ga.iloc[0], rtol=STEPSIZE_TOL):
+        confounded, longer = True, "a" if ga.mean() > gb.mean() else "b"
+        lines.append(
+            f"- **Confound: unequal stepsizes** ({A}/{B} = {ga.mean() / gb.mean():.3g}): the "
+            "difference mixes what is compared with the step length."
+        )
+    if bits_axis and len(da) and len(db):
+        r = da.mean() / db.mean()
+        if abs(r - 1) > DENSITY_TOL:
+            confounded = True
+            lines.append(
+                f"- **Confound: unequal density** ({A}/{B} = {r:.3g} coordinates per round over "
+                f"the run, beyond {DENSITY_TOL:.0%}): per bit, the sparser message is favoured."
+            )
+        else:
+            lines.append(f"- densities matched over the run: {A}/{B} = {r:.3g} (within {DENSITY_TOL:.0%}).")
+    if len(seeds) < 2 or min(len(ca), len(cb)) < 2:
+        lines.append("- one seed: the seed-to-seed noise is not measured, so no difference is called clear.")
+    names = {"a": A, "b": B}
+    targets: dict[float, str | None] = {}
+    unreached = []
+    for t in TARGETS:
+        # (after, at) of each seed: reached after the last log point above t, at the first below
+        ba = np.array([reach_bounds(xx, yy, t, dv) for _, xx, yy, dv in ca]).reshape(-1, 2)
+        bb = np.array([reach_bounds(xx, yy, t, dv) for _, xx, yy, dv in cb]).reshape(-1, 2)
+        if np.isinf(ba[:, 1]).all() and np.isinf(bb[:, 1]).all():
+            targets[t] = None
+            unreached.append(f"{t:g}")
+            continue
+        w = ""
+        if (
+            min(len(ba), len(bb)) >= 2
+        ):  # a clear lead holds wherever between its log points each seed got there
+            w = (
+                "a"
+                if clear_lead(ba[:, 1], bb[:, 0]) == "a"
+                else "b"
+                if clear_lead(ba[:, 0], bb[:, 1]) == "b"
+                else ""
+            )
+        targets[t] = w
+        ra, rb = ba[:, 1], bb[:, 1]
+        per_seed = f"{A} {', '.join(map(_num, ra))}; {B} {', '.join(map(_num, rb))}"
+        verdict = "no clear difference (within the seed spread or between two log points)"
+        if w:
+            other, behind = (B, rb) if w == "a" else (A, ra)
+            r = _ratio(ra, rb)
+            how = (
+                f"{r} fewer"
+                if r
+                else f"{other} never gets there"
+                if np.isinf(behind).all()
+                else (f"{other} not in every seed")
+            )
+            verdict = f"{names[w]} first ({how})"
+        lines.append(f"- rel. gap {t:g}: {unit} to reach it per seed: {per_seed}: {verdict}.")
+    if unreached:
+        lines.append(f"- rel. gap {', '.join(unreached)}: reached by neither.")
+    live = [c for c in ca + cb if not c[3] and len(c[1])]
+    lo = max(c[1][0] for c in live) if live else 0.0
+    hi = min(c[1][-1] for c in live) if live else 0.0
+    two = min(len(ca), len(cb)) >= 2
+    grid = np.linspace(lo, hi, GRID)
+    La, Lb = on_grid(ca, grid), on_grid(cb, grid)
+    early = int(round(EARLY * (GRID - 1)))
+    tail = slice(int(round((1 - EARLY) * (GRID - 1))), GRID)
+    leaders = {}
+    for phase, va, vb in (
+        ("early", 10 ** La[:, early], 10 ** Lb[:, early]),
+        ("end", 10 ** La[:, tail].mean(axis=1), 10 ** Lb[:, tail].mean(axis=1)),
+    ):
+        w = clear_lead(va, vb) if two else ""
+        leaders[phase] = w
+        where = (
+            f"{EARLY:.0%} of the shared range ({unit} {grid[early]:.3g})"
+            if phase == "early"
+            else f"the last {EARLY:.0%} of the shared range ({unit} {grid[tail][0]:.3g}-{hi:.3g})"
+        )
+        how = ""
+        if w:
+            r = _ratio(va, vb)
+            how = f"{r} lower" if r else f"{B if w == 'a' else A} diverged"
+        lines.append(
+            f"- at {where}: rel. gap {A} {_gaps(va)}; {B} {_gaps(vb)}: "
+            + (f"{names[w]} ahead ({how})." if w else "no clear leader.")
+        )
+    crossings = []
+    if two and hi > lo:
+        segs = [s for s in phases(La, Lb, grid) if s[0]]
+        for prev, nxt in zip(segs, segs[1:], strict=False):
+            if prev[0] != nxt[0]:
+                crossings.append((names[prev[0]], prev[2], names[nxt[0]], nxt[1]))
+                lines.append(
+                    f"- **Crossing**: {names[prev[0]]} clearly ahead until {unit} {prev[2]:.3g}, "
+                    f"{names[nxt[0]]} clearly ahead from {nxt[1]:.3g}."
+                )
+                if prev[0] == longer:
+                    lines.append(
+                        f"  The side with the larger stepsize ({names[longer]}) leads first and is "
+                        "overtaken: consistent with a faster start to a higher noise floor (the "
+                        "stochastic error scales with the stepsize), not with the compared choice alone."
+                    )
+    return lines, Comparison(targets, leaders["early"], leaders["end"], crossings, confounded)
+
+
+def verdict(kind: str, c: Comparison, a: str, b: str) -> str:
+    """The paper's claim against the comparison: ``faster`` (a reaches the targets first),
+    ``similar`` (no clear difference anywhere) or ``lower`` (a ends lower)."""
+    clear = [w for w in c.targets.values() if w]
+    names = {"a": a, "b": b}
+    if kind == "similar":
+        leads = [names[w] for w in (*clear, c.end) if w]
+        text = (
+            f"does not hold ({', '.join(sorted(set(leads)))} clearly ahead)"
+            if leads
+            else "holds at every target and at the end"
+        )
+        if c.early and not leads:
+            text += f"; but {names[c.early]} ahead at {EARLY:.0%} of the run"
+    elif kind == "lower":
+        ends = {"a": "holds", "b": f"does not hold ({b} ends lower)", "": "no clear difference at the end"}
+        text = ends[c.end]
+    else:
+        if not clear:
+            text = "no clear difference at any target reached"
+        elif set(clear) == {"a"}:
+            text = "holds at every target with a clear difference"
+        elif set(clear) == {"b"}:
+            text = f"does not hold ({b} first)"
+        else:
+            text = "mixed (each side first at some target)"
+        if c.end == "b" and set(clear) != {"b"}:
+            text += f"; but {b} ends lower"
+    if c.crossings:
+        changes = "; ".join(f"{p} until {u:.3g}, then {q}" for p, u, q, _ in c.crossings)
+        text += f"; the lead changes ({changes})"
+    if c.confounded:
+        text += "; confounded (see above)"
+    return text
+
+
+# each experiment: heading, the paper's claim, the two arms (report name, column, match),
+# the x axis and its unit, and the claim's kind per dataset
+SPECS = (
+    (
+        "1. Importance vs uniform sampling (EC-SGD + HT)",
         "Paper: IS faster on w8a (L_IS ~ 3.05 vs L_US ~ 28.5), similar on a9a and gisette.",
-    ]
-    for ds, sub in by_dataset(trace, "paper_exp1"):
-        target, us, is_ = race(sub[sub.method == "ec_sgd_us"], sub[sub.method == "ec_sgd_is"], "step")
-        lines.append(
-            f"- {ds}: iterations to reach rel. gap {target:.2e}: US {us:.4g}, IS {is_:.4g}: "
-            f"{_faster('IS', is_, 'US', us)}."
-        )
-    lines += ["", "### 2. EC-LSVRG vs EC-SGD (HT, same stepsize)", "Paper: EC-LSVRG reaches better accuracy."]
-    for ds, sub in by_dataset(trace, "paper_exp2"):
-        sgd = mean_curve(sub[sub.method == "ec_sgd_is"], "step")[1][-1]
-        vr = mean_curve(sub[sub.method == "ec_lsvrg"], "step")[1][-1]
-        holds = "holds" if vr < sgd else "does not hold"
-        lines.append(
-            f"- {ds}: final rel. gap EC-SGD {sgd:.3e}, EC-LSVRG {vr:.3e} "
-            f"({sgd / vr:.3g}x): the claim {holds}."
-        )
-    lines += [
-        "",
-        "### 3. HT vs TopK per bit (EC-LSVRG, comparable mean density)",
+        ("IS", "method", "ec_sgd_is"),
+        ("US", "method", "ec_sgd_us"),
+        ("step", "iterations"),
+        lambda ds: "faster" if ds == "w8a" else "similar",
+    ),
+    (
+        "2. EC-LSVRG vs EC-SGD (HT, same stepsize)",
+        "Paper: EC-LSVRG reaches better accuracy.",
+        ("EC-LSVRG", "method", "ec_lsvrg"),
+        ("EC-SGD", "method", "ec_sgd"),
+        ("step", "iterations"),
+        lambda ds: "lower",
+    ),
+    (
+        "3. HT vs TopK per bit (EC-LSVRG, comparable mean density)",
         "Paper: HT reaches a reasonable accuracy with fewer bits.",
-    ]
-    for ds, sub in by_dataset(trace, "paper_exp3"):
-        nnz = table[(table.experiment == "paper_exp3") & (table.dataset == ds)].set_index("label").mean_nnz
-        ht, tk = sub[sub.compressor == "ht_paper"], sub[sub.compressor == "topk_paper"]
-        target, b_ht, b_tk = race(ht, tk, "bits_up_mean")
-        holds = "holds" if b_ht < b_tk else "does not hold"
-        lines.append(
-            f"- {ds}: mean coordinates per round HT {nnz.get('ec_lsvrg + ht_paper', math.nan):.3g}, "
-            f"TopK {nnz.get('ec_lsvrg + topk_paper', math.nan):.3g}; bits per worker to reach rel. gap "
-            f"{target:.2e}: HT {b_ht:.4g}, TopK {b_tk:.4g}: {_faster('HT', b_ht, 'TopK', b_tk)}; "
-            f"the claim {holds}."
-        )
+        ("HT", "compressor", "ht"),
+        ("TopK", "compressor", "topk"),
+        ("bits_up_mean", "bits per worker"),
+        lambda ds: "faster",
+    ),
+)
+
+
+def _arm(name: str, col: str, prefix: str, trace: pd.DataFrame, runs: pd.DataFrame) -> Arm:
+    r = runs[runs[col].astype(str).str.startswith(prefix) & runs.status.isin(["completed", "diverged"])]
+    return Arm(name, r, trace[trace.run.isin(r.run)])
+
+
+def findings(trace: pd.DataFrame, runs: pd.DataFrame, experiments: tuple[str, ...]) -> list[str]:
+    """The paper's three qualitative claims, each read off the runs of its experiment
+    (:func:`compare`, :func:`verdict`), dataset by dataset."""
+    lines: list[str] = []
+    for exp, (title, claim, sa, sb, (x, unit), kind) in zip(experiments, SPECS, strict=True):
+        lines += [f"### {title}", claim, ""]
+        t, r = trace[trace.experiment == exp], runs[runs.experiment == exp]
+        for ds in sorted(r.dataset.dropna().unique()):
+            ta, ra = t[t.dataset == ds], r[r.dataset == ds]
+            a, b = _arm(*sa, ta, ra), _arm(*sb, ta, ra)
+            if a.runs.empty or b.runs.empty:
+                lines.append(f"**{ds}**: no finished runs of {sa[0] if a.runs.empty else sb[0]}.")
+                continue
+            body, c = compare(a, b, x, unit, bits_axis=x == "bits_up_mean")
+            lines += [
+                f"**{ds}** ({len(set(a.runs.seed))} and {len(set(b.runs.seed))} seeds), "
+                f"claim: {verdict(kind(ds), c, a.name, b.name)}.",
+                "",
+                *body,
+                "",
+            ]
     return lines
 
 
 def write_report(
-    out: Path, trace: pd.DataFrame, runs: pd.DataFrame, notes: list[str], runtime: float, quick: bool
+    out: Path,
+    trace: pd.DataFrame,
+    runs: pd.DataFrame,
+    notes: list[str],
+    runtime: float,
+    quick: bool,
+    variant: str = "efbench",
 ) -> Path:
     table = final_table(runs)
     const_cols = [
@@ -215,19 +557,31 @@ def write_report(
     ]
     consts = (
         runs[runs.status.isin(["completed", "diverged"])]
-        .groupby("dataset")[[c for c in const_cols if c in runs]]
+        .groupby("dataset", observed=True)[[c for c in const_cols if c in runs]]
         .first()
     )
     consts.columns = [c[6:] for c in consts.columns]
-    steps = runs.groupby(["experiment", "dataset", "label"])[["gamma0", "stepsize_formula"]].first()
+    steps = runs.groupby(["experiment", "dataset", "label"], observed=True)[
+        ["gamma0", "stepsize_formula"]
+    ].first()
+    settings = (
+        "Settings of the authors' code in every respect efbench aligns (`+experiment=paper_authors_exp*`): "
+        "the first n*m rows of the file in a random order (data.split=head_shuffle), uniform sampling, "
+        "TopK keeping ties (compressor.ties=keep), x0 = x* + shift, one stepsize 1/L for every method, "
+        "EC on e + gamma g, per-worker L-SVRG coins, values-only bits, l2 = L/1e4, n = 20."
+        if variant == "authors"
+        else "Settings of the authors' code: x0 = x* + shift, stepsize 1/L (experiment 1: the theory "
+        "stepsize of each sampling), EC on e + gamma g, per-worker L-SVRG coins, values-only bits, "
+        "l2 = L/1e4, n = 20; efbench's row split (data.split=shuffle), importance sampling in "
+        "experiments 2 and 3, TopK ties by index (`--authors` runs the authors' choices instead)."
+    )
     lines = [
         "# Danilova & Gorbunov (2022): reproduction report",
         "",
-        f"Variant: {'quick' if quick else 'full'}; total runtime {runtime:.0f} s; "
+        f"Variant: {'quick' if quick else 'full'}, {variant} presets; total runtime {runtime:.0f} s; "
         f"{len(runs)} runs ({(runs.status == 'completed').sum()} completed, "
         f"{(runs.status == 'diverged').sum()} diverged, {(runs.status == 'error').sum()} failed).",
-        "Settings of the authors' code: x0 = x* + shift, stepsize 1/L, EC on e + gamma g, "
-        "per-worker L-SVRG coins, values-only bits, l2 = L/1e4, n = 20.",
+        settings,
         "",
         *notes,
         "",
@@ -245,8 +599,16 @@ def write_report(
         "",
         "## Findings, read off the measured curves",
         "",
-        *findings(trace, table),
+        f"Each comparison is read seed by seed: the x each seed needs to reach the relative gaps "
+        f"{', '.join(f'{t:g}' for t in TARGETS)} (where reached; known to within two log points), "
+        f"who leads at {EARLY:.0%} of the x range both arms cover and over its last {EARLY:.0%}, "
+        "and where the clear leader changes (crossings), the gaps read as running means over "
+        f"{SMOOTH:.0%} of that range. A lead is clear only when every seed of the leader beats every "
+        f"seed of the other by {MIN_RATIO:g}x and the difference exceeds the seed spread; otherwise: "
+        "no clear difference. Unequal stepsizes, and unequal densities where bits are compared, are "
+        "flagged as confounds.",
         "",
+        *findings(trace, runs, VARIANTS[variant][0]),
         "## Figures",
         "",
         *[f"- `{p.name}`" for p in sorted(out.glob("*.png"))],
@@ -257,15 +619,16 @@ def write_report(
     return path
 
 
-def figures(out: Path, trace: pd.DataFrame) -> None:
+def figures(out: Path, trace: pd.DataFrame, experiments: tuple[str, ...]) -> None:
+    e1, e2, e3 = experiments
     specs = [
-        ("paper_exp1", "step", "exp1_is_vs_us_vs_iterations", "EC-SGD + HT: IS vs US sampling"),
-        ("paper_exp2", "step", "exp2_lsvrg_vs_sgd_vs_iterations", "EC-SGD vs EC-LSVRG (HT)"),
-        ("paper_exp2", "bits_up_mean", "exp2_lsvrg_vs_sgd_vs_bits", "EC-SGD vs EC-LSVRG (HT)"),
-        ("paper_exp3", "bits_up_mean", "exp3_ht_vs_topk_vs_bits", "EC-LSVRG: HT vs TopK"),
-        ("paper_exp3", "step", "exp3_ht_vs_topk_vs_iterations", "EC-LSVRG: HT vs TopK"),
-        ("paper_exp2", "time_sim", "exp2_lsvrg_vs_sgd_vs_time", "EC-SGD vs EC-LSVRG (HT), simulated time"),
-        ("paper_exp3", "time_sim", "exp3_ht_vs_topk_vs_time", "EC-LSVRG: HT vs TopK, simulated time"),
+        (e1, "step", "exp1_is_vs_us_vs_iterations", "EC-SGD + HT: IS vs US sampling"),
+        (e2, "step", "exp2_lsvrg_vs_sgd_vs_iterations", "EC-SGD vs EC-LSVRG (HT)"),
+        (e2, "bits_up_mean", "exp2_lsvrg_vs_sgd_vs_bits", "EC-SGD vs EC-LSVRG (HT)"),
+        (e3, "bits_up_mean", "exp3_ht_vs_topk_vs_bits", "EC-LSVRG: HT vs TopK"),
+        (e3, "step", "exp3_ht_vs_topk_vs_iterations", "EC-LSVRG: HT vs TopK"),
+        (e2, "time_sim", "exp2_lsvrg_vs_sgd_vs_time", "EC-SGD vs EC-LSVRG (HT), simulated time"),
+        (e3, "time_sim", "exp3_ht_vs_topk_vs_time", "EC-LSVRG: HT vs TopK, simulated time"),
     ]
     for exp, x, name, title in specs:
         sub = trace[trace.experiment == exp]
@@ -294,9 +657,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="short runs, 2 seeds (minutes on 2 cores) instead of the full runs",
     )
+    ap.add_argument(
+        "--authors",
+        action="store_true",
+        help="the authors' code's settings: +experiment=paper_authors_exp1..3 (row selection, "
+        "uniform sampling, TopK keeping ties, one stepsize 1/L)",
+    )
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--no-calibrate", action="store_true", help="use paper.<dataset>.ht_lam as is")
     args, out = parse_run_options(ap, argv)
+    variant = "authors" if args.authors else "efbench"
+    experiments, topk = VARIANTS[variant]
     t0 = time.perf_counter()
     notes: list[str] = []
     if not args.report_only:
@@ -312,19 +683,24 @@ def main(argv: list[str] | None = None) -> None:
                 extra += [f"budget.iters={iters}", f"log_every={every}", "seed=0,1"]
             extra += args.overrides  # the user's overrides win over the quick settings
             if not args.no_calibrate:
-                # density falls as the error shrinks: pilot over the run's length (at most 20000)
-                single = [o for o in extra if not o.startswith("seed=")]  # no sweep syntax
-                pilot = min(int(_compose(ds, single).budget.iters), 20000)
-                lam, nnz, k = calibrate_threshold(ds, args.overrides, iters=pilot)
+                # density falls as the error shrinks: the pilots are the runs experiment 3 makes
+                single = [o for o in extra if not o.startswith(("seed=", "log_every="))]  # no sweep syntax
+                pilot = int(_compose(ds, single, experiments[2]).budget.iters)
+                seeds = sweep_seeds(extra, experiments[2])
+                lam, nnz, k = calibrate_threshold(
+                    ds, single, iters=pilot, experiment=experiments[2], topk=topk, seeds=seeds
+                )
                 extra.append(f"paper.{ds}.ht_lam={lam:.6g}")
                 notes.append(
-                    f"- {ds}: HT lambda calibrated to {lam:.4g} (mean nnz {nnz:.3g} over a "
-                    f"{pilot}-iteration pilot vs TopK K = {k:g})"
+                    f"- {ds}: HT lambda calibrated to {lam:.4g}: mean nnz {nnz:.3g} per round vs "
+                    f"{k:.3g} for {topk} (ratio {nnz / k:.3g}) over {pilot} iterations, seeds "
+                    f"{', '.join(map(str, seeds))} (the runs of experiment 3, whose densities are "
+                    "checked there)."
                 )
-            for exp in EXPERIMENTS:
+            for exp in experiments:
                 run_experiment(exp, ds, out, extra, args.jobs)
     frames = []
-    for exp in EXPERIMENTS:
+    for exp in experiments:
         trace, runs = collect(out / exp) if (out / exp).is_dir() else (pd.DataFrame(), pd.DataFrame())
         if not runs.empty:
             frames.append((trace.assign(experiment=exp), runs.assign(experiment=exp)))
@@ -332,6 +708,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"efbench-paper: no runs under {out}")
     trace = pd.concat([f[0] for f in frames], ignore_index=True)
     runs = pd.concat([f[1] for f in frames], ignore_index=True)
-    figures(out, trace)
-    report = write_report(out, trace, runs, notes, time.perf_counter() - t0, args.quick)
+    figures(out, trace, experiments)
+    report = write_report(out, trace, runs, notes, time.perf_counter() - t0, args.quick, variant)
     print(report)

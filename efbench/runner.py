@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from efbench import results, schema, signals
-from efbench.datasets import load_dataset, partition
+from efbench.datasets import DATA_DIR_ENV, load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import build_method
@@ -43,6 +44,7 @@ log = logging.getLogger("efbench")
 
 # Keys that do not change a run's result: excluded from the config hash used to resume.
 VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds")
+_NAMED_CACHES: set[str] = set()  # the data caches this process has named in its log
 # Keys a run of a batch may set for itself: they change neither the problem, nor array
 # shapes, nor the code path (efbench.engine runs such runs together).
 BATCHABLE = (
@@ -153,6 +155,10 @@ def _build_setup(cfg: DictConfig) -> Setup:
         constants = problem.constants()
         constants["f_star"] = 0.0
         return Setup(problem, constants, np.zeros(problem.d), 0.0)
+    data_dir = Path(cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+    if cfg.dataset.source == "libsvm" and str(data_dir.absolute()) not in _NAMED_CACHES:
+        _NAMED_CACHES.add(str(data_dir.absolute()))
+        log.info("data cache: %s", data_dir.absolute())
     t0 = time.perf_counter()
     X, y = load_dataset(cfg)
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
@@ -174,7 +180,7 @@ def _build_setup(cfg: DictConfig) -> Setup:
         "sparse" if problem.csr is not None else "dense",
         t1 - t0,
     )
-    cache = Path(cfg.data.dir or "data") / "cache" if cfg.dataset.source == "libsvm" else None
+    cache = data_dir / "cache" if cfg.dataset.source == "libsvm" else None
     load_spectra(problem, cache)
     if regularizer == "nonconvex":  # no x*, no f*: gap, rel_gap and dist2 are NaN, grad_norm2 is the metric
         constants = {**problem.constants(), "f_star": math.nan}
@@ -313,13 +319,17 @@ def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
 
 
 def run_batch(
-    cfgs: list[DictConfig], out_dirs: list[str | Path], choices: list[dict[str, str] | None] | None = None
+    cfgs: list[DictConfig],
+    out_dirs: list[str | Path],
+    choices: list[dict[str, str] | None] | None = None,
+    progress_label: str = "",
 ) -> list[dict[str, Any]]:
     """Execute the runs ``cfgs`` (equal but for BATCHABLE keys) in one batch, each writing its
     results into its own directory; skip those already finished with the same config.
 
     A run whose own settings are invalid is recorded with ``status=error`` and the others
-    go on; the first such error is raised once the batch is written."""
+    go on; the first such error is raised once the batch is written. ``progress_label``
+    starts the progress bar's label (a sweep's ``[job N]``)."""
     keep_large_allocations_on_heap()
     dirs = [Path(d) for d in out_dirs]
     choices = choices or [None] * len(cfgs)
@@ -344,7 +354,7 @@ def run_batch(
                 summaries[i] = new_summary(cfg, chash, choices[i])
                 todo.append(i)
         if todo:
-            _run_claimed(cfgs, dirs, summaries, todo, invalid)
+            _run_claimed(cfgs, dirs, summaries, todo, invalid, progress_label)
     finally:
         for fd in locks:
             os.close(fd)
@@ -357,6 +367,7 @@ def _run_claimed(
     summaries: list[dict[str, Any]],
     todo: list[int],
     invalid: dict[int, ConfigError],
+    progress_label: str = "",
 ) -> None:
     """The body of :func:`run_batch` for the runs ``todo``, whose directories it holds."""
     errors: list[Exception] = []
@@ -433,8 +444,8 @@ def _run_claimed(
                 specs,
                 lim,
                 str(base.engine),
-                bool(base.progress),
-                specs[0].method.name,
+                bool(base.progress) and sys.stderr.isatty(),  # a bar is noise in a log file or pipe
+                f"{progress_label} {specs[0].method.name}".strip(),
             )
         except EfbenchError as exc:
             for i in ready:
@@ -453,7 +464,7 @@ def _run_claimed(
                     collective=spec.network.collective_of(spec.method.collective),
                 )
                 comp, d = spec.method.compressor, setup.problem.d
-                if not spec.method.compressed and "compressor" in summ["choices"]:
+                if not spec.method.compressed:  # also a run through the Python API, for its label
                     summ["choices"]["compressor"] = "dense"  # the group's setting was not used
                 if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
                     summ["compressor_omega"] = float(comp.omega(d))
@@ -510,11 +521,18 @@ def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
 
 
 def run_seeds(
-    cfg: DictConfig, seeds: object, out_dir: str | Path, choices: dict[str, str] | None = None
+    cfg: DictConfig,
+    seeds: object,
+    out_dir: str | Path,
+    choices: dict[str, str] | None = None,
+    progress_label: str = "",
 ) -> list[dict[str, Any]]:
     """``seeds=[...]``: those seeds in one batch, results in ``out_dir/seed=<s>``."""
     schema.check_seeds(seeds)
     out = Path(out_dir)
     return run_batch(
-        [seed_config(cfg, s) for s in seeds], [out / f"seed={s}" for s in seeds], [choices] * len(seeds)
+        [seed_config(cfg, s) for s in seeds],
+        [out / f"seed={s}" for s in seeds],
+        [choices] * len(seeds),
+        progress_label,
     )
