@@ -1,12 +1,18 @@
-"""The ``efbench`` command: a Hydra application around :func:`efbench.runner.run_batch`."""
+"""The ``efbench`` command: a Hydra application around :func:`efbench.runner.run_batch`,
+with its ``--help`` generated from the config files (:func:`help_text`)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
+import re
+import shutil
 import sys
+import textwrap
+from collections import Counter
 from pathlib import Path
 
 import hydra
@@ -25,6 +31,10 @@ log = logging.getLogger("efbench")
 BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
 
 
+# Hydra's words for a sweep override (key=a,b, key=range(...)) on a command line without -m
+SWEEP_WITHOUT_M = re.compile(r"(?:Ambiguous value for argument|Sweep parameters) '([^']*)'")
+
+
 def one_line(exc: Exception) -> str:
     """A config error from Hydra or OmegaConf (composing the command line) as one line that
     names the key or group and, where Hydra knows them, what it allows."""
@@ -34,6 +44,16 @@ def one_line(exc: Exception) -> str:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"{group or 'config'}: unknown value {name!r} (allowed: {', '.join(exc.options)})"
+    if isinstance(exc.__cause__, EfbenchError):  # raised while instantiating a callback
+        return str(exc.__cause__)
+    sweep = SWEEP_WITHOUT_M.search(str(exc))
+    if sweep:
+        key, _, value = sweep.group(1).partition("=")
+        key = key.lstrip("+~")
+        return (
+            f"{key}: {value!r} is a sweep: add -m to run one job per value "
+            f"(a list: {key}=[...]; a string with commas: quote it)"
+        )
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
     key = getattr(cause, "full_key", None)
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
@@ -62,6 +82,155 @@ def _report_config_errors(func):
 
 
 hydra_utils.run_and_report = _report_config_errors
+
+
+HELP_WIDTH = (80, 120)  # the help's line width: the terminal's, within these bounds
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+DEFAULT = re.compile(r"^\s*-\s+(?P<group>[\w/]+):\s*(?P<option>[\w-]+)\s*(?:#\s?(?P<comment>.*))?$")
+
+
+def _first_sentence(text: str) -> str:
+    """The leading comment of a config file (its ``# @package`` line aside), up to the end
+    of its first sentence: the option's description."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            lines.append(line.lstrip("#").strip())
+    words = " ".join(lines)
+    # a full stop, not the one of "et al.", "e.g.", "i.e.", "w.p." or "..."
+    end = re.search(r"(?<!\bal)(?<!e\.g)(?<!i\.e)(?<!w\.p)(?<!\.)\.(\s|$)", words)
+    return words[: end.start() + 1] if end else words
+
+
+def _top_keys(text: str) -> list[str]:
+    return [m["key"] for m in map(KEY.match, text.splitlines()) if m and not m["indent"]]
+
+
+def _is_sweep(group: dict[str, str], option: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether the experiment ``option`` sets hydra.sweeper.params, itself or through the
+    experiments its defaults list names."""
+    text = group.get(option, "")
+    if re.search(r"^\s+sweeper:\s*\n\s+params:", text, re.M):
+        return True
+    bases = re.findall(r"^\s*-\s+([\w-]+)\s*$", text, re.M)
+    return any(_is_sweep(group, b, seen | {option}) for b in bases if b not in seen | {option})
+
+
+def _settings(config_text: str) -> list[tuple[str, str, str]]:
+    """(dotted key, default, comment) of every setting of the primary config, its
+    ``defaults`` and ``hydra`` sections aside. A comment line indented under a key's own
+    comment continues it; other comment lines describe the key that follows them."""
+    rows: list[tuple[str, str, str]] = []
+    stack: list[tuple[int, str]] = []  # the enclosing keys and their indents
+    pending: list[str] = []
+    for line in config_text.splitlines():
+        m = KEY.match(line)
+        text = line.lstrip(" #")
+        if m:
+            while stack and stack[-1][0] >= len(m["indent"]):
+                stack.pop()
+            stack.append((len(m["indent"]), m["key"]))
+            if stack[0][1] not in ("defaults", "hydra"):
+                key = ".".join(k for _, k in stack)
+                rows.append((key, m["value"].strip(), m["comment"] or " ".join(pending)))
+            pending = []
+        elif line.lstrip().startswith("#"):
+            under = stack and len(line) - len(line.lstrip()) > stack[-1][0]
+            if under and rows and rows[-1][0] == ".".join(k for _, k in stack) and rows[-1][2]:
+                rows[-1] = (*rows[-1][:2], f"{rows[-1][2]} {text}")
+            else:
+                pending.append(text)
+        elif not line.strip():
+            pending = []
+    return rows
+
+
+def _columns(rows: list[tuple[str, str]], width: int, indent: int = 2, limit: int = 30) -> list[str]:
+    """Two columns: a name and its text, wrapped under the text's column."""
+    col = indent + min(limit, max((len(a) for a, _ in rows), default=0)) + 2
+    out = []
+    for left, text in rows:
+        head = " " * indent + left
+        head = head.ljust(col) if len(head) < col - 1 else head + "  "
+        wrapped = textwrap.wrap(text, max(20, width - len(head))) or [""]
+        out.append((head + wrapped[0]).rstrip())
+        rest = textwrap.wrap(" ".join(wrapped[1:]), max(20, width - col))
+        out += [" " * col + w for w in rest]
+    return out
+
+
+def help_text(width: int | None = None) -> str:
+    """``efbench --help``, generated from the config files (``efbench.conf``): every config
+    group with each option's description (its file's first comment sentence) and its
+    distinctive keys, the experiments (the sweeps marked), efbench's Hydra callbacks, and
+    every setting of ``config.yaml`` with its default and comment. A new option, key or
+    comment shows up by itself."""
+    width = width or min(max(shutil.get_terminal_size((100, 24)).columns, HELP_WIDTH[0]), HELP_WIDTH[1])
+    conf = importlib.resources.files("efbench.conf")
+    config_text = (conf / "config.yaml").read_text()
+    groups: dict[str, dict[str, str]] = {}
+    dirs = [(f"hydra/{d.name}", d) for d in (conf / "hydra").iterdir()] if (conf / "hydra").is_dir() else []
+    dirs += [(d.name, d) for d in conf.iterdir() if d.name != "hydra"]  # efbench's Hydra options, above
+    for name, sub in dirs:
+        if sub.is_dir():
+            files = sorted((f for f in sub.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+            if files:
+                groups[name] = {f.name[: -len(".yaml")]: f.read_text() for f in files}
+    defaults = {
+        m["group"]: (m["option"], m["comment"] or "")
+        for m in map(DEFAULT.match, config_text.splitlines())
+        if m and not m["group"].startswith("hydra/")
+    }
+    lines = [
+        "efbench: simulated distributed optimization with compressed and error-feedback methods",
+        "(a Hydra app). Each run writes trace.parquet and summary.json into its folder.",
+        "",
+        "== Usage ==",
+        *_columns(
+            [
+                ("efbench [group=option] [key=value] ...", "one run, into outputs/<date>/<time>_<choices>"),
+                ("efbench -m key=a,b [key=c,d] ...", "a sweep: a run per combination, into multirun/..."),
+                ("efbench -m +experiment=NAME", "an experiment config (those marked (sweep) need -m)"),
+                ("efbench [overrides] --cfg job", "the composed config, without running"),
+                ("efbench --hydra-help", "Hydra's flags (--cfg, --info, shell completion, ...)"),
+                ("efbench-collect DIR; efbench-figures DIR", "the table and figures of the runs under DIR"),
+                ("efbench -m ... hydra/callbacks=figures", "... and the sweep's figures drawn when it ends"),
+            ],
+            width,
+            limit=44,
+        ),
+        "",
+        "== Config groups: group=option (* the default), then group.key=value ==",
+    ]
+    for group, options in sorted(groups.items(), key=lambda g: (g[0].startswith("hydra/"), g[0])):
+        if group not in defaults and not group.startswith("hydra/"):  # presets: +group=option
+            names = [f"{o}\xa0(sweep)" if _is_sweep(options, o) else o for o in options]  # kept whole
+            lines += ["", f"+{group}=NAME:"]
+            wrapped = textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ")
+            lines += [line.replace("\xa0", " ") for line in wrapped]
+            continue
+        default, comment = defaults.get(group, ("", ""))
+        lines += ["", f"{group}:" + (f" {comment}" if comment else "")]
+        keys = {
+            o: [k for k in _top_keys(t) if k not in ("_target_", "name", "defaults")]
+            for o, t in options.items()
+        }
+        counts = Counter(k for ks in keys.values() for k in ks)
+        rows = []
+        for option, text in options.items():
+            own = [k for k in keys[option] if counts[k] <= len(options) / 2]  # what sets it apart
+            own = [] if group.startswith("hydra/") else own  # a Hydra option's key is its package
+            about = " ".join([_first_sentence(text), f"[keys: {', '.join(own)}]" if own else ""])
+            rows.append((option + ("*" if option == default else ""), about.strip()))
+        lines += _columns(rows, width)
+    rows = [(f"{k}={v}" if v else f"{k}.*", c) for k, v, c in _settings(config_text) if v or c]
+    lines += ["", "== Settings: key=value (the default; conf/config.yaml) ==", *_columns(rows, width)]
+    return "\n".join(lines).replace("$", "$$")  # Hydra's template: $$ is a dollar sign
+
+
+OmegaConf.register_new_resolver("efbench_help", help_text, replace=True)
 
 
 NAME_BYTES = 200  # file systems allow 255 bytes per path component
@@ -103,11 +272,29 @@ class JobTag(logging.Filter):
         return True
 
 
-def tag_job_logs(hc: DictConfig) -> None:
+def tag_job_logs(hc: DictConfig) -> str:
+    """Prefix this job's log lines with ``[job N]`` in a multirun; return that tag ("" alone)."""
     for f in [f for f in log.filters if isinstance(f, JobTag)]:  # a worker runs many jobs
         log.removeFilter(f)
-    if hc.mode == RunMode.MULTIRUN:
-        log.addFilter(JobTag(f"[job {hc.job.num}]"))
+    if hc.mode != RunMode.MULTIRUN:
+        return ""
+    tag = f"[job {hc.job.num}]"
+    log.addFilter(JobTag(tag))
+    return tag
+
+
+def anchor_data_dir(cfg: DictConfig, launch_dir: str | Path) -> None:
+    """Make ``data.dir`` absolute: a relative one (the default ``data``, a relative
+    $EFBENCH_DATA_DIR or ``data.dir=...``) is taken from the directory efbench was launched
+    from, not from the job's folder, so that runs with ``hydra.job.chdir=true`` share one
+    cache instead of each parsing and solving its dataset again. (``data.dir`` is left out
+    of the config hash, so resuming is unaffected.) A value that is not a string is left
+    for the schema to refuse."""
+    from efbench.datasets import DATA_DIR_ENV
+
+    raw = cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data"
+    if isinstance(raw, str):
+        cfg.data.dir = str(Path(launch_dir) / Path(raw).expanduser())
 
 
 def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], list[Path]]:
@@ -125,7 +312,8 @@ def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], li
         for o in parser.parse_overrides(lines):
             OmegaConf.update(c, o.key_or_group, o.value(), merge=False)
         cfgs.append(c)
-        dirs.append(Path(hc.sweep.dir) / override_dirname([*common, *lines], hc))
+        # from the launch directory: with hydra.job.chdir=true this job runs in .batches/<n>
+        dirs.append(Path(hc.runtime.cwd) / hc.sweep.dir / override_dirname([*common, *lines], hc))
     return cfgs, dirs
 
 
@@ -137,20 +325,22 @@ def main(cfg: DictConfig) -> float | None:
     from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt, worker_done
 
     terminate_like_interrupt()
-    tag_job_logs(HydraConfig.get())
+    hc = HydraConfig.get()
+    tag = tag_job_logs(hc)
     worker = os.environ.get(SWEEP_PID) == str(os.getppid())  # a launcher's worker process
     if worker:
         stop_when_parent_dies()
-    hc = HydraConfig.get()
+    dirs = [Path(hc.runtime.output_dir)]
     try:
+        anchor_data_dir(cfg, hc.runtime.cwd)
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
         if cfg.get(BATCH_KEY):
             cfgs, dirs = batch_configs(cfg, hc)
-            summaries = run_batch(cfgs, dirs, [choices] * len(cfgs))
+            summaries = run_batch(cfgs, dirs, [choices] * len(cfgs), progress_label=tag)
         elif cfg.get("seeds"):
-            summaries = run_seeds(cfg, list(cfg.seeds), hc.runtime.output_dir, choices)
+            summaries = run_seeds(cfg, list(cfg.seeds), dirs[0], choices, progress_label=tag)
         else:
-            summaries = run_batch([cfg], [hc.runtime.output_dir], [choices])
+            summaries = run_batch([cfg], dirs, [choices], progress_label=tag)
     except EfbenchError as exc:
         log.error("efbench: error: %s", exc)
         if hc.mode == RunMode.MULTIRUN:
@@ -167,5 +357,7 @@ def main(cfg: DictConfig) -> float | None:
             raise stop from None  # the sweeper stops the sweep and reports
         log.error("efbench: %s", stop)
         sys.exit(stop.exit_code)
+    for d in dirs:
+        log.info("results in %s", d)
     gaps = [s["final"]["gap"] for s in summaries if "final" in s]
     return float(sum(gaps) / len(gaps)) if gaps else None

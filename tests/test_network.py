@@ -2,6 +2,7 @@
 rounds, the per-round counts both engines keep, and re-timing a finished run."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -139,7 +140,9 @@ def test_a_finished_run_is_retimed_under_another_profile(tmp_path):
 def test_collect_and_figures_take_a_network_from_the_command_line(tmp_path):
     run(cfg_of("budget.iters=50"), tmp_path / "r")
     res = efbench("--help", cwd=tmp_path)  # the group is listed
-    assert "network: datacenter, lan, lan_high_latency, mobile, wan_slow" in res.stdout
+    section = res.stdout[res.stdout.index("\nnetwork:") :]
+    for name in ("datacenter", "lan", "lan_high_latency", "mobile", "wan_slow"):
+        assert re.search(rf"\n  {name}\*? ", section), name  # * marks the default
     from efbench.plots import main as figures_main
     from efbench.sweep import main as collect_main
 

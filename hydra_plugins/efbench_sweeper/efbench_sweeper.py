@@ -9,8 +9,8 @@ alone, so resume and collection see no difference; the group's own Hydra folder 
 and ``.hydra``) is ``<sweep dir>/.batches/<n>``. Any launcher runs the grouped jobs (basic;
 joblib: groups spread over processes; cluster launchers: a group per cluster job).
 ``hydra.sweeper.batch=false`` launches every job on its own; ``hydra.sweeper.max_runs``
-caps the runs of one group. A sweep ends with a one-line tally of its runs by status, and
-exits non-zero when any run ended in error or was interrupted.
+caps the runs of one group. A sweep ends with a one-line tally of its runs by status and
+the folder that holds them, and exits non-zero when any run ended in error or was interrupted.
 """
 
 import json
@@ -115,12 +115,14 @@ class EfbenchSweeper(BasicSweeper):
             stop = interrupted_by(exc)
             if stop is None:
                 raise
-        tally = tally_runs(Path(self.config.hydra.sweep.dir))
+        root = Path(self.config.hydra.sweep.dir)
+        tally = tally_runs(root)
         text = ", ".join(f"{status} {n}" for status, n in sorted(tally.items()))
         failed = tally.get("error", 0) + tally.get("interrupted", 0) + tally.get("unreadable", 0)
         (log.error if failed else log.info)(
             "sweep: %d runs in %s: %s", sum(tally.values()), self.config.hydra.sweep.dir, text or "none"
         )
+        log.info("results in %s", root.absolute())
         if stop is not None:
             log.error("sweep: %s", stop)
             sys.exit(stop.exit_code)
