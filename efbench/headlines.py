@@ -14,7 +14,7 @@ first-passage iterations, bits and simulated times, ratios), never written in ad
 * ``sign``: signSGD, EF-signSGD and stochastic sign SGD against bits, and the three-worker
   counterexample (CGD + Top1 diverges, error feedback converges).
 
-Each comparison reads the seed-mean curves (:func:`efbench.paper.mean_curve`) at a target
+Each comparison reads the seed-median curves (:func:`efbench.paper.median_curve`) at a target
 every arm compared reaches: twice the worst final value among the arms that did not
 diverge.
 """
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from efbench.network import Profile
-from efbench.paper import first_reach, mean_curve, parse_run_options
+from efbench.paper import first_reach, median_curve, parse_run_options
 from efbench.plots import plot_curves, save
 from efbench.sweep import collect, profile, retime
 
@@ -94,27 +94,27 @@ def retimed(trace: pd.DataFrame, runs: pd.DataFrame, network: str | Profile) -> 
 
 
 def target_of(trace: pd.DataFrame, x: str, by: str = "arm", y: str = "rel_gap") -> float:
-    """Twice the worst final seed-mean value of the arms that did not diverge."""
+    """Twice the worst final seed-median value of the arms that did not diverge."""
     finals = []
     for _, sub in trace.groupby(by):
         if (sub.groupby("run")["status"].first() == "diverged").any():
             continue
-        finals.append(mean_curve(sub, x, y)[1][-1])
+        finals.append(median_curve(sub, x, y)[1][-1])
     return 2 * max(finals) if finals else math.nan
 
 
 def passage(trace: pd.DataFrame, x: str, target: float, by: str = "arm") -> dict[str, float]:
-    """Per arm, the first x at which its seed-mean curve reaches ``target`` (inf: never)."""
-    return {arm: first_reach(mean_curve(sub, x), target) for arm, sub in trace.groupby(by)}
+    """Per arm, the first x at which its seed-median curve reaches ``target`` (inf: never)."""
+    return {arm: first_reach(median_curve(sub, x), target) for arm, sub in trace.groupby(by)}
 
 
 TARGETS = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3)  # rel. gaps at which bits are compared
 
 
 def passage_table(trace: pd.DataFrame, x: str, by: str = "arm") -> pd.DataFrame:
-    """x needed by each arm's seed-mean curve to reach each of TARGETS (inf: never)."""
+    """x needed by each arm's seed-median curve to reach each of TARGETS (inf: never)."""
     return pd.DataFrame(
-        {arm: {t: first_reach(mean_curve(sub, x), t) for t in TARGETS} for arm, sub in trace.groupby(by)}
+        {arm: {t: first_reach(median_curve(sub, x), t) for t in TARGETS} for arm, sub in trace.groupby(by)}
     ).T
 
 
@@ -183,7 +183,7 @@ def squeeze(out: Path) -> list[str]:
                 "arm": arm,
                 "status": status[arm],
                 "collective": "gossip" if sub["run"].iloc[0] in gossip else "central",
-                "final rel. gap": mean_curve(sub, "step")[1][-1],
+                "final rel. gap": median_curve(sub, "step")[1][-1],
                 "iterations to target": its[arm],
                 **{f"seconds on {p}": secs[p][arm] for p in PROFILES},
             }
@@ -349,7 +349,7 @@ def sign(out: Path) -> list[str]:
         status = status_of(trace)
         lines += bits_section(trace, out, "sign_vs_bits", "sign-based methods")[1]
         for arm in sorted(status):
-            final = mean_curve(trace[trace.arm == arm], "step")[1][-1]
+            final = median_curve(trace[trace.arm == arm], "step")[1][-1]
             lines.append(f"- {arm}: {status[arm]}, final rel. gap {final:.3g}.")
     if not cx.empty:
         save(plot_curves(cx, x="step", hue="method", title="counterexample: Top1"), out / "counterexample")
@@ -377,7 +377,7 @@ def write_report(out: Path, names: list[str], runtime: float | None, quick: bool
         "# efbench: the seed papers' headline experiments",
         "",
         f"Variant: {'quick' if quick else 'full'}; {took}. Every number below is read off the runs "
-        "in this folder (seed-mean curves).",
+        "in this folder (seed-median curves).",
     ]
     for name in names:
         title, fn = SECTIONS[name]

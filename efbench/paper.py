@@ -165,8 +165,8 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def mean_curve(trace: pd.DataFrame, x: str, y: str = "rel_gap") -> tuple[np.ndarray, np.ndarray]:
-    """The seeds' curve as :func:`efbench.plots.band` draws it (interpolated in log y)."""
+def median_curve(trace: pd.DataFrame, x: str, y: str = "rel_gap") -> tuple[np.ndarray, np.ndarray]:
+    """The median of the seeds' curves as :func:`efbench.plots.band` draws it (interpolated in log y)."""
     curves = [
         (r[x].to_numpy(float), np.maximum(r[y].to_numpy(float), FLOOR))
         for _, r in trace.sort_values(x).groupby("run", observed=True)
