@@ -262,6 +262,14 @@ class GradSkip(Scaffnew):
         minimum is min(p^2/mu, 1/L_max), = 1/L_max at the default p; with one q for all
         workers it is p^2 / (L_max (1 - q (1 - p^2)))."""
         L, mu = constants["L_i_max"], constants["mu"]
+        if (self.p is None or self.q is None) and not mu > 0:  # NaN (nonconvex) or 0 (l2 = 0)
+            key = "method.p" if self.p is None else "method.q"
+            raise ConfigError(
+                key,
+                f"GradSkip's default p = sqrt(mu/L_max) and q_i = (1 - mu/L_i)/(1 - p^2) need "
+                f"mu > 0, and this problem has mu = {mu}",
+                "a probability in (0, 1]",
+            )
         p = math.sqrt(mu / L) if self.p is None else float(self.p)
         how = "sqrt(mu/L_max)" if self.p is None else "set"
         if self.q is None:

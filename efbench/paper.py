@@ -166,13 +166,16 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def median_curve(trace: pd.DataFrame, x: str, y: str = "rel_gap") -> tuple[np.ndarray, np.ndarray]:
-    """The median of the seeds' curves as :func:`efbench.plots.band` draws it (interpolated in log y)."""
+    """The median of the seeds' curves as :func:`efbench.plots.band` draws it (interpolated in log y),
+    where it is drawn: up to the x that at least half of the seeds reach, so its last value is
+    a value (seeds that stop at different x leave the band's tail empty)."""
     curves = [
         (r[x].to_numpy(float), np.maximum(r[y].to_numpy(float), FLOOR))
         for _, r in trace.sort_values(x).groupby("run", observed=True)
     ]
-    grid, mean, _, _ = band(curves)
-    return grid, mean
+    grid, median, _, _ = band(curves)
+    drawn = np.isfinite(median)
+    return grid[drawn], median[drawn]
 
 
 def first_reach(curve: tuple[np.ndarray, np.ndarray], target: float) -> float:

@@ -165,7 +165,7 @@ FIELD_RANGES = {
     "topology": Choice("ring", "complete", "torus"),
     "zeta": Num(0),
     "alpha": Rule("num", lo=0, lo_open=True, hi=1, null=True),
-    "eta": POSITIVE,
+    "eta": Num(0),  # DeepSqueeze needs > 0 (its own check), EF21-HB takes [0, 1)
     "a": POSITIVE,
     "b": Rule("num", lo=0, lo_open=True, null=True),
     "k": Int(1),

@@ -295,6 +295,11 @@ def test_scaffnew_default_p_needs_mu(mu):
         Scaffnew(name="s", estimator=FULL).rule(c)
     assert exc.value.key == "method.p"
     assert Scaffnew(name="s", estimator=FULL, p=0.2).rule(c)[1] == 0.2
+    for kw, key in (({}, "method.p"), ({"p": 0.2}, "method.q")):  # GradSkip's defaults need mu too
+        with pytest.raises(ConfigError) as exc:
+            GradSkip(name="g", **kw).rule(c)
+        assert exc.value.key == key
+    assert GradSkip(name="g", p=0.2, q=0.5).rule(c)[1] == 0.2
 
 
 def test_gradskip_default_q_is_the_papers_choice(hetero):

@@ -434,3 +434,21 @@ def test_gisette_runs_whenever_it_loads(tmp_path, monkeypatch):
     topk = runs[runs.compressor == "topk_paper"]
     assert len(runs) == 4 and set(topk["final_nnz_mean"]) == {50.0}  # gisette's K
     assert set(runs.steps) == {60}
+
+
+def test_median_curve_ends_on_a_value_when_seeds_stop_at_different_x():
+    """Three seeds ending at bits 3.0, 3.3 and 2.9: the headlines read the curve's last value
+    (targets, final gaps), which must be the median where it is drawn, not NaN."""
+    import pandas as pd
+
+    from efbench.paper import median_curve
+
+    rows = [
+        {"run": r, "bits": b, "rel_gap": 10.0 ** (-b)}
+        for r, end in enumerate((3.0, 3.3, 2.9))
+        for b in np.linspace(0.0, end, 7)
+    ]
+    grid, median = median_curve(pd.DataFrame(rows), "bits")
+    assert np.isfinite(median).all() and median.size > 10
+    assert 2.9 <= grid[-1] <= 3.0  # two of the three seeds reach 2.9 .. 3.0
+    assert median[-1] == pytest.approx(10.0 ** -grid[-1], rel=1e-9)
