@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from efbench.errors import ConfigError
-from efbench.methods import Method, Round, State, _mean_sq_norm
+from efbench.methods import Method, Round, State, _dense_message, _mean_sq_norm
 from efbench.problems import LogisticProblem
 from efbench.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.samplers import sampling_of
@@ -69,10 +69,6 @@ def _check_estimator(method: Method, kinds: tuple[str, ...]) -> None:
 def _check_probability(key: str, v: Any) -> None:
     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0):
         raise ConfigError(key, f"must be a probability in (0, 1], got {v!r}", "(0, 1] or null")
-
-
-def _dense(method: Method, problem: LogisticProblem) -> np.ndarray:
-    return np.full(problem.n, method.compressor.float_bits * problem.d, dtype=np.int64)
 
 
 @dataclass(kw_only=True)
@@ -125,7 +121,7 @@ class LocalSGD(Method):
         X -= x  # the workers' updates x_i - x
         state.x = x + self.server_stepsize * problem.worker_mean(X)
         d = problem.d
-        return state, Round(_dense(self, problem), self.downlink(d), np.full(problem.n, d), calls)
+        return state, Round(_dense_message(self, problem), self.downlink(d), np.full(problem.n, d), calls)
 
 
 @dataclass(kw_only=True)
@@ -220,7 +216,7 @@ class Scaffnew(Method):
             ex["h"] = hhat + (p / gamma) * (xbar - xhat)
             ex["X"] = np.tile(xbar, (n, 1))
             state.x = xbar
-            return state, Round(_dense(self, problem), self.downlink(d), np.full(n, d), calls)
+            return state, Round(_dense_message(self, problem), self.downlink(d), np.full(n, d), calls)
         ex["h"], ex["X"] = hhat, xhat
         state.x = problem.worker_mean(xhat)
         zero = np.zeros(n, dtype=np.int64)
