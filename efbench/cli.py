@@ -290,11 +290,10 @@ def anchor_data_dir(cfg: DictConfig, launch_dir: str | Path) -> None:
     cache instead of each parsing and solving its dataset again. (``data.dir`` is left out
     of the config hash, so resuming is unaffected.) A value that is not a string is left
     for the schema to refuse."""
-    from efbench.datasets import DATA_DIR_ENV
+    from efbench.datasets import data_dir
 
-    raw = cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data"
-    if isinstance(raw, str):
-        cfg.data.dir = str(Path(launch_dir) / Path(raw).expanduser())
+    if cfg.data.dir is None or isinstance(cfg.data.dir, str):
+        cfg.data.dir = str(Path(launch_dir) / data_dir(cfg))
 
 
 def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], list[Path]]:

@@ -27,6 +27,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -372,6 +373,11 @@ def make_synthetic(
     return X, np.where(margin >= 0, 1.0, -1.0)
 
 
+def data_dir(cfg: Any) -> Path:
+    """The download and parse cache: ``data.dir``, else $EFBENCH_DATA_DIR, else ``data``."""
+    return Path(cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+
+
 def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
     """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source),
     refused (:func:`check_memory`) when its worker data would not fit: a file the table
@@ -385,9 +391,8 @@ def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
         spec = libsvm_spec(name)
         if spec.dense:
             check_memory(name, n, m, spec.features, spec.rows)
-        data_dir = cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data"
         mirror = cfg.data.mirror or os.environ.get(MIRROR_ENV) or None
-        X, y = load_libsvm(name, data_dir, mirror)
+        X, y = load_libsvm(name, data_dir(cfg), mirror)
         row_nnz = X.count_nonzero() / X.shape[0] if is_sparse(X) else None
         check_memory(name, n, m, X.shape[1], row_nnz=row_nnz)
         return X, y

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
-from scipy.special import expit
 
 from efbench.datasets import save_npz
 from efbench.problems import LogisticProblem
@@ -144,13 +143,7 @@ def _newton_pinv(problem: LogisticProblem, tol: float, max_iter: int) -> np.ndar
         if gn <= tol * max(g0, 1e-300):
             break
         if d <= 2000:
-            s = expit(problem.margins(x))
-            w = s * (1 - s) / problem.yflat.size
-            if problem.csr is not None:  # sparse data: A^T diag(w) A from the nonzeros only
-                H = (problem.csr.T @ problem.csr.multiply(w[:, None])).toarray()
-            else:
-                H = (problem.flat.T * w) @ problem.flat
-            w, V = sla.eigh(H)
+            w, V = sla.eigh(problem.data_hessian(x))  # l2 = 0: the whole Hessian
             keep = w > 1e-12 * max(w[-1], 1e-300)
             p = -V[:, keep] @ ((V[:, keep].T @ g) / w[keep])
         else:

@@ -28,7 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from efbench import results, schema, signals
-from efbench.datasets import DATA_DIR_ENV, load_dataset, partition
+from efbench.datasets import data_dir, load_dataset, partition
 from efbench.engine import Limits, Outcome, RunSpec, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import build_method
@@ -155,10 +155,10 @@ def _build_setup(cfg: DictConfig) -> Setup:
         constants = problem.constants()
         constants["f_star"] = 0.0
         return Setup(problem, constants, np.zeros(problem.d), 0.0)
-    data_dir = Path(cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data").expanduser()
-    if cfg.dataset.source == "libsvm" and str(data_dir.absolute()) not in _NAMED_CACHES:
-        _NAMED_CACHES.add(str(data_dir.absolute()))
-        log.info("data cache: %s", data_dir.absolute())
+    cache_dir = data_dir(cfg)
+    if cfg.dataset.source == "libsvm" and str(cache_dir.absolute()) not in _NAMED_CACHES:
+        _NAMED_CACHES.add(str(cache_dir.absolute()))
+        log.info("data cache: %s", cache_dir.absolute())
     t0 = time.perf_counter()
     X, y = load_dataset(cfg)
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
@@ -180,7 +180,7 @@ def _build_setup(cfg: DictConfig) -> Setup:
         "sparse" if problem.csr is not None else "dense",
         t1 - t0,
     )
-    cache = data_dir / "cache" if cfg.dataset.source == "libsvm" else None
+    cache = cache_dir / "cache" if cfg.dataset.source == "libsvm" else None
     load_spectra(problem, cache)
     if regularizer == "nonconvex":  # no x*, no f*: gap, rel_gap and dist2 are NaN, grad_norm2 is the metric
         constants = {**problem.constants(), "f_star": math.nan}

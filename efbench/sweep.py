@@ -101,12 +101,13 @@ LABELLED = (
 )
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """A nested dict as ``{"a.b.c": leaf}``, lists as their JSON text."""
     out: dict[str, object] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         elif isinstance(v, list):
             out[key] = json.dumps(v)
         else:
@@ -174,7 +175,7 @@ def _compressor_name(summ: dict, cfg: dict[str, object]) -> str:
 
 
 def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
-    cfg = _flatten(summ.get("config", {}))
+    cfg = flatten(summ.get("config", {}))
     choices = summ.get("choices") or {}
     est = summ.get("config", {}).get("method", {}).get("estimator", {})
     row: dict[str, object] = {

@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 
 from efbench.errors import ConfigError, EfbenchError
 from efbench.results import SUMMARY, TRACE
+from efbench.sweep import flatten
 
 log = logging.getLogger("efbench")
 TRACE_MODES = ("metrics", "artifact", "both", "none")
@@ -53,17 +54,6 @@ class RunRecord:
     tags: dict[str, str]
     trace: pd.DataFrame | None
     files: list[Path] = field(default_factory=list)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested dict as ``{"a.b.c": leaf}``; lists stay leaves."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _param(value: Any) -> str:
