@@ -234,12 +234,17 @@ OmegaConf.register_new_resolver("efbench_help", help_text, replace=True)
 
 
 NAME_BYTES = 200  # file systems allow 255 bytes per path component
+# tune.<key>=<value> items of an override dirname (a list value may hold commas): how a sweep
+# picks among its runs, not what a run computes, so not part of a run's folder
+TUNE_ITEM = re.compile(r"(?:^|,)tune\.[A-Za-z_]+=(?:\[[^\]]*\]|[^,]*)")
 
 
 def dirname_within_limits(name: str) -> str:
-    """A sweep subdirectory name: ``name`` (the job's overrides, readable) while it fits in
-    NAME_BYTES, else its first part and a hash of the whole, so that however many keys are
-    swept the name is legal, readable and still one per job."""
+    """A sweep subdirectory name: ``name`` (the job's overrides, readable, without the
+    ``tune.*`` settings) while it fits in NAME_BYTES, else its first part and a hash of the
+    whole, so that however many keys are swept the name is legal, readable and still one per
+    job."""
+    name = TUNE_ITEM.sub("", name).lstrip(",")
     if len(name.encode()) <= NAME_BYTES:
         return name
     digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()

@@ -43,7 +43,8 @@ from efbench.stepsize import make_schedule
 log = logging.getLogger("efbench")
 
 # Keys that do not change a run's result: excluded from the config hash used to resume.
-VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds")
+# (tune: how a sweep picks among runs, not what a run computes)
+VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds", "tune")
 _NAMED_CACHES: set[str] = set()  # the data caches this process has named in its log
 # Keys a run of a batch may set for itself: they change neither the problem, nor array
 # shapes, nor the code path (efbench.engine runs such runs together).

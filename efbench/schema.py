@@ -188,7 +188,8 @@ FIELD_RANGES = {
     "down_k": Int(1, null=True),  # EF21-BC: K of the server's Top-K
 }
 BUDGETS = ("iters", "bits", "epochs")  # budget.<key>: a run stops at the first it reaches
-NOT_KEYS = ("hydra", "efbench_batch", "paper")  # Hydra's own, the sweeper's, experiments' tables
+# Hydra's own, the sweeper's, experiments' tables, tuning (checked by efbench.tuning.TuneSpec)
+NOT_KEYS = ("hydra", "efbench_batch", "paper", "tune")
 
 
 def _rule_of(name: str, hint: Any) -> Rule:
@@ -269,6 +270,12 @@ def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     # the sampling group before the method, whose estimator takes its values by interpolation
     order = sorted((k for k in c if k not in NOT_KEYS), key=lambda k: k != "sampling")
     _check_tree("", {k: c[k] for k in order}, rules)
+    if "tune" in c:
+        from efbench.tuning import TuneSpec
+
+        if not isinstance(c["tune"], dict):
+            raise ConfigError("tune", f"got {c['tune']!r}", "a tune config (+tune=stepsize)")
+        TuneSpec.from_config(c["tune"])
     for check in CROSS:
         check(c, choices or {})
     _method_rules(cfg, c, choices or {})

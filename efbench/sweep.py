@@ -38,7 +38,7 @@ STANDARD = [
     "experiment",
     "status",
 ]
-IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress")
+IGNORED_PREFIXES = ("data.dir", "data.mirror", "progress", "tune.")  # tune: the ``tune`` column
 # identifying columns held as pandas categoricals (with the swept text values)
 CATEGORICAL = (*(c for c in STANDARD if c != "seed"), "engine", "collective")
 FLOOR = 1e-16  # f - f* at or below rounding is drawn at this floor, not dropped
@@ -201,6 +201,8 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
         "error": summ.get("error"),
     }
     row["experiment"] = choices.get("experiment")
+    tune = summ.get("config", {}).get("tune")
+    row["tune"] = json.dumps(tune, sort_keys=True) if isinstance(tune, dict) else None
     method, comp, pp = _label_parts(summ, cfg)
     row["label"] = ", ".join(p for p in (method, comp, pp) if p)  # completed by _finish_labels
     for k, v in (summ.get("final") or {}).items():
@@ -263,7 +265,10 @@ def collect(
 
     ``statuses`` keeps only runs with these statuses (None: all). ``network`` (a profile
     name of the ``network`` config group, or a :class:`efbench.network.Profile`) recomputes
-    ``time_sim`` of every trace row under that profile (:func:`retime`). Returns (trace, runs).
+    ``time_sim`` of every trace row under that profile (:func:`retime`). Runs launched with
+    ``+tune=...`` carry their ``tune`` block (JSON) and a ``tuned`` column in both frames:
+    whether the run is its arm's picked value on a reported seed (:func:`efbench.tuning.picks`).
+    Returns (trace, runs).
     """
     root = Path(root)
     rows = []
@@ -290,12 +295,17 @@ def collect(
     if runs.empty:
         return pd.DataFrame(), runs
     runs["label"] = _finish_labels(runs)
+    if runs["tune"].isna().all():
+        runs = runs.drop(columns="tune")
     cfg_cols = [c for c in runs.columns if c.startswith("cfg.")]
-    # swept values = config leaves that differ between runs, less those a standard column holds
+    tuned = runs["tune"].dropna().unique() if "tune" in runs.columns else []
+    tuned_keys = {f"cfg.{json.loads(t).get('key')}" for t in tuned}
+    # swept values = config leaves that differ between runs (and the tuned keys), less those
+    # a standard column holds
     varying = [
         c
         for c in cfg_cols
-        if runs[c].astype(str).nunique(dropna=False) > 1
+        if (runs[c].astype(str).nunique(dropna=False) > 1 or c in tuned_keys)
         and c[4:] not in runs.columns
         and c[4:] not in DUPLICATES
         and not c.endswith("._target_")
@@ -323,6 +333,11 @@ def collect(
     trace.attrs["ids"] = keys  # the identifying columns, for efbench.sweep.resample
     if network is not None:
         trace["time_sim"] = retime(trace, runs.iloc[owner].reset_index(drop=True), network)
+    if "tune" in runs.columns:
+        from efbench.tuning import mark, picks
+
+        runs["tuned"] = mark(runs, picks(trace, runs))
+        trace["tuned"] = runs["tuned"].to_numpy()[owner]
     return trace, runs
 
 
@@ -488,6 +503,11 @@ def main(argv: list[str] | None = None) -> None:
     counts = runs["status"].value_counts()
     tally = ", ".join(f"{status} {counts[status]}" for status in counts.index)
     print(f"{len(runs)} runs ({tally}), {len(trace)} trace rows")
+    if "tune" in runs.columns:
+        from efbench.tuning import describe, picks
+
+        for line in describe(picks(trace, runs)):
+            print(line)
     if args.out:
         trace.to_parquet(f"{args.out}_trace.parquet", index=False)
         runs.to_csv(f"{args.out}_runs.csv", index=False)

@@ -9,8 +9,11 @@ alone, so resume and collection see no difference; the group's own Hydra folder 
 and ``.hydra``) is ``<sweep dir>/.batches/<n>``. Any launcher runs the grouped jobs (basic;
 joblib: groups spread over processes; cluster launchers: a group per cluster job).
 ``hydra.sweeper.batch=false`` launches every job on its own; ``hydra.sweeper.max_runs``
-caps the runs of one group. A sweep ends with a one-line tally of its runs by status and
-the folder that holds them, and exits non-zero when any run ended in error or was interrupted.
+caps the runs of one group. A ``tune`` block (``+tune=stepsize``, :mod:`efbench.tuning`) adds
+the sweep ``<tune.key>=<tune.grid>`` (a sweep of that key given in the config or on the
+command line wins) and runs every job also on ``tune.select_seeds``. A sweep ends with a
+one-line tally of its runs by status and the folder that holds them, and exits non-zero when
+any run ended in error or was interrupted.
 """
 
 import json
@@ -25,6 +28,7 @@ from typing import Any, Dict, List, Optional
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 BATCH_KEY = "efbench_batch"
@@ -83,6 +87,22 @@ def group_jobs(jobs: List[List[str]], max_runs: int) -> List[List[str]]:
     return out
 
 
+def with_seeds(jobs: List[List[str]], seeds: tuple, default: int) -> List[List[str]]:
+    """The jobs, also on each of ``seeds`` they do not already run (a job without a ``seed=``
+    override runs ``default``)."""
+    have = {line[5:] for job in jobs for line in job if line.startswith("seed=")}
+    if not have:
+        jobs = [[*job, f"seed={default}"] for job in jobs]
+        have = {str(default)}
+    first = sorted(have)[0]
+    extra = [str(s) for s in seeds if str(s) not in have]
+    out = list(jobs)
+    for job in jobs:
+        if f"seed={first}" in job:
+            out += [[f"seed={s}" if line == f"seed={first}" else line for line in job] for s in extra]
+    return out
+
+
 def tally_runs(sweep_dir: Path) -> Dict[str, int]:
     """Runs below ``sweep_dir`` by what their latest launch left (:func:`efbench.results.status_of`)."""
     from efbench.results import ERROR, SUMMARY, status_of
@@ -130,10 +150,30 @@ class EfbenchSweeper(BasicSweeper):
             sys.exit(1)
         return returns
 
+    def _tune(self) -> Any:
+        from efbench.errors import ConfigError
+        from efbench.tuning import TuneSpec
+
+        block = self.config.get("tune") if self.config is not None else None
+        try:
+            return TuneSpec.from_config(OmegaConf.to_container(block, resolve=True)) if block else None
+        except ConfigError as exc:  # before any job: one line, nothing written
+            print(f"efbench: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    def _parse_config(self) -> List[str]:
+        params = super()._parse_config()
+        spec = self._tune()
+        # first: a sweep of the key in the config's params or on the command line comes later and wins
+        return [f"{spec.key}={spec.sweep_value()}", *params] if spec else params
+
     def split_arguments(self, overrides: List[Override], max_batch_size: Optional[int]) -> Any:
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
         if not jobs:  # e.g. a glob that matched nothing: no job, as the basic sweeper
             return [jobs]
+        spec = self._tune()
+        if spec is not None and spec.select_seeds:
+            jobs = with_seeds(jobs, spec.select_seeds, int(self.config.seed))
         if self.batch:
             jobs = group_jobs(jobs, self.max_runs)
         return [list(c) for c in BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size)]
