@@ -130,8 +130,9 @@ class AsyncSGD(Method):
             return g1, f"{f1} (one worker: no delays)"
         g = 1.0 / (4.0 * constants["L"] * math.sqrt(n * bound))
         return min(g1, g), (
-            f"min(gamma_1, 1/(4 L sqrt(tau_C tau_max))), gamma_1 = {f1} with n=1, tau_C=n={n}, "
-            f"tau_max={bound} ({self.times} compute times)"
+            "min(gamma_1, 1/(4 L sqrt(tau_C tau_max))) [derived: Koloskova et al. 2022, Thm 6 with "
+            f"Thm 8's 1/(4L)], gamma_1 = {f1} with n=1, tau_C=n={n}, tau_max={bound} ({self.times} "
+            "compute times)"
         )
 
     def init(self, problem, x0, rng):
@@ -244,12 +245,14 @@ class AsyncQSGD(AsyncSGD):
     accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
 
     def theory(self, constants, base):
-        """The asynchronous rule divided by 1 + omega: Q(g) is a stochastic gradient with
-        E||Q(g)||^2 <= (1 + omega) E||g||^2, which the smoothness term of the descent step
-        pays (as for compressed SGD; DIANA's rule in efbench divides likewise)."""
+        """The asynchronous rule divided by 1 + omega (derived): Q(g) is a stochastic
+        gradient with E||Q(g)||^2 <= (1 + omega) E||g||^2, which the smoothness term of the
+        descent step pays, as for compressed SGD."""
         g, formula = super().theory(constants, base)
         omega = self.compressor.omega(int(constants["d"]))
-        return g / (1.0 + omega), f"{formula} / (1 + omega), omega={omega:.4g}"
+        return g / (1.0 + omega), (
+            f"{formula} / (1 + omega) [derived: E||Q(g)||^2 <= (1 + omega) E||g||^2], omega={omega:.4g}"
+        )
 
     def send(self, state, i, g, gamma, rng):
         v, msg = self.compress_step(gamma, gamma * g[None, :], rng)

@@ -44,7 +44,10 @@ def consensus_theory(rho: float, beta: float, delta: float) -> float:
     return rho**2 * delta / (16 * rho + rho**2 + 4 * beta**2 + 2 * rho * beta**2 - 8 * rho * delta)
 
 
-CONSENSUS_FORMULA = "rho^2 delta/(16 rho + rho^2 + 4 beta^2 + 2 rho beta^2 - 8 rho delta)"
+CONSENSUS_FORMULA = (
+    "rho^2 delta/(16 rho + rho^2 + 4 beta^2 + 2 rho beta^2 - 8 rho delta) "
+    "[Koloskova et al. 2019; restated in Koloskova et al. 2020, Thm 4.1]"
+)
 
 
 @dataclass(kw_only=True)

@@ -108,7 +108,10 @@ class LocalSGD(Method):
         16 kappa), L the smoothness of every local function: L_max for full local gradients,
         the sampling's L_S for sampled ones."""
         L, name = local_smoothness(constants, self.estimator)
-        return 1.0 / (4.0 * L), f"1/(4 {name}), {name}={L:.6g}, tau={self.local_steps}"
+        return 1.0 / (4.0 * L), (
+            f"1/(4 {name}) [borrowed: Khaled, Mishchenko & Richtarik 2020's condition gamma <= 1/(4L)], "
+            f"{name}={L:.6g}, tau={self.local_steps}"
+        )
 
     def step(self, problem, state, gamma, rng):
         x = state.x
@@ -171,7 +174,12 @@ class Scaffnew(Method):
                 "a probability in (0, 1]",
             )
         p = math.sqrt(gamma * mu) if self.p is None else float(self.p)
-        rule = f"1/{name}" if full else f"1/A, A = 2 {name}"
+        proxskip = "Mishchenko et al. 2022 (ProxSkip)"
+        rule = (
+            f"1/{name} [{proxskip}, Thm 3.6]"
+            if full
+            else f"1/A, A = 2 {name} [{proxskip}, stochastic-gradient theorem; A = 2 {name}: derived]"
+        )
         how = "sqrt(gamma mu)" if self.p is None else "set"
         return gamma, p, f"{rule}, {name}={L:.6g}; p = {how} = {p:.4g}"
 
@@ -268,12 +276,13 @@ class GradSkip(Scaffnew):
             )
         p = math.sqrt(mu / L) if self.p is None else float(self.p)
         how = "sqrt(mu/L_max)" if self.p is None else "set"
+        source = "[Maranjyan, Safaryan & Richtarik 2022, GradSkip's theorem; its minimum over i: derived]"
         if self.q is None:
             gamma = min(p * p / mu, 1.0 / L)
-            text = "min(p^2/mu, 1/L_max), q_i = (1 - mu/L_i)/(1 - p^2)"
+            text = f"min(p^2/mu, 1/L_max) {source}, q_i = (1 - mu/L_i)/(1 - p^2)"
         else:
             gamma = p * p / (L * (1.0 - self.q * (1.0 - p * p)))
-            text = f"p^2/(L_max (1 - q (1 - p^2))), q={self.q:g}"
+            text = f"p^2/(L_max (1 - q (1 - p^2))) {source}, q={self.q:g}"
         return gamma, p, f"{text}, L_max={L:.6g}, mu={mu:.6g}; p = {how} = {p:.4g}"
 
     def init(self, problem, x0, rng):

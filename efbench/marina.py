@@ -27,6 +27,9 @@ from efbench.errors import ConfigError
 from efbench.methods import Method, Round, State
 from efbench.problems import LogisticProblem
 
+# the theorems' one smoothness constant split into L (descent step) and L_tilde (variance)
+SPLIT = "L and L_tilde split as in its proof: derived"
+
 
 @dataclass(kw_only=True)
 class MARINA(Method):
@@ -96,11 +99,17 @@ class MARINA(Method):
         omega = self.compressor.omega(d)
         if self.participation.full:
             ratio = (1.0 - p) * omega / (p * n)
-            formula = f"1/(L + L_tilde sqrt((1-p) omega/(p n))), p={p:.4g}, omega={omega:.4g}"
+            formula = (
+                f"1/(L + L_tilde sqrt((1-p) omega/(p n))) [Gorbunov et al. 2021, Thm 2.1; {SPLIT}], "
+                f"p={p:.4g}, omega={omega:.4g}"
+            )
         else:
             r = self.participation.size
             ratio = (1.0 - p) * (1.0 + omega) / (p * r)
-            formula = f"1/(L + L_tilde sqrt((1-p)(1+omega)/(p r))), p={p:.4g}, omega={omega:.4g}, r={r}"
+            formula = (
+                f"1/(L + L_tilde sqrt((1-p)(1+omega)/(p r))) [Gorbunov et al. 2021, Thm 4.1; {SPLIT}], "
+                f"p={p:.4g}, omega={omega:.4g}, r={r}"
+            )
         return 1.0 / (constants["L"] + constants["L_tilde"] * math.sqrt(ratio)), formula
 
     def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> State:
@@ -212,8 +221,8 @@ class VRMARINA(MARINA):
         var = omega * constants["L_tilde"] ** 2 + (1.0 + omega) * constants[key] ** 2 / b
         gamma = 1.0 / (constants["L"] + math.sqrt((1.0 - p) / (p * n) * var))
         return gamma, (
-            f"1/(L + sqrt((1-p)/(p n) (omega L_tilde^2 + (1+omega) {key}^2/b))), "
-            f"p={p:.4g}, omega={omega:.4g}, b={b}"
+            f"1/(L + sqrt((1-p)/(p n) (omega L_tilde^2 + (1+omega) {key}^2/b))) "
+            f"[Gorbunov et al. 2021, Thm 3.1; {SPLIT}], p={p:.4g}, omega={omega:.4g}, b={b}"
         )
 
     def compressed_round(self, problem, state, rng):

@@ -137,7 +137,10 @@ class Method:
     def theory(self, constants: dict, base: tuple[float, str]) -> tuple[float, str]:
         """The stepsize its paper's theory gives, with its formula, from the problem's
         ``constants`` (L, mu, L_tilde, n, d, ...) and ``base``: the estimator's rule
-        (1/L for full gradients, 1/(L + L_S/(n tau)) for SGD; SPEC.md section 5)."""
+        (1/L for full gradients, 1/(L + L_S/(n tau)) for SGD; SPEC.md section 5). A formula
+        names its source in brackets: paper and theorem, and "derived" or "borrowed" where
+        the constant is not the theorem's own. Methods without a rule of their own take
+        ``base``, whose bracket says where it is borrowed from."""
         return base
 
     def schedule(self, default: Schedule, constants: dict) -> Schedule:
@@ -307,7 +310,8 @@ class DIANA(Method):
         Delta_i = g_i^k - h_i^k,  g^k = h^k + (1/n) sum_i Q(Delta_i),
         h_i^{k+1} = h_i^k + alpha Q(Delta_i),  x^{k+1} = x^k - gamma g^k,
 
-    alpha = 1/(1 + omega) by default; the theory stepsize is divided by 1 + 2 omega / n.
+    alpha = 1/(1 + omega) by default (any alpha in (0, 1/(1 + omega)]); the theory stepsize
+    is 1/((1 + 6 omega/n) L_max) (:meth:`theory`).
     """
 
     alpha: float | None = None
@@ -330,8 +334,29 @@ class DIANA(Method):
         return {"alpha": state.extra["alpha"], "omega": state.extra["omega"]}
 
     def theory(self, constants, base):
+        """gamma = 1/((1 + 6 omega/n) L), L = L_max = max_i L_i: the unified theorem of
+        Gorbunov, Hanzely & Richtarik (AISTATS 2020, Theorem 4.1: gamma <= min(1/mu,
+        1/(A + C M)) for any M > B/rho) with DIANA's parameters
+
+            E||g^k - grad f(x*)||^2 <= 2 A D_f(x^k, x*) + B sigma^k + D_1,
+            E sigma^{k+1}           <= (1 - rho) sigma^k + 2 C D_f(x^k, x*) + D_2,
+            A = (1 + 2 omega/n) L,  B = 2 omega/n,  rho = alpha,  C = alpha L,
+
+        sigma^k = (1/n) sum_i ||h_i^k - grad f_i(x*)||^2, at M = 2 B/rho = 4 omega/(n alpha):
+        A + C M = (1 + 6 omega/n) L for every alpha <= 1/(1 + omega). A and B follow from
+        E||Q(v) - v||^2 <= omega ||v||^2 and ||grad f_i(x) - grad f_i(x*)||^2 <= 2 L
+        D_{f_i}(x, x*), which asks every f_i to be convex and L-smooth: L is L_max, not the
+        smoothness of f; rho and C from alpha (1 + omega) <= 1. A stochastic estimator with
+        bounded variance sigma_i^2 (the logistic sample gradients are bounded) adds D_1 =
+        (1 + omega) sigma^2/n and D_2 = alpha sigma^2, a neighbourhood of x*, and leaves A, B,
+        rho, C: the same stepsize (the paper's DIANA with stochastic gradients), not the
+        estimator's rule ``base``. omega = 0 (identity) is gradient descent's 1/L_max."""
         omega = self.compressor.omega(constants["d"])
-        return base[0] / (1.0 + 2.0 * omega / constants["n"]), base[1] + "/(1 + 2 omega/n)"
+        L = constants["L_i_max"]
+        return 1.0 / ((1.0 + 6.0 * omega / constants["n"]) * L), (
+            f"1/((1 + 6 omega/n) L_max) [Gorbunov et al. 2020, Thm 4.1 with DIANA's A, B, rho, C, "
+            f"M = 2B/rho], omega={omega:.4g}, n={constants['n']}, L_max={L:.6g}"
+        )
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
@@ -374,7 +399,13 @@ class MemSGD(ErrorCompensated):
 
     def schedule(self, default, constants):
         b = self.shift(constants)
-        return Schedule(self.a / (constants["mu"] * b), f"a/(mu (b + k)), a={self.a:g}, b={b:.6g}", "inv", b)
+        return Schedule(
+            self.a / (constants["mu"] * b),
+            f"a/(mu (b + k)) [the schedule shape of Stich, Cordonnier & Jaggi 2018; a, b set here], "
+            f"a={self.a:g}, b={b:.6g}",
+            "inv",
+            b,
+        )
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)

@@ -48,16 +48,21 @@ class Schedule:
         return self.at(np.arange(k, k + count))
 
 
+ESTIMATOR_RULE = "borrowed: Danilova & Gorbunov 2022's EC-SGD rule without its absolute factors"
+
+
 def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
-    """The theory stepsize for a method's estimator block, with its formula."""
+    """The theory stepsize for a method's estimator block, with its formula and where it
+    comes from (:data:`ESTIMATOR_RULE`): the rule of the methods without one of their own."""
     L = constants["L"]
     if estimator.get("kind", "full") == "full":
-        return 1.0 / L, "1/L"
+        return 1.0 / L, f"1/L [{ESTIMATOR_RULE}, exact gradients]"
     tau = estimator.get("batch", 1)
     key = {"uniform": "L_US", "importance": "L_IS"}.get(estimator.get("sampling", "uniform"), "L_S")
     n = constants["n"]
     extra = f", L_S={constants['L_S']:.6g}" if key == "L_S" else ""
-    return 1.0 / (L + constants[key] / (n * tau)), f"1/(L + {key}/(n*tau)), tau={tau}{extra}"
+    formula = f"1/(L + {key}/(n*tau)) [{ESTIMATOR_RULE}], tau={tau}{extra}"
+    return 1.0 / (L + constants[key] / (n * tau)), formula
 
 
 def make_schedule(
@@ -67,8 +72,8 @@ def make_schedule(
     theory: Callable[[tuple[float, str]], tuple[float, str]] | None = None,
 ) -> Schedule:
     """Build the stepsize schedule from the ``stepsize`` config block; ``theory`` maps the
-    estimator's theory rule to the method's own (``Method.theory``: DIANA divides it by
-    1 + 2 omega/n, EF21 and MARINA have rules of their own)."""
+    estimator's theory rule to the method's own (``Method.theory``: DIANA, EF21, MARINA and
+    others have rules of their own, each naming its theorem)."""
     rule = cfg.get("rule")
     check_choice("stepsize.rule", rule, RULES)
     mult = check_positive("stepsize.multiplier", cfg.get("multiplier", 1.0))

@@ -12,7 +12,7 @@ The 3PC method (the paper's Algorithm 1), all n workers at once:
     x^{t+1}   = x^t - gamma g^t,   g^t = (1/n) sum_i g_i^t,
     g_i^{t+1} = M_{h = g_i^t, y = grad f_i(x^t)}(x = grad f_i(x^{t+1})),
 
-with g_i^0 = grad f_i(x^0), sent in full in the first round. Its theorem (nonconvex) allows
+with g_i^0 = grad f_i(x^0), sent in full in the first round. Its Theorem 5.5 (nonconvex) allows
 gamma <= 1/(L_- + L_+ sqrt(B/A)); with L_- = L and L_+ <= L_tilde = sqrt((1/n) sum_i L_i^2)
 the theory stepsize is gamma = 1/(L + L_tilde sqrt(B/A)).
 
@@ -46,6 +46,10 @@ def young(q: float) -> tuple[float, float]:
     s = 1/sqrt(q) - 1: A = 1 - sqrt(q), B = q/A (EF21's lemma; q = 0 gives A = 1, B = 0)."""
     A = 1.0 - math.sqrt(q)
     return A, q / A
+
+
+THREEPC_RULE = "[Richtarik et al. 2022, Thm 5.5]"
+EF21_PP_RULE = "[Fatkhullin et al. 2021, EF21-PP theorem at its best s, rho: derived]"
 
 
 def theory_gamma(constants: dict, A: float, B: float) -> float:
@@ -138,7 +142,8 @@ class EF21Mechanism(Mechanism):
 class CLAGMechanism(Mechanism):
     """CLAG (the paper's new lazy method): M = h + C(x - h) if ||x - h||^2 > zeta ||x - y||^2,
     else h (the worker sends nothing: 0 bits). A = 1 - sqrt(1 - alpha),
-    B = max((1 - alpha)/A, zeta)."""
+    B = max((1 - alpha)/A, zeta). A coordinate C sends whole lands on x_j exactly
+    (:func:`_land`)."""
 
     zeta: float
     key: ClassVar[str] = "clag"
@@ -150,26 +155,43 @@ class CLAGMechanism(Mechanism):
     def formula(self):
         return f"A = 1 - sqrt(1 - alpha), B = max((1 - alpha)/A, zeta), zeta={self.zeta:g}"
 
+    def triggered(self, h: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The lazy trigger ||x - h||^2 > zeta ||x - y||^2 per row. Right after a full send
+        h = y exactly (:func:`_land`, LAG's x), so the two norms are the same sum of the same
+        numbers and zeta = 1 ties exactly: nothing is sent, as the paper's strict inequality
+        says."""
+        diff, moved = x - h, x - y
+        return np.einsum("nd,nd->n", diff, diff) > self.zeta * np.einsum("nd,nd->n", moved, moved)
+
     def __call__(self, h, y, x, rng):
-        diff = x - h
-        moved = x - y
-        fire = np.einsum("nd,nd->n", diff, diff) > self.zeta * np.einsum("nd,nd->n", moved, moved)
+        fire = self.triggered(h, y, x)
         g = h.copy()
         bits = np.zeros(len(h), dtype=np.int64)
         nnz = np.zeros(len(h), dtype=np.int64)
         if fire.any():  # only the triggered workers compress: a random C draws for them alone
-            msg = self.compressor(diff[fire], rng)
-            g[fire] += msg.values
+            hf, xf = h[fire], x[fire]
+            diff = xf - hf
+            msg = self.compressor(diff, rng)
+            g[fire] = _land(hf, xf, diff, msg.values)
             bits[fire], nnz[fire] = msg.bits, msg.nnz
         return Sent(g, bits, nnz, fire)
 
 
+def _land(h: np.ndarray, x: np.ndarray, diff: np.ndarray, sent: np.ndarray) -> np.ndarray:
+    """h + C(x - h) for the message ``sent`` = C(diff), diff = x - h: x_j where C sent
+    diff_j whole (there h_j + (x_j - h_j) = x_j, which h_j + diff_j can miss by a rounding),
+    h_j + sent_j elsewhere. Without it a lazy worker that sent everything would hold g_i a
+    rounding error away from y = grad f_i(x^t), and zeta = 1's exact tie
+    ||x - h||^2 = ||x - y||^2 in the next round would be broken by that error either way."""
+    return np.where(sent == diff, x, h + sent)
+
+
 @dataclass(kw_only=True)
 class LAGMechanism(CLAGMechanism):
-    """LAG (Chen, Giannakis, Sun & Yin 2018): M = x if ||x - h||^2 > zeta ||x - y||^2, else h;
-    a triggered worker sends x - h dense (F d bits). A = 1, B = zeta. Computed as CLAG with
-    the identity compressor, h + (x - h): the same up to rounding, and the trajectories of
-    the code before the 3PC refactoring, bit for bit."""
+    """LAG (Chen, Giannakis, Sun & Yin 2018) as the paper's Table 1 writes it: M = x if
+    ||x - h||^2 > zeta ||x - y||^2, else h; a triggered worker sends its gradient x itself,
+    dense (F d bits), and g_i' = x exactly. A = 1, B = zeta. CLAG with the identity
+    compressor is the same map (:func:`_land` lands every coordinate on x)."""
 
     key: ClassVar[str] = "lag"
 
@@ -181,6 +203,12 @@ class LAGMechanism(CLAGMechanism):
 
     def formula(self):
         return f"A = 1, B = zeta, zeta={self.zeta:g}"
+
+    def __call__(self, h, y, x, rng):
+        fire = self.triggered(h, y, x)
+        d = h.shape[1]
+        bits = np.where(fire, self.compressor.float_bits * d, 0).astype(np.int64)
+        return Sent(np.where(fire[:, None], x, h), bits, np.where(fire, d, 0).astype(np.int64), fire)
 
 
 @dataclass(kw_only=True)
@@ -386,12 +414,15 @@ class ThreePointMethod(Method):
         return A, B, mech.formula()
 
     def theory(self, constants, base):
-        """gamma = 1/(L + L_tilde sqrt(B/A)) with the mechanism's (A, B) (the 3PC theorem)."""
+        """gamma = 1/(L + L_tilde sqrt(B/A)) with the mechanism's (A, B): the 3PC theorem
+        (:data:`THREEPC_RULE`), or EF21-PP's under partial participation
+        (:func:`ef21_constants`, :data:`EF21_PP_RULE`)."""
         d, n = constants["d"], constants["n"]
         A, B, how = self.constants_ab(d, n)
         alpha = self.make_mechanism().alpha(d)
+        source = THREEPC_RULE if self.participation.full else EF21_PP_RULE
         return theory_gamma(constants, A, B), (
-            f"1/(L + L_tilde sqrt(B/A)), {how}, alpha={alpha:.4g}, A={A:.4g}, B={B:.4g}"
+            f"1/(L + L_tilde sqrt(B/A)) {source}, {how}, alpha={alpha:.4g}, A={A:.4g}, B={B:.4g}"
         )
 
     def init(self, problem, x0, rng):
@@ -618,7 +649,7 @@ class EF21BC(EF21):
         (constants of both alpha_w and alpha_M) is not reproduced: its appendix was not
         available to check."""
         gamma, formula = super().theory(constants, base)
-        return gamma, formula + " (EF21's rule, workers' alpha; EF21-BC theorem not reproduced)"
+        return gamma, formula + " (borrowed: EF21's rule, workers' alpha; EF21-BC theorem not reproduced)"
 
     def aggregate(self, problem, state, rnd, rng, first):
         ex = state.extra
@@ -660,7 +691,7 @@ class EF21HB(EF21):
         experiments (ef21_hb.py). The paper's EF21-HB theorem (its dependence on eta) is not
         reproduced: its appendix was not available to check."""
         gamma, formula = super().theory(constants, base)
-        return gamma, formula + f" (EF21's rule; EF21-HB theorem not reproduced), eta={self.eta:g}"
+        return gamma, formula + f" (borrowed: EF21's rule; EF21-HB theorem not reproduced), eta={self.eta:g}"
 
     def aggregate(self, problem, state, rnd, rng, first):
         v = state.extra["v"]

@@ -257,8 +257,9 @@ def test_comparison_experiments_compose():
 
 def test_theory_stepsizes_of_the_3pc_rule():
     """EF21 (Theorem 1): 1/(L + L_tilde sqrt(beta/theta)); LAG: A = 1, B = zeta;
-    CLAG: B = max(beta, zeta); DIANA divides the estimator's rule by 1 + 2 omega/n."""
-    c = {"L": 2.0, "L_tilde": 3.0, "d": 4, "n": 5}
+    CLAG: B = max(beta, zeta); DIANA: 1/((1 + 6 omega/n) L_max), whatever the estimator's
+    rule (Rand-1 scaled of d = 4: omega = 3; n = 5, L_max = 2.5)."""
+    c = {"L": 2.0, "L_tilde": 3.0, "d": 4, "n": 5, "L_i_max": 2.5}
     theta = 1 - np.sqrt(0.75)  # Top-1 of d = 4: alpha = 1/4
     beta = 0.75 / theta
     ef21 = EF21(name="ef21", compressor=TopK(k=1)).theory(c, (1.0, "1/L"))[0]
@@ -270,4 +271,4 @@ def test_theory_stepsizes_of_the_3pc_rule():
     assert clag_small == pytest.approx(ef21, rel=1e-12)  # zeta below beta: EF21's rule
     assert clag_big == pytest.approx(1 / (2 + 3 * np.sqrt(100 / theta)), rel=1e-12)
     diana = DIANA(name="diana", estimator=FULL, compressor=RandK(k=1, scaled=True))
-    assert diana.theory(c, (0.5, "1/L"))[0] == pytest.approx(0.5 / (1 + 2 * 3 / 5))
+    assert diana.theory(c, (0.5, "1/L"))[0] == pytest.approx(1 / ((1 + 6 * 3 / 5) * 2.5), rel=1e-15)

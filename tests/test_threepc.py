@@ -52,7 +52,7 @@ PROBLEMS = {
 }
 
 
-# ---- a plain reference of EF21, CLAG and LAG as the code before the 3PC refactoring ran them ----
+# ---- a plain reference of EF21, CLAG and LAG, step by step and worker by worker ----
 def reference_ef21(p, C, gamma, steps, rng, estimator=None):
     """EF21 step by step: g_i^0 = grad f_i(x^0) sent dense; then each worker sends
     c_i = C(grad_i(x) - g_i), g_i += c_i, and x -= gamma mean_i g_i."""
@@ -75,7 +75,9 @@ def reference_ef21(p, C, gamma, steps, rng, estimator=None):
 def reference_clag(p, C, zeta, gamma, steps, rng):
     """CLAG step by step, worker by worker: worker i sends C(grad_i(x) - g_i) only when
     ||grad_i(x) - g_i||^2 > zeta ||grad_i(x) - grad_i(x_prev)||^2, else nothing (0 bits).
-    LAG is this with the identity compressor (g_i += grad_i - g_i, F d bits)."""
+    C is a sparsifier here (Top-K, unscaled Rand-K, identity), so g_i + C(grad_i - g_i) is
+    grad_i on the coordinates it keeps and g_i elsewhere. LAG is this with the identity
+    compressor: g_i = grad_i, F d bits."""
     F, n, d = C.float_bits, p.n, p.d
     x = np.zeros(d)
     g = p.worker_grads(x)
@@ -84,15 +86,12 @@ def reference_clag(p, C, zeta, gamma, steps, rng):
     xs, rounds = [x.copy()], [([F * d] * n, [d] * n, p.m, 0, F * d)]
     for _ in range(1, steps):
         grad = p.worker_grads(x)
-        diff, moved = grad - g, grad - prev
-        # right after a LAG send g_i = grad_i up to rounding, so with zeta = 1 the two sides
-        # tie up to rounding: they are summed as the code under test sums them
-        lhs, rhs = np.einsum("nd,nd->n", diff, diff), zeta * np.einsum("nd,nd->n", moved, moved)
         bits, nnz, skipped = [0] * n, [0] * n, 0
         for i in range(n):
-            if lhs[i] > rhs[i]:
-                c = C(diff[i][None, :], rng)
-                g[i] = g[i] + c.values[0]
+            diff, moved = grad[i] - g[i], grad[i] - prev[i]
+            if diff @ diff > zeta * (moved @ moved):
+                c = C(diff[None, :], rng)
+                g[i] = np.where(c.values[0] != 0, grad[i], g[i])
                 bits[i], nnz[i] = int(c.bits[0]), int(c.nnz[0])
             else:
                 skipped += 1
@@ -155,6 +154,35 @@ def test_ef21_clag_lag_equal_the_reference_bit_for_bit(problem, case):
         assert recs == ref_r, (name, seed)
         if kind == "clag":
             assert sum(r[3] for r in recs) > 0, "some rounds must be lazy"
+
+
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+def test_lag_sends_the_gradient_itself_and_ties_at_zeta_one(problem):
+    """LAG (3PC's Table 1: M = x if ||x - h||^2 > zeta ||x - y||^2, else h): a worker that
+    sends leaves g_i = grad f_i(x^t) exactly, so in the next round ||x - h||^2 and
+    ||x - y||^2 are the same number and zeta = 1 sends nothing: no worker sends in two
+    consecutive rounds (round 1 follows everyone's g_i^0). CLAG with the identity
+    compressor is LAG bit for bit."""
+    p = PROBLEMS[problem]()
+    gamma = 1.0 / p.constants()["L"]
+    lag = LAG(name="lag", zeta=1.0)
+    rng = np.random.default_rng(0)
+    state = lag.init(p, np.zeros(p.d), rng)
+    xs, sent = [state.x.copy()], []
+    for _ in range(200):
+        x_before = state.x.copy()
+        state, rnd = lag.step(p, state, gamma, rng)
+        spoke = rnd.bits_up > 0
+        np.testing.assert_array_equal(state.extra["g"][spoke], p.worker_grads(x_before)[spoke])
+        assert set(rnd.bits_up[~spoke].tolist()) <= {0} and set(rnd.bits_up[spoke].tolist()) <= {32 * p.d}
+        xs.append(state.x.copy())
+        sent.append(spoke)
+    sent = np.array(sent)
+    assert sent[0].all() and 0 < sent[1:].sum() < sent[1:].size
+    assert not np.any(sent[1:] & sent[:-1])
+    clag = trajectory(CLAG(name="clag", zeta=1.0, compressor=Identity()), p, gamma, 200)
+    assert np.array_equal(clag[0], np.array(xs))
+    assert [(r.bits_up > 0).tolist() for r in clag[1]] == sent.tolist()
 
 
 def test_threepc_by_name_is_ef21_clag_lag(setup):
@@ -246,8 +274,8 @@ def test_ef21_mechanism_with_random_compressor_is_tight_in_expectation():
 
 def test_lag_and_clag_mechanisms():
     """LAG: A = 1, B = zeta, equality at the trigger's boundary with h = y (nothing sent);
-    triggered rows land on x up to rounding. CLAG: EF21's bound when triggered, the trigger's
-    when not, B = max((1 - alpha)/A, zeta)."""
+    triggered rows land on x exactly. CLAG: EF21's bound when triggered, the trigger's when
+    not, B = max((1 - alpha)/A, zeta); the coordinates C sends whole land on x exactly."""
     lag = LAGMechanism(compressor=TopK(k=1), zeta=1.0)  # the compressor is replaced by the identity
     assert lag.constants(D) == (1.0, 1.0) and isinstance(lag.compressor, Identity)
     x = np.random.default_rng(3).normal(size=(5, D))
@@ -258,7 +286,7 @@ def test_lag_and_clag_mechanisms():
     np.testing.assert_array_equal(lhs, rhs)
     sent = lag(h, h + 0.5 * x, x, np.random.default_rng(0))  # ||x - h||^2 = 4 ||x - y||^2: triggered
     assert sent.spoke.all() and sent.bits.tolist() == [32 * D] * 5
-    np.testing.assert_allclose(sent.g, x, rtol=1e-15)
+    np.testing.assert_array_equal(sent.g, x)
     check_random(LAGMechanism(compressor=Identity(), zeta=3.0))
 
     for zeta in (0.5, 8.0):
@@ -267,6 +295,9 @@ def test_lag_and_clag_mechanisms():
         A0, B0 = young(2 / 3)
         assert (A, B) == pytest.approx((A0, max(B0, zeta)), rel=1e-15)
         check_random(clag)
+    h, x = np.full((1, 3), 0.7), np.array([[2.9, 0.7, 1.0]])  # 0.7 + (2.9 - 0.7) != 2.9 in floats
+    sent = CLAGMechanism(compressor=TopK(k=1), zeta=0.5)(h, h, x, None)
+    np.testing.assert_array_equal(sent.g, [[2.9, 0.7, 0.7]])  # Top-1 keeps x_0 - h_0: g_0 = x_0
     clag = CLAGMechanism(compressor=TopK(k=2), zeta=0.5)  # B = B0: the triggered EF21 case is tight
     h, y, x = tight_triple(SIGNS, young_s(2 / 3), np.random.default_rng(0))
     lhs, _, rhs = sides(clag, h, y, x, *clag.constants(D))
