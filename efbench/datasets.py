@@ -14,6 +14,11 @@ split into a dense array (n, m, d) (:func:`partition`, :class:`efbench.problems.
 What a split would take beyond ``EFBENCH_MAX_DENSE_GB`` (default 4) is refused naming
 ``dataset`` (:func:`check_memory`): before any file is read where the table says the file
 is dense, else as soon as the file is parsed.
+
+Where epsilon or rcv1 cannot be fetched, presets named as synthetic (``epsilon_synth``,
+``rcv1_synth``: ``dataset.synthetic_of``) draw seeded rows of the same shape
+(:func:`make_epsilon_like`, :func:`make_rcv1_like`); :func:`on_disk` tells a caller which
+one it can run offline (:func:`real_or_synthetic`); ``dataset=epsilon`` never falls back.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import yaml
 
 from efbench.errors import ConfigError, DataError, check_choice
 from efbench.results import atomic_write_bytes
@@ -211,6 +218,11 @@ def _mirror_sums(mirror: Path) -> dict[str, str]:
     return out
 
 
+def _mirror_names(spec: LibsvmFile) -> list[str]:
+    """The names a mirror may hold the file under: ours (.bz2 or plain), the site's (both)."""
+    return list(dict.fromkeys((f"{spec.name}.bz2", spec.name, spec.remote, spec.remote.removesuffix(".bz2"))))
+
+
 def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[bytes, str]:
     """Return the decompressed LIBSVM text and a description of where it came from."""
     if mirror:
@@ -220,7 +232,7 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
                 f"data.mirror={mirror!r} is not a directory "
                 f"(set data.mirror or ${MIRROR_ENV} to a folder holding {spec.name}.bz2)"
             )
-        names = dict.fromkeys((f"{spec.name}.bz2", spec.name, spec.remote, spec.remote.removesuffix(".bz2")))
+        names = _mirror_names(spec)
         for cand in (mdir / name for name in names):
             if cand.is_file():
                 text = _decompress(cand.read_bytes(), str(cand))
@@ -300,6 +312,20 @@ def parse_libsvm(text: bytes, spec: LibsvmFile, origin: str) -> tuple[sp.csr_mat
     return X.tocsr(), y.astype(np.float64)
 
 
+_CACHE_ERRORS = (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile)  # a damaged cache
+
+
+def _cache_head(z: Any, spec: LibsvmFile) -> tuple[tuple[int, int], np.ndarray] | None:
+    """The shape and labels of an opened parse cache, None when they are not what ``spec``
+    says (a cache of a file not in the table holds its own shape)."""
+    shape = tuple(int(v) for v in z["shape"]) if "shape" in z else (spec.rows, spec.features)
+    y = z["y"]
+    known = spec.rows is None or shape == (spec.rows, spec.features)
+    if known and y.shape == (shape[0],) and spec.positives in (None, int((y > 0).sum())):
+        return shape, y
+    return None
+
+
 def load_libsvm(
     name: str, data_dir: str | Path, mirror: str | None = None
 ) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -321,14 +347,12 @@ def load_libsvm(
     if cache.is_file():
         try:
             with np.load(cache) as z:
-                shape = tuple(int(v) for v in z["shape"]) if "shape" in z else (spec.rows, spec.features)
-                X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
-                y = z["y"]
-            known = spec.rows is None or shape == (spec.rows, spec.features)
-            if not (known and y.shape == (shape[0],) and spec.positives in (None, int((y > 0).sum()))):
-                X = None
+                head = _cache_head(z, spec)
+                if head is not None:
+                    shape, y = head
+                    X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
             origin = str(cache)
-        except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile):
+        except _CACHE_ERRORS:
             X = None  # a damaged cache is rebuilt from the source below
     if X is None:
         text, origin = _fetch_text(spec, data_dir, mirror)
@@ -373,16 +397,179 @@ def make_synthetic(
     return X, np.where(margin >= 0, 1.0, -1.0)
 
 
+# Synthetic stand-ins for LIBSVM files too large to fetch or hold here (see SYNTHETIC_OF).
+EPSILON_LABEL_NOISE = 0.1  # the best linear classifiers err on about 10 % of epsilon's rows
+RCV1_LABEL_NOISE = 0.03  # and on about 3-4 % of rcv1.binary's
+ZIPF_EXPONENT = 1.0  # term ranks' probabilities (r + ZIPF_OFFSET)^-ZIPF_EXPONENT: Zipf's law
+ZIPF_OFFSET = 10.0  # Mandelbrot's offset: the commonest term in about half of the rows, not all
+ROW_NNZ_SIGMA = 0.6  # log-normal spread of the terms a row holds (sd about 0.66 x the mean)
+PLANTED_SUPPORT = 0.1  # share of the features the planted sparse model weighs
+
+
+def _planted_labels(margin: np.ndarray, label_noise: float, rng: np.random.Generator) -> np.ndarray:
+    """y = sign(margin) (a fair coin where margin = 0), each label then flipped with
+    probability ``label_noise``: a planted linear model that no hyperplane fits exactly once
+    the rows outnumber the features enough (Cover 1965: up to d rows in general position are
+    separable whatever their labels, and at 2 d rows half of all labelings still are)."""
+    y = np.where(margin > 0, 1.0, -1.0)
+    tie = margin == 0
+    y[tie] = np.where(rng.random(int(tie.sum())) < 0.5, 1.0, -1.0)
+    flip = rng.random(margin.shape[0]) < label_noise
+    y[flip] = -y[flip]
+    return y
+
+
+def make_epsilon_like(
+    rows: int, features: int = 2000, seed: int = 0, label_noise: float = EPSILON_LABEL_NOISE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense rows shaped like LIBSVM's ``epsilon_normalized`` (PASCAL Large Scale Learning
+    Challenge 2008), whose features were standardized (mean 0, variance 1) and whose rows
+    were then scaled to unit l2 norm: here the features are drawn standardized, i.i.d.
+    N(0, 1) (standardizing them again would move them by O(rows^-1/2) only), and every row
+    is scaled to unit l2 norm, so a_r is uniform on the unit sphere of R^d. Labels
+    y = sign(<a_r, w>), w ~ N(0, I_d), each flipped with probability ``label_noise``
+    (:func:`_planted_labels`).
+
+    Matches epsilon: d = 2000, dense, ||a_r|| = 1, features of mean 0 and variance 1 before
+    the row scaling, labels about half +1, a linear model's error rate about
+    ``label_noise``. Does not: the features are uncorrelated (epsilon's are not), so the
+    spectrum of A^T A / rows is the Marchenko-Pastur bulk around 1/d, not epsilon's; rows
+    are drawn, not 400000. Not separable at the preset's rows = 10 d: the logistic loss
+    keeps about 0.37 at its minimum (tests/test_synthetic_shapes.py)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((rows, features))
+    X /= np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]  # not np.linalg.norm: no rows x d temporary
+    w = rng.standard_normal(features)
+    return X, _planted_labels(X @ w, label_noise, rng)
+
+
+def make_rcv1_like(
+    rows: int = 20242,
+    features: int = 47236,
+    seed: int = 0,
+    density: float = 74 / 47236,
+    label_noise: float = RCV1_LABEL_NOISE,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Sparse CSR rows shaped like LIBSVM's ``rcv1_train.binary`` (RCV1-v2, Lewis et al.
+    2004, JMLR 5): bags of words weighted "ltc" as RCV1-v2 is, (1 + ln tf) ln(rows / df)
+    cosine-normalized, in a vectorized draw.
+
+    Term of rank r (a seeded permutation of the feature indices) has probability p_r
+    proportional to (r + ZIPF_OFFSET)^-ZIPF_EXPONENT (Zipf's law, Mandelbrot's offset).
+    Row i draws L_i terms i.i.d. from p; tf is a term's count in the row, df the rows
+    holding it. The distinct terms of L draws number g(L) = sum_r 1 - (1 - p_r)^L on
+    average, so L_i = g^-1(k_i) with k_i log-normal (spread ROW_NNZ_SIGMA) of mean
+    density x features: rows hold density x features nonzeros on average (rcv1: 74 of
+    47236, 0.16 %). Labels: y = sign(<a_r, w>) with w_j ~ N(0, 1) on a random
+    PLANTED_SUPPORT of the features and 0 elsewhere, flipped with probability
+    ``label_noise`` (:func:`_planted_labels`).
+
+    Matches rcv1.binary: rows, d, density, nonnegative values, ||a_r|| = 1, heavy-tailed
+    feature frequencies (a few features in many rows, most in few), labels about half +1.
+    Does not: no topics, so no correlations between terms beyond their frequencies; term
+    counts are mostly 1 (short bags over a large vocabulary); the spread of the row
+    lengths and the Zipf parameters are plausible, not fitted to the file; the spectrum
+    is not rcv1's; the labels hang on many rare terms, so a linear model fitted to part of
+    the rows predicts the rest far worse than on rcv1 (which training-loss curves do not
+    see). As the real file (rows < d), the rows are linearly separable."""
+    rng = np.random.default_rng(seed)
+    p = (np.arange(1, features + 1) + ZIPF_OFFSET) ** -ZIPF_EXPONENT
+    p /= p.sum()
+    mean_k = density * features
+    k = rng.lognormal(np.log(mean_k) - ROW_NNZ_SIGMA**2 / 2, ROW_NNZ_SIGMA, rows)
+    k = np.clip(k, 1.0, features)
+    grid = np.unique(np.geomspace(1, 4 * k.max() + 1, 256).round())
+    log_miss = np.log1p(-p)
+    g = np.array([-np.expm1(draws * log_miss).sum() for draws in grid])  # a few hundred d-vectors
+    draws = np.maximum(1, np.interp(k, g, grid).round()).astype(np.int64)
+    rank = np.searchsorted(np.cumsum(p), rng.random(int(draws.sum())), side="right")
+    cols = rng.permutation(features)[np.minimum(rank, features - 1)]
+    X = sp.csr_matrix((np.ones(cols.size), (np.repeat(np.arange(rows), draws), cols)), shape=(rows, features))
+    X.sum_duplicates()  # counts of the same term in a row add up to its tf
+    df = np.bincount(X.indices, minlength=features)
+    X.data = (1.0 + np.log(X.data)) * np.log(rows / df[X.indices])
+    # a term in every row weighs ln 1 = 0, as in ltc: a row of only such terms (a handful of
+    # rows, not the defaults) is left empty
+    X.eliminate_zeros()
+    row_of = np.repeat(np.arange(rows), np.diff(X.indptr))
+    X.data /= np.sqrt(np.bincount(row_of, X.data**2, rows))[row_of]
+    w = rng.standard_normal(features) * (rng.random(features) < PLANTED_SUPPORT)
+    return X, _planted_labels(X @ w, label_noise, rng)
+
+
+# dataset.synthetic_of: the LIBSVM presets a synthetic dataset can be shaped like
+SYNTHETIC_OF = ("epsilon", "rcv1")
+
+
 def data_dir(cfg: Any) -> Path:
     """The download and parse cache: ``data.dir``, else $EFBENCH_DATA_DIR, else ``data``."""
     return Path(cfg.data.dir or os.environ.get(DATA_DIR_ENV) or "data").expanduser()
 
 
+def _preset(name: str) -> dict[str, Any] | None:
+    """The dataset preset ``conf/dataset/<name>.yaml`` as written (not composed), or None."""
+    path = files("efbench.conf") / "dataset" / f"{name}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def on_disk(
+    dataset: str | Any, cache_dir: str | Path | None = None, mirror: str | Path | None = None
+) -> bool:
+    """Whether ``dataset`` loads without the network: true for the embedded and synthetic
+    sources; for a LIBSVM file, whether its parse cache ``<data dir>/<file>.npz`` (with the
+    shape and labels the table says) or a copy in the mirror (the names
+    :func:`load_libsvm` looks for) is there. Presence only: a mirror copy is verified
+    (sha256, shape, labels) when it is loaded; nothing but the cache's labels is read.
+
+    ``dataset``: a composed config (its ``data.dir`` and ``data.mirror``, as
+    :func:`load_dataset`), or a preset name (``epsilon``, ``gisette``) or LIBSVM file name
+    (``gisette_scale``), looked for in ``cache_dir`` and ``mirror`` (default: the
+    environment, $EFBENCH_DATA_DIR or ``data``, and $EFBENCH_DATA_MIRROR)."""
+    if isinstance(dataset, str):
+        preset = _preset(dataset) or {"source": "libsvm", "libsvm_name": dataset}
+        cache_dir = Path(cache_dir or os.environ.get(DATA_DIR_ENV) or "data").expanduser()
+        mirror = mirror or os.environ.get(MIRROR_ENV)
+    else:
+        preset = dataset.dataset
+        cache_dir, mirror = data_dir(dataset), dataset.data.mirror or os.environ.get(MIRROR_ENV)
+    if preset["source"] != "libsvm":
+        return True
+    spec = libsvm_spec(preset["libsvm_name"])
+    cache = cache_dir / f"{spec.name}.npz"
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                if _cache_head(z, spec) is not None:
+                    return True
+        except _CACHE_ERRORS:
+            pass
+    mdir = Path(mirror).expanduser() if mirror else None
+    return mdir is not None and any((mdir / name).is_file() for name in _mirror_names(spec))
+
+
+def real_or_synthetic(
+    name: str, cache_dir: str | Path | None = None, mirror: str | Path | None = None
+) -> str:
+    """The preset to run for LIBSVM preset ``name`` offline: ``name`` itself when its file is
+    on disk (:func:`on_disk`), else the synthetic preset shaped like it (the one whose
+    ``synthetic_of`` is ``name``: epsilon -> epsilon_synth, rcv1 -> rcv1_synth). ``name``
+    when it has no such stand-in (loading it then says what is missing). The choice is the
+    caller's to report: ``dataset=epsilon`` itself never falls back."""
+    if on_disk(name, cache_dir, mirror):
+        return name
+    for path in sorted(files("efbench.conf").joinpath("dataset").iterdir()):
+        if path.name.endswith(".yaml") and yaml.safe_load(path.read_text()).get("synthetic_of") == name:
+            return path.name.removesuffix(".yaml")
+    return name
+
+
 def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
-    """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source),
-    refused (:func:`check_memory`) when its worker data would not fit: a file the table
-    says is dense and a synthetic matrix before anything is read or built, any other file
-    as soon as it is parsed (kept sparse or made dense as :func:`partition` will split it)."""
+    """Rows and labels of the configured ``dataset`` (libsvm, sklearn or synthetic source;
+    synthetic rows are shaped like a LIBSVM file where ``dataset.synthetic_of`` names it,
+    and number ``dataset.synthetic.rows``, or n_workers x m where that is null), refused
+    (:func:`check_memory`) when its worker data would not fit: a file the table says is
+    dense and a synthetic matrix before anything is read or built, any other file as soon
+    as it is parsed (kept sparse or made dense as :func:`partition` will split it)."""
     source = cfg.dataset.source
     check_choice("dataset.source", source, ("libsvm", "sklearn", "synthetic"))
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
@@ -399,8 +586,17 @@ def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
     if source == "sklearn":
         return load_breast_cancer_scaled()
     s = cfg.dataset.synthetic
-    check_memory(cfg.dataset.name, n, m, int(s.features), int(s.rows))
-    return make_synthetic(int(s.rows), int(s.features), int(s.seed), float(s.density))
+    rows, d = int(s.rows or n * m), int(s.features)
+    like = cfg.dataset.get("synthetic_of")
+    if like is None:
+        check_memory(cfg.dataset.name, n, m, d, rows)
+        return make_synthetic(rows, d, int(s.seed), float(s.density))
+    check_choice("dataset.synthetic_of", like, SYNTHETIC_OF)
+    if like == "rcv1":
+        check_memory(cfg.dataset.name, n, m, d, row_nnz=float(s.density) * d)
+        return make_rcv1_like(rows, d, int(s.seed), float(s.density), float(s.label_noise))
+    check_memory(cfg.dataset.name, n, m, d, rows)
+    return make_epsilon_like(rows, d, int(s.seed), float(s.label_noise))
 
 
 def partition(

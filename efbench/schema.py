@@ -121,10 +121,12 @@ TOP: dict[str, Rule] = {
     "dataset.m": Int(1),
     "dataset.x0": Choice("zero", "shift"),
     "dataset.x0_shift": Num(),
-    "dataset.synthetic.rows": Int(1),
+    "dataset.synthetic_of": Rule("choice", choices=("epsilon", "rcv1"), null=True),
+    "dataset.synthetic.rows": Int(1, null=True),
     "dataset.synthetic.features": Int(1),
     "dataset.synthetic.density": PROB,
     "dataset.synthetic.seed": Int(0),
+    "dataset.synthetic.label_noise": Num(0, hi=0.5),
     "sampling.name": STR,
     "sampling.batch": Int(1),
     "topology.name": Choice("ring", "complete", "torus"),
@@ -316,7 +318,7 @@ def _shape(ds: dict) -> tuple[int | None, int | None]:
 
     if ds["source"] == "synthetic":
         syn = ds.get("synthetic", {})
-        return syn.get("rows"), syn.get("features")
+        return syn.get("rows") or ds["n_workers"] * ds["m"], syn.get("features")
     if ds["source"] == "sklearn":
         return BREAST_CANCER_ROWS, BREAST_CANCER_FEATURES
     if ds["source"] == "counterexample":
