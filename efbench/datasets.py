@@ -51,7 +51,7 @@ SPARSE_DENSITY = 0.25  # data with fewer nonzeros than this share are kept (also
 # A problem kept in CSR holds per nonzero its value and index (12 bytes), the same as
 # unsigned 64-bit indices for the compiled passes (8 more) and the transpose (12 more).
 SPARSE_BYTES_PER_NONZERO = 32
-SPLITS = ("shuffle", "file", "label_sorted", "dirichlet", "head_shuffle")
+SPLITS = ("shuffle", "file", "label_sorted", "dirichlet", "head_shuffle", "norm_sorted")
 
 log = logging.getLogger("efbench")
 
@@ -612,6 +612,8 @@ def partition(
     ``head_shuffle``: the first n*m rows of the file, in a seeded random order (the authors'
     reference code: ``A[0 : n m]``, then worker i gets block i of a random permutation).
     ``label_sorted``: the shuffled rows sorted by label before splitting (heterogeneous).
+    ``norm_sorted``: the shuffled rows sorted by their l2 norm before splitting: worker i's
+    smoothness L_i grows with i (the spread of L_i that GradSkip exploits).
     ``dirichlet``: worker i's share of positive labels ~ Dirichlet(alpha) (small alpha:
     strong label skew), rows drawn without replacement.
     """
@@ -630,10 +632,14 @@ def partition(
         rows = np.arange(n * m)
     elif split == "head_shuffle":
         rows = rng.permutation(n * m)
-    elif split in ("shuffle", "label_sorted"):
+    elif split in ("shuffle", "label_sorted", "norm_sorted"):
         rows = rng.permutation(N)[: n * m]
         if split == "label_sorted":
             rows = rows[np.argsort(y[rows], kind="stable")]
+        elif split == "norm_sorted":
+            taken = X[rows]
+            sq = taken.multiply(taken).sum(axis=1) if sp.issparse(X) else np.einsum("ij,ij->i", taken, taken)
+            rows = rows[np.argsort(np.asarray(sq).ravel(), kind="stable")]
     else:
         if alpha <= 0:
             raise ConfigError("data.alpha", f"must be > 0, got {alpha}")

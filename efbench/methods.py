@@ -398,13 +398,18 @@ class MemSGD(ErrorCompensated):
         return self.a * constants["L"] / constants["mu"] if self.b is None else float(self.b)
 
     def schedule(self, default, constants):
+        """eta_t = a/(mu (b + t)) times stepsize.multiplier (1 by default: the paper's schedule;
+        a tuning sweep scales it as it scales every other method's stepsize)."""
         b = self.shift(constants)
+        mult = default.multiplier
         return Schedule(
-            self.a / (constants["mu"] * b),
-            f"a/(mu (b + k)) [the schedule shape of Stich, Cordonnier & Jaggi 2018; a, b set here], "
+            mult * self.a / (constants["mu"] * b),
+            (f"{mult:g} * " if mult != 1.0 else "")
+            + f"a/(mu (b + k)) [the schedule shape of Stich, Cordonnier & Jaggi 2018; a, b set here], "
             f"a={self.a:g}, b={b:.6g}",
             "inv",
             b,
+            mult,
         )
 
     def init(self, problem, x0, rng):

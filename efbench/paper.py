@@ -29,9 +29,10 @@ from hydra import compose, initialize_config_module
 
 from efbench.datasets import load_dataset
 from efbench.errors import EfbenchError
-from efbench.plots import FLOOR, band, plot_curves, save
+from efbench.plots import FLOOR, plot_curves, save
 from efbench.runner import run_seeds
 from efbench.sweep import collect
+from efbench.targets import reach
 
 DATASETS = ("a9a", "w8a", "gisette")
 QUICK = {"a9a": (20000, 200), "w8a": (20000, 200), "gisette": (2000, 50)}  # iters, log_every
@@ -163,25 +164,6 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
         mean_nnz=("final_nnz_mean", "mean"),
         status=("status", lambda s: ",".join(sorted(set(s)))),
     ).reset_index()
-
-
-def median_curve(trace: pd.DataFrame, x: str, y: str = "rel_gap") -> tuple[np.ndarray, np.ndarray]:
-    """The median of the seeds' curves as :func:`efbench.plots.band` draws it (interpolated in log y),
-    where it is drawn: up to the x that at least half of the seeds reach, so its last value is
-    a value (seeds that stop at different x leave the band's tail empty)."""
-    curves = [
-        (r[x].to_numpy(float), np.maximum(r[y].to_numpy(float), FLOOR))
-        for _, r in trace.sort_values(x).groupby("run", observed=True)
-    ]
-    grid, median, _, _ = band(curves)
-    drawn = np.isfinite(median)
-    return grid[drawn], median[drawn]
-
-
-def first_reach(curve: tuple[np.ndarray, np.ndarray], target: float) -> float:
-    """The first x at which the curve is at or below ``target`` (inf if never)."""
-    hit = np.nonzero(curve[1] <= target)[0]
-    return float(curve[0][hit[0]]) if len(hit) else math.inf
 
 
 def reach_bounds(x: np.ndarray, y: np.ndarray, target: float, diverged: bool = False) -> tuple[float, float]:
@@ -377,7 +359,9 @@ def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple
                 else ""
             )
         targets[t] = w
-        ra, rb = ba[:, 1], bb[:, 1]
+        # printed: each seed's crossing interpolated between its log points (efbench.targets)
+        ra = np.array([reach(xx, yy, t, diverged=dv).x for _, xx, yy, dv in ca])
+        rb = np.array([reach(xx, yy, t, diverged=dv).x for _, xx, yy, dv in cb])
         per_seed = f"{A} {', '.join(map(_num, ra))}; {B} {', '.join(map(_num, rb))}"
         verdict = "no clear difference (within the seed spread or between two log points)"
         if w:
@@ -603,7 +587,9 @@ def write_report(
         "## Findings, read off the measured curves",
         "",
         f"Each comparison is read seed by seed: the x each seed needs to reach the relative gaps "
-        f"{', '.join(f'{t:g}' for t in TARGETS)} (where reached; known to within two log points), "
+        f"{', '.join(f'{t:g}' for t in TARGETS)} (where reached; "
+        "interpolated between log points, a lead called only where it holds wherever between its log points "
+        "each seed crossed), "
         f"who leads at {EARLY:.0%} of the x range both arms cover and over its last {EARLY:.0%}, "
         "and where the clear leader changes (crossings), the gaps read as running means over "
         f"{SMOOTH:.0%} of that range. A lead is clear only when every seed of the leader beats every "

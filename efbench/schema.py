@@ -111,7 +111,7 @@ TOP: dict[str, Rule] = {
     "bits.index_bits": BOOL,
     "data.dir": STR,
     "data.mirror": Rule("str", null=True),
-    "data.split": Choice("shuffle", "file", "label_sorted", "dirichlet", "head_shuffle"),
+    "data.split": Choice("shuffle", "file", "label_sorted", "dirichlet", "head_shuffle", "norm_sorted"),
     "data.seed": Int(0),
     "data.alpha": POSITIVE,
     "dataset.name": STR,

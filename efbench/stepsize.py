@@ -29,6 +29,7 @@ class Schedule:
     formula: str
     decay: str | None = None
     k0: float = 1.0
+    multiplier: float = 1.0  # stepsize.multiplier, for a method whose schedule is its own (Mem-SGD)
 
     def __call__(self, k: int) -> float:
         if self.decay is None:
@@ -95,6 +96,6 @@ def make_schedule(
         k0 = check_positive("stepsize.k0", cfg.get("k0", 1.0))
         g0, formula = base(cfg.get("base", "theory"))
         shape = "/(1+k/k0)" if decay == "inv" else "/sqrt(1+k/k0)"
-        return Schedule(mult * g0, f"{mult} * {formula}{shape}, k0={k0}", decay, k0)
+        return Schedule(mult * g0, f"{mult} * {formula}{shape}, k0={k0}", decay, k0, mult)
     g0, formula = base(cfg.get("gamma") if rule == "constant" else rule)
-    return Schedule(mult * g0, f"{mult} * {formula}" if mult != 1.0 else formula)
+    return Schedule(mult * g0, f"{mult} * {formula}" if mult != 1.0 else formula, multiplier=mult)

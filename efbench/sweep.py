@@ -415,6 +415,8 @@ def _curve(run: pd.DataFrame, x: str, y: str, log: bool, logy: bool) -> tuple[np
     xs, ys = xs[ok], ys[ok]
     if logy:
         ys = np.maximum(ys, FLOOR)
+    if not len(xs):
+        return xs, ys
     order = np.argsort(xs, kind="stable")
     xs, ys = xs[order], ys[order]
     last = np.append(xs[1:] != xs[:-1], True)  # of equal x, the latest row

@@ -394,3 +394,25 @@ def test_sparse_rows_split_as_dense_ones():
             assert sp.issparse(As) == kept_sparse
             np.testing.assert_array_equal(As.toarray().reshape(4, 40, 6) if kept_sparse else As, A)
             np.testing.assert_array_equal(Ys, Y)
+
+
+def test_norm_sorted_split_spreads_the_workers_smoothness():
+    """data.split=norm_sorted: the rows are sorted by norm before the split, so worker i's
+    rows are no longer than worker i+1's and L_i = lambda_max(A_i^T A_i)/(4m) grows with i,
+    for dense and CSR rows alike (the spread GradSkip exploits)."""
+    from efbench.datasets import partition
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6)) * rng.uniform(0.1, 3.0, size=(400, 1))
+    y = np.sign(rng.normal(size=400))
+    A, _ = partition(X, y, 5, 60, "norm_sorted", 3)
+    norms = np.linalg.norm(A, axis=2)
+    assert (norms[:-1].max(axis=1) <= norms[1:].min(axis=1)).all()
+    L = [np.linalg.eigvalsh(a.T @ a).max() / (4 * 60) for a in A]
+    assert L == sorted(L) and L[-1] > 10 * L[0]
+    sparse = X * (rng.uniform(size=X.shape) < 0.15)  # kept as CSR rows by the split
+    S, _ = partition(sp.csr_matrix(sparse), y, 5, 60, "norm_sorted", 3)
+    D, _ = partition(sparse, y, 5, 60, "norm_sorted", 3)
+    assert sp.issparse(S) and (S.toarray().reshape(5, 60, 6) == D).all()
+    shuffled, _ = partition(X, y, 5, 60, "shuffle", 3)  # the same rows, in the shuffled order
+    assert sorted(np.linalg.norm(shuffled.reshape(300, 6), axis=1)) == pytest.approx(sorted(norms.ravel()))

@@ -92,6 +92,18 @@ def test_identity_compressor_reproduces_sgd(setup):
     )
 
 
+def test_mem_sgd_schedule_is_scaled_by_the_stepsize_multiplier(setup):
+    """eta_t = mult * a/(mu (b + t)): the multiplier a tuning sweep sets scales Mem-SGD's own
+    schedule as it scales every other method's stepsize, and 1 leaves the paper's."""
+    _, _, c = setup
+    mem = MemSGD(name="mem", estimator=SGD, compressor=Identity(), a=2.0, b=10.0)
+    plain = mem.schedule(Schedule(0.5, ""), c)
+    assert plain(0) == 2.0 / (c["mu"] * 10.0) and plain(30) == pytest.approx(2.0 / (c["mu"] * 40.0))
+    half = mem.schedule(Schedule(0.25, "", multiplier=0.5), c)
+    assert half.at(np.arange(50)) == pytest.approx(0.5 * plain.at(np.arange(50)), rel=1e-15)
+    assert half.formula.startswith("0.5 * a/(mu (b + k))")
+
+
 def test_dcd_psgd_identity_equals_d_psgd(setup):
     p, fs, c = setup
     for topo in ("ring", "complete"):

@@ -4,6 +4,7 @@ written beside each figure, categorical identifiers."""
 import json
 import warnings
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +14,12 @@ from efbench import plots
 from efbench.errors import ConfigError
 from efbench.runner import run
 from efbench.sweep import collect, resample
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
 
 
 def _trace(runs: dict[str, tuple[list[float], list[float]]], **ids) -> pd.DataFrame:
@@ -209,6 +216,244 @@ def test_a_line_pooling_different_configs_is_warned_about():
     assert [h.get_text() for h in fig.legends[0].get_texts()] == ["(none)"]  # runs without a value
 
 
+# ---- styles, markers, clipping, names ------------------------------------------------------
+
+
+def _style(line) -> tuple:
+    return (line.get_color(), line.get_linestyle(), line.get_marker())
+
+
+def _arms(names: dict[str, str], datasets=("a9a",), **ids) -> pd.DataFrame:
+    """One run per arm and dataset, labelled as given (``{lam}``: the dataset's HT λ),
+    converging at a rate of its own."""
+    lam = {"a9a": 0.05, "w8a": 0.01}
+    return pd.concat(
+        _trace(
+            {f"{ds}/{exp}": ([0, 100], [1.0, 10.0 ** -(1 + i)])},
+            experiment=exp,
+            label=lab.format(lam=lam[ds]),
+            dataset=ds,
+            **ids,
+        )
+        for ds in datasets
+        for i, (exp, lab) in enumerate(names.items())
+    )
+
+
+def test_twenty_labels_get_twenty_styles_told_apart_in_grayscale():
+    """Each of the first 28 styles differs from every other in colour and dash, colour and
+    marker, dash and marker (so in grayscale too); all 56 are distinct; a label's style
+    follows from the set of labels, not from the order they come in."""
+    assert len({tuple(s.values()) for s in plots.STYLES}) == len(plots.STYLES) == 56
+    for a, b in (("color", "linestyle"), ("color", "marker"), ("linestyle", "marker")):
+        assert len({(s[a], s[b]) for s in plots.STYLES[:28]}) == 28, (a, b)
+    assert "#F0E442" not in {s["color"] for s in plots.STYLES}  # Okabe-Ito's yellow: too faint
+    labels = [f"EF21, Top-{k}" for k in range(1, 21)]
+    styles = plots.style_map(labels)
+    assert len({tuple(s.values()) for s in styles.values()}) == 20
+    assert len({(s["linestyle"], s["marker"]) for s in styles.values()}) == 20
+    assert plots.style_map(labels[::-1]) == styles == plots.style_map(labels + labels[:3])
+    assert styles["EF21, Top-1"] == plots.STYLES[0] and styles["EF21, Top-10"] == plots.STYLES[9]
+    t = pd.concat(_trace({lab: ([0, 10], [1.0, 0.1])}, label=lab) for lab in labels)
+    fig = plots.plot_curves(t, x="x", y="y", width="full")
+    drawn = {
+        lab: _style(ln) for ln, lab in zip(fig.axes[0].lines, plots.drawn(fig).label.unique(), strict=True)
+    }
+    assert len(set(drawn.values())) == 20
+    assert drawn == {lab: tuple(s.values()) for lab, s in styles.items()}
+
+
+def test_a_line_keeps_its_style_in_every_figure_of_a_report():
+    """One style map for a report: a line has the same colour, dash and marker in a figure
+    of all arms and in one of a few (whatever the others and their order), in each panel,
+    and by its name or its arm's; without the map a figure styles its own lines."""
+    names = {f"arm{i}": f"Method {i}" for i in range(9)}
+    full = _arms(names, datasets=("a9a", "w8a"))
+    styles = plots.report_styles(full, hue="experiment")
+    every = plots.plot_curves(full, x="x", y="y", hue="experiment", styles=styles)
+    few = full[full.experiment.isin(["arm7", "arm2"])].iloc[::-1]
+    some = plots.plot_curves(few, x="x", y="y", hue="experiment", styles=styles)
+    by_name = {
+        t.get_text(): _style(h)
+        for t, h in zip(every.legends[0].get_texts(), every.legends[0].legend_handles, strict=True)
+    }
+    for fig in (every, some):
+        for ax in fig.axes:
+            names_drawn = [t.get_text() for t in fig.legends[0].get_texts()]
+            assert [_style(ln) for ln in ax.lines] == [by_name[n] for n in names_drawn]
+    assert [t.get_text() for t in some.legends[0].get_texts()] == ["Method 2", "Method 7"]
+    alone = plots.plot_curves(few, x="x", y="y", hue="experiment")  # its own two lines
+    assert [_style(ln) for ln in alone.axes[0].lines] == [tuple(s.values()) for s in plots.STYLES[:2]]
+    # a map giving two lines one style, and none to a third: three styles all the same
+    clash = {"Method 2": plots.STYLES[0], "Method 7": plots.STYLES[0], "Method 8": plots.STYLES[1]}
+    three = full[full.experiment.isin(["arm2", "arm7", "arm5"])]
+    fig = plots.plot_curves(three, x="x", y="y", hue="experiment", styles=clash)
+    got = [_style(ln) for ln in fig.axes[0].lines]  # Method 2, 5, 7
+    assert got[0] == tuple(plots.STYLES[0].values()) and got[1:] == [
+        tuple(s.values()) for s in plots.STYLES[2:4]
+    ]
+    keyed_by_arm = plots.plot_curves(few, x="x", y="y", hue="experiment", styles=plots.style_map(names))
+    assert _style(keyed_by_arm.axes[0].lines[1]) == tuple(plots.style_map(names)["arm7"].values())
+
+
+def test_markers_sit_at_evenly_spaced_x_staggered_between_lines():
+    """MARKS markers per line at evenly spaced x (in log x on a log axis), not at the logged
+    points; the j-th of n lines shifted by (j + 1/2)/n of a spacing."""
+    logged = [1.0, 2.0, 1e6]  # the points a run logged: bunched at the start
+    t = pd.concat(
+        _trace({lab: (logged, [1.0, 0.5, 1e-6 * (i + 1)])}, label=lab) for i, lab in enumerate(("A", "B"))
+    )
+    fig = plots.plot_curves(t, x="x", y="y", logx=True, points=601)
+    step = 6 / plots.MARKS  # decades between markers
+    for j, line in enumerate(fig.axes[0].lines):
+        xs = line.get_xdata()[line.get_markevery()]
+        assert len(xs) == plots.MARKS
+        np.testing.assert_allclose(np.log10(xs), (np.arange(plots.MARKS) + (j + 0.5) / 2) * step, atol=0.006)
+    t = _trace({"a": ([0.0, 1.0, 50.0], [1.0, 0.5, 1e-3])}, label="A")
+    (line,) = plots.plot_curves(t, x="x", y="y", points=101).axes[0].lines
+    np.testing.assert_allclose(line.get_xdata()[line.get_markevery()], [5.0, 15.0, 25.0, 35.0, 45.0])
+
+
+def test_a_diverged_line_leaves_the_plot_at_its_top_with_a_mark():
+    """The y axis ends YMARGIN above the highest start and the highest value of the lines
+    that did not diverge, not at 1e8; a diverged line (a run's status, or a line ending at
+    its highest value far above its start) is marked with an x where it crosses the top."""
+
+    def runs(peak: float, status: bool) -> pd.DataFrame:
+        t = pd.concat(
+            [
+                _trace({"ok": ([0, 100], [2.0, 1e-4])}, label="EF21", status="completed"),
+                _trace({"ok2": ([0, 100], [1.0, 1e-6])}, label="DIANA", status="completed"),
+                _trace({"bad": ([0, 80], [1.0, peak])}, label="EF", status="diverged"),
+            ]
+        )
+        return t if status else t.drop(columns="status")
+
+    # the status alone (a rise to 100 is no runaway), the runaway alone (no status)
+    for peak, status in ((100.0, True), (1e8, False)):
+        fig = plots.plot_curves(runs(peak, status), x="x", y="y", points=81)
+        (ax,) = fig.axes
+        assert ax.get_ylim()[1] == pytest.approx(plots.YMARGIN * 2.0)
+        lines, (mark,) = ax.lines[:3], ax.lines[3:]
+        assert all(ln.get_marker() != "x" for ln in lines) and mark.get_marker() == "x"
+        assert mark.get_ydata()[0] == pytest.approx(6.0)
+        # y = peak^(x/80) on the diverged line: it crosses 6 at x = 80 log(6) / log(peak)
+        assert mark.get_xdata()[0] == pytest.approx(80 * np.log(6.0) / np.log(peak), rel=1e-9)
+        assert mark.get_color() == lines[1].get_color()  # the line "EF", second in the legend
+        texts = [x.get_text() for x in fig.legends[0].get_texts()]
+        assert texts == ["DIANA", "EF", "EF21", "diverged: leaves the plot"]
+    t = runs(1e8, True)
+    fig = plots.plot_curves(t, x="x", y="y", ytop=1e-3)
+    assert fig.axes[0].get_ylim()[1] == 1e-3 and len(fig.axes[0].lines) == 6  # every line marked
+    assert fig.legends[0].get_texts()[-1].get_text() == "leaves the plot"
+    calm = plots.plot_curves(t[t.label != "EF"], x="x", y="y")
+    assert len(calm.axes[0].lines) == 2 and len(calm.legends[0].get_texts()) == 2
+    assert calm.axes[0].get_ylim()[1] == pytest.approx(plots.YMARGIN * 2.0)
+    alone = plots.plot_curves(t[t.label == "EF"], x="x", y="y")  # its start: still in view
+    assert alone.axes[0].get_ylim()[1] == pytest.approx(plots.YMARGIN * 1.0) and len(alone.axes[0].lines) == 2
+    # on a log x axis the line is straight in log x: y = x^2 crosses 3 at x = sqrt(3)
+    log = plots.plot_curves(_trace({"a": ([1, 1e4], [1.0, 1e8])}, label="EF"), x="x", y="y", logx=True)
+    assert log.axes[0].lines[1].get_xdata()[0] == pytest.approx(np.sqrt(plots.YMARGIN), rel=1e-9)
+    seeds = plots.plot_curves(_three_seeds(), x="x", y="y")  # the band counts: a seed at 0.1
+    assert seeds.axes[0].get_ylim()[1] == pytest.approx(plots.YMARGIN * 0.1)
+
+
+def test_the_legend_names_lines_by_their_runs_labels_not_config_names():
+    """Lines of experiment configs or arms (``fam_3pc_3pcv1``) are named by their runs'
+    label; a line by its config's name where its runs differ in label or another line of
+    its panel has that label; methods by their display names."""
+    arms = {"fam_3pc_3pcv1": "3PCv1, Top-3", "hl_3pc_lag": "LAG, ζ=4", "fam_sgd": "SGD"}
+    t = _arms(arms, datasets=("a9a", "w8a"))
+    for hue in ("experiment", "arm"):
+        fig = plots.plot_curves(t.assign(arm=t.experiment), x="x", y="y", hue=hue)
+        assert [x.get_text() for x in fig.legends[0].get_texts()] == ["3PCv1, Top-3", "LAG, ζ=4", "SGD"]
+        csv = plots.drawn(fig)
+        assert csv[hue].unique().tolist() == ["fam_3pc_3pcv1", "hl_3pc_lag", "fam_sgd"]  # legend order
+    same = t.assign(label=t.label.replace({"SGD": "LAG, ζ=4"}))  # two lines, one label
+    fig = plots.plot_curves(same, x="x", y="y", hue="experiment")
+    assert [x.get_text() for x in fig.legends[0].get_texts()] == ["3PCv1, Top-3", "fam_sgd", "hl_3pc_lag"]
+    other = _arms({"fam_sgd": "SGD, γ=theory×5000"}, datasets=("a9a", "w8a")).assign(
+        run=lambda d: d.run + "b"
+    )
+    fig = plots.plot_curves(pd.concat([t, other]), x="x", y="y", hue="experiment")  # a line of two labels
+    assert [x.get_text() for x in fig.legends[0].get_texts()] == ["3PCv1, Top-3", "LAG, ζ=4", "fam_sgd"]
+    t = _trace({"a": ([0, 1], [1.0, 0.1]), "b": ([0, 1], [1.0, 0.2])}, method={"a": "ec_sgd", "b": "ef21"})
+    fig = plots.plot_curves(t, x="x", y="y", hue="method")
+    assert [x.get_text() for x in fig.legends[0].get_texts()] == ["EC-SGD", "EF21"]
+
+
+def test_a_parameter_that_differs_only_between_panels_is_said_once_in_the_titles():
+    """HT λ calibrated per dataset: one legend entry ``EC-LSVRG, HT`` with one style, the
+    λ of each panel in its title; a figure of one dataset keeps the λ in the legend and
+    the same style. Nothing moves when one panel has two values of it."""
+    arms = {"ht": "EC-LSVRG, HT λ={lam}", "top": "EC-LSVRG, Top-3", "ef": "EF21, Top-3, γ=theory×2"}
+    t = _arms(arms, datasets=("a9a", "w8a"))
+    styles = plots.report_styles(t)
+    fig = plots.plot_curves(t, x="x", y="y", styles=styles)
+    assert [x.get_text() for x in fig.legends[0].get_texts()] == [
+        "EC-LSVRG, HT",
+        "EC-LSVRG, Top-3",
+        "EF21, Top-3, γ=theory×2",
+    ]
+    assert [ax.get_title() for ax in fig.axes] == ["a9a (HT λ=0.05)", "w8a (HT λ=0.01)"]
+    a, b = fig.axes
+    assert [_style(ln) for ln in a.lines] == [_style(ln) for ln in b.lines]
+    a9a = t[t.dataset == "a9a"]
+    one = plots.plot_curves(a9a, x="x", y="y", styles=styles)
+    assert one.axes[0].get_title() == "a9a"
+    assert one.legends[0].get_texts()[0].get_text() == "EC-LSVRG, HT λ=0.05"
+    assert _style(one.axes[0].lines[0]) == _style(a.lines[0])
+    by_arm = plots.report_styles(t, hue="experiment")  # the labels find their arms' styles
+    assert (
+        by_arm["EC-LSVRG, HT λ=0.05"]
+        == by_arm["EC-LSVRG, HT λ=0.01"]
+        == by_arm["ht"]
+        == by_arm["EC-LSVRG, HT"]
+    )
+    one = plots.plot_curves(a9a, x="x", y="y", styles=by_arm)
+    assert _style(one.axes[0].lines[0]) == tuple(by_arm["ht"].values())
+    # the arm's label by experiment name, per panel, and its λ in the titles
+    fig = plots.plot_curves(t, x="x", y="y", hue="experiment")
+    assert fig.legends[0].get_texts()[0].get_text() == "EC-LSVRG, HT"
+    assert fig.axes[1].get_title() == "w8a (HT λ=0.01)"
+    # two values in one panel, or a line there that would then share a name: nothing moves
+    for arm in ("EC-SGD, HT λ=0.2", "EC-LSVRG, HT"):
+        fig = plots.plot_curves(pd.concat([t, _arms({"x": arm}, datasets=("a9a",))]), x="x", y="y")
+        assert [ax.get_title() for ax in fig.axes] == ["a9a", "w8a"]
+        assert "EC-LSVRG, HT λ=0.01" in [x.get_text() for x in fig.legends[0].get_texts()]
+
+
+def test_heatmap_writes_each_value_in_the_ink_that_reads_on_its_cell(tmp_path):
+    """Black or white by the WCAG contrast ratio against the cell's colour, whichever is
+    higher; 'never' cells (inf) light gray, hatched, with dark text; a labelled colour bar;
+    a column wide, 8 pt."""
+
+    def lum(rgb):
+        lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    for rgb in np.random.default_rng(0).random((500, 3)):
+        L = lum(rgb)
+        white, black = 1.05 / (L + 0.05), (L + 0.05) / 0.05
+        assert plots._ink(tuple(rgb)) == ("white" if white > black else "black")
+    M = np.array([[1e5, 3e5, np.inf], [1e6, 2.5e6, 1e7]])
+    fig = plots.heatmap(
+        M, [1, 3], [0, 1, 4], row_label="TopK K", col_label="ζ", cbar_label="bits", title="bits"
+    )
+    ax, bar = fig.axes
+    assert fig.get_size_inches()[0] == pytest.approx(3.3) and bar.get_ylabel() == "bits"
+    texts = {t.get_text(): t for t in ax.texts}
+    assert list(texts) == ["100k", "300k", "never", "1M", "2.5M", "10M"]
+    assert (
+        texts["100k"].get_color() == "black" and texts["10M"].get_color() == "white"
+    )  # viridis_r: light to dark
+    assert texts["never"].get_color() == "0.15"
+    (never,) = ax.patches
+    assert never.get_hatch() and never.get_xy() == (1.5, -0.5)
+    assert {t.get_fontsize() for t in ax.texts} == {7.0} and ax.xaxis.label.get_fontsize() == 8.0
+    assert [p.suffix for p in plots.save(fig, tmp_path / "h")] == [".png", ".pdf"]
+
+
 # ---- saved files -------------------------------------------------------------------------
 
 
@@ -347,3 +592,17 @@ def test_figures_command_options_and_bad_input(tmp_path, capsys):
             plots.main([str(tmp_path), *argv, "--out", str(out)])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_figures_command_names_experiments_by_their_labels(tmp_path, monkeypatch):
+    """``--hue experiment``: the legend says the runs' labels, a line has one style in every
+    figure."""
+    trace = pd.DataFrame({"step": [0, 5, 10], "bits_up_mean": [0.0, 5e3, 1e4], "rel_gap": [1, 0.1, 0.01]})
+    for exp, k in (("fam_ef21_top3", 3), ("fam_ef21_top10", 10)):
+        _fake_run(tmp_path / exp, {"compressor.k": k}, {"experiment": exp}, trace=trace)
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, stem: figs.append(fig) or [])
+    plots.main([str(tmp_path), "--hue", "experiment", "--x", "iterations", "bits"])
+    for fig in figs:
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["EF21, Top-3", "EF21, Top-10"]
+    assert [_style(ln) for ln in figs[0].axes[0].lines] == [_style(ln) for ln in figs[1].axes[0].lines]

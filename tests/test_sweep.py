@@ -199,22 +199,6 @@ def test_plots_and_cli(sweep_dir, tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "all_trace.parquet")) == 16
 
 
-def test_band_over_seeds_spans_the_union_of_their_ranges():
-    """plots.band (paper.py's seed curves): median, min and max in log y on a grid spanning
-    every curve; where a curve has ended, the others alone."""
-    import numpy as np
-
-    a = (np.array([0.0, 10.0, 20.0]), np.array([1.0, 1e-2, 1e-4]))
-    b = (np.array([0.0, 15.0, 30.0]), np.array([1.0, 1e-1, 1e-5]))
-    grid, mid, lo, hi = plots.band([a, b], points=4)
-    assert grid.tolist() == [0.0, 10.0, 20.0, 30.0]
-    assert lo[1] == pytest.approx(1e-2) and hi[1] == pytest.approx(10 ** (-10 / 15))
-    assert mid[1] == pytest.approx((1e-2 + 10 ** (-10 / 15)) / 2)
-    assert mid[3] == lo[3] == hi[3] == pytest.approx(1e-5)  # a ended at 20: b alone
-    same = plots.band([a, (a[0], a[1] * 10)])  # curves on one grid: that grid, no resampling
-    assert same[0].tolist() == [0.0, 10.0, 20.0] and same[3] == pytest.approx(a[1] * 10)
-
-
 def test_collect_many_runs_quickly(tmp_path):
     """Collection reads JSON and parquet only: 300 runs well within seconds."""
     src = pd.DataFrame({"step": range(50), "rel_gap": [0.5**k for k in range(50)]})

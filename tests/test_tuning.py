@@ -182,3 +182,10 @@ def test_tuning_is_one_batched_sweep_and_collect_marks_the_best(tmp_path, mirror
     assert trace.loc[trace.tuned, "run"].nunique() == 2
     out = efbench(*args[:-1], "hydra.sweep.dir=sw", "tune.criterion=fast", cwd=tmp_path, env=env)
     assert out.returncode == 2 and "tune.criterion" in out.stderr and "Traceback" not in out.stderr
+    # efbench-figures --tuned draws the picked runs only: one line, labelled with its multiplier
+    from efbench import plots
+
+    plots.main([str(sw), "--tuned", "--x", "bits", "--out", str(tmp_path / "fig")])
+    drawn = pd.read_csv(tmp_path / "fig" / "rel_gap_vs_bits.csv")
+    (label,) = drawn["label"].unique()
+    assert label.endswith(f"γ=reference×{chosen.pop():g}")
