@@ -48,6 +48,7 @@ from efbench.paper import clear_lead, parse_run_options
 from efbench.plots import heatmap, plot_curves, save, style_map
 from efbench.sweep import collect, profile, retime
 from efbench.targets import Spread, ratio, run_reach
+from efbench.tuning import describe, final, picks
 
 # the slides' three networks, and one where bandwidth decides (for claims about bandwidth)
 PROFILES = ("lan", "lan_high_latency", "wan_slow", "narrowband")
@@ -57,7 +58,7 @@ QUICK_GRID = "tune.grid=[0.25,1,4]"  # the quick variant's tuning grid
 COARSE = "tune.grid=[0.0625,0.25,1,4,16]"  # 2^-4..2^4 in steps of 4x, where a run is costly
 DEFAULT_GRID = 9  # values in conf/tune/stepsize.yaml's grid
 NOT_READ = "not read (incomplete runs)"
-GAPS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)  # relative gaps at which arms are read
+GAPS = (0.5, 0.3, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)  # relative gaps at which arms are read
 GRADS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)  # ||grad f||^2 levels (nonconvex)
 
 
@@ -343,24 +344,16 @@ def common_target(trace: pd.DataFrame, arms: list[str], x: str, targets: tuple[f
 
 
 def finals(trace: pd.DataFrame, y: str = "rel_gap", by: str = "arm") -> dict[str, np.ndarray]:
-    """Per arm, each run's last value of ``y`` (inf for a diverged run)."""
-    out = {}
-    for arm, sub in trace.groupby(by, observed=True):
-        vals = []
-        for _, r in sub.groupby("run", observed=True):
-            r = r.sort_values("step")
-            last = r[y].to_numpy(float)
-            diverged = (r["status"].astype(str) == "diverged").any()
-            vals.append(math.inf if diverged or not np.isfinite(last[-1]) else float(last[-1]))
-        out[arm] = np.array(vals)
-    return out
-
-
-def target_of(trace: pd.DataFrame, y: str = "rel_gap", by: str = "arm") -> float:
-    """Twice the worst median final value of the arms that did not diverge: a target every
-    such arm reaches."""
-    worst = [np.median(v) for v in finals(trace, y, by).values() if np.isfinite(v).all()]
-    return 2 * max(worst) if worst else math.nan
+    """Per arm, each run's last value of ``y`` (inf for a diverged run: :func:`efbench.tuning.final`)."""
+    return {
+        arm: np.array(
+            [
+                final(r, y, (r["status"].astype(str) == "diverged").any())
+                for _, r in sub.groupby("run", observed=True)
+            ]
+        )
+        for arm, sub in trace.groupby(by, observed=True)
+    }
 
 
 def stepsizes(runs: pd.DataFrame) -> dict[str, str]:
@@ -409,8 +402,6 @@ def incomplete(parts: list[Loaded]) -> list[str]:
 
 def tuning_lines(parts: list[Loaded]) -> list[str]:
     """How each part's arms were tuned (the picks :func:`efbench.tuning.picks` made)."""
-    from efbench.tuning import describe, picks
-
     lines = []
     for p in parts:
         if p.part.tune and not p.every.empty:
@@ -477,13 +468,21 @@ class Report:
 
     def load(self, name: str) -> list[Loaded]:
         parts = [load(self.out, name, p, self.seeds, self.quick) for p in PARTS[name]]
-        labels = sorted({str(v) for p in parts if not p.trace.empty for v in p.trace["label"].unique()})
-        self.styles.update({k: v for k, v in style_map(labels).items() if k not in self.styles})
+        for (
+            p
+        ) in parts:  # a line per arm: its label without the stepsize the tuning picked (said in the report)
+            if not p.trace.empty:
+                p.trace = p.trace.assign(
+                    line=p.trace["label"].astype(str).str.replace(r", γ=[^,]*", "", regex=True)
+                )
+        lines = sorted({v for p in parts if not p.trace.empty for v in p.trace["line"].unique()})
+        self.styles.update({k: v for k, v in style_map(lines).items() if k not in self.styles})
         return parts
 
     def figure(self, trace: pd.DataFrame, stem: str, **kw) -> None:
         if not trace.empty:
-            save(plot_curves(trace, hue="label", styles=self.styles, **kw), self.out / stem)
+            drawn = trace.assign(label=trace["line"])  # the legend names a line by its runs' label
+            save(plot_curves(drawn, hue="label", styles=self.styles, **kw), self.out / stem)
 
 
 def ecsgd(rep: Report) -> list[str]:
@@ -613,16 +612,22 @@ def squeeze(rep: Report) -> list[str]:
             table.append(row)
         lines += [pd.DataFrame(table).to_markdown(index=False), ""]
 
-        def vals(arm: str, net: str, timed: dict = timed, target: float = target) -> np.ndarray:
-            return per_seed_values(timed[net], "time_sim", target, arm)
+        def vals(
+            arm: str, other: str, net: str, timed: dict = timed, trace: pd.DataFrame = trace
+        ) -> tuple[np.ndarray, np.ndarray, float]:
+            """Seconds of each seed of ``arm`` and ``other`` to the tightest target both reach."""
+            t = common_target(trace, [arm, other], "step", GAPS, "rel_gap")
+            return (
+                per_seed_values(timed[net], "time_sim", t, arm),
+                per_seed_values(timed[net], "time_sim", t, other),
+                t,
+            )
 
         def fastest(arms: list[str], net: str, secs: dict = secs) -> str | None:
             finite = [a for a in arms if a in secs[net] and math.isfinite(secs[net][a].median)]
             return min(finite, key=lambda a: secs[net][a].median) if finite else None
 
-        setup = (
-            f"{p.part.about}; n = 20; each arm at its best multiplier by final gap; rel. gap {fmt(target)}"
-        )
+        setup = f"{p.part.about}; n = 20; each arm at its best multiplier by final gap"
         gossip = [a for a in fin if collective[a] == "gossip"]
         central = [a for a in fin if collective[a] != "gossip"]
         for net, what in (
@@ -648,8 +653,8 @@ def squeeze(rep: Report) -> list[str]:
                         (claim, f"{setup}; {where}", measured, "not testable here (not bandwidth-bound)")
                     )
                     continue
-                a, b = vals(d, net), vals(c, net)
-                measured = f"seconds: {d} {spread_text(a)}, {c} {spread_text(b)}"
+                a, b, t = vals(d, c, net)
+                measured = f"seconds to rel. gap {fmt(t)}: {d} {spread_text(a)}, {c} {spread_text(b)}"
                 rows.append((claim, f"{setup}; {where}", measured, verdict(a, b, d, c) if p.ok else NOT_READ))
         for (comp, base), net in itertools.product(
             (("double_squeeze", "sgd_ps"), ("deep_squeeze", "d_psgd"), ("dcd_psgd_4bit", "d_psgd")),
@@ -658,12 +663,12 @@ def squeeze(rep: Report) -> list[str]:
             if comp not in fin or base not in fin:
                 continue
             share = shares[net].loc[base, "bandwidth"]
-            a, b = vals(comp, net), vals(base, net)
+            a, b, t = vals(comp, base, net)
             rows.append(
                 (
                     f"Compression ({comp}) saves time over {base} on one collective ({collective[comp]})",
                     f"{setup}; on {net}, where bandwidth is {share:.0%} of {base}'s time",
-                    f"seconds: {comp} {spread_text(a)}, {base} {spread_text(b)}",
+                    f"seconds to rel. gap {fmt(t)}: {comp} {spread_text(a)}, {base} {spread_text(b)}",
                     (verdict(a, b, comp, base) if p.ok else NOT_READ)
                     if share >= 0.5
                     else "not testable here (not bandwidth-bound)",
@@ -768,6 +773,15 @@ def memsgd(rep: Report) -> list[str]:
     return lines
 
 
+def skipped_at(run: pd.DataFrame, target: float, y: str) -> float:
+    """The fraction of worker rounds a lazy run skipped until it first reached ``target`` (its
+    whole run where it never did): after the target, rounds with nothing left to send skip
+    whatever the trigger."""
+    r = run.sort_values("step")
+    hit = np.nonzero(r[y].to_numpy(float) <= target)[0]
+    return float(r["skipped_frac"].iloc[hit[0] if len(hit) else -1])
+
+
 def three_pc(rep: Report) -> list[str]:
     arms, grid = rep.load("3pc")
     lines = incomplete([arms, grid])
@@ -811,11 +825,8 @@ def three_pc(rep: Report) -> list[str]:
         g["cell"] = list(zip(g["compressor.k"], g["method.zeta"], strict=True))
         target = 1e-7
         cells = {c: run_reach(r, "bits_up_mean", target, y).x for c, r in g.groupby("cell")}
-        skipped = (
-            {c: float(r.sort_values("step")["skipped_frac"].iloc[-1]) for c, r in g.groupby("cell")}
-            if "skipped_frac" in g
-            else {}
-        )
+        skipped = {c: skipped_at(r, target, y) for c, r in g.groupby("cell")} if "skipped_frac" in g else {}
+
         ks, zetas = sorted({k for k, _ in cells}), sorted({z for _, z in cells})
         M = np.array([[cells.get((k, z), math.nan) for z in zetas] for k in ks], dtype=float)
         S = np.array([[skipped.get((k, z), math.nan) for z in zetas] for k in ks], dtype=float)
@@ -832,7 +843,7 @@ def three_pc(rep: Report) -> list[str]:
         lines += [
             f"CLAG's (K, ζ) grid, each cell at its best multiplier (one seed): bits per worker to "
             f"||∇f||² ≤ {target:g} "
-            "(fraction of worker rounds the trigger skipped in brackets):",
+            "(in brackets: the fraction of worker rounds the trigger skipped until then):",
             "",
             pd.DataFrame(
                 [[f"{fmt(M[i, j])} ({S[i, j]:.0%})" for j in range(len(zetas))] for i in range(len(ks))],

@@ -134,24 +134,21 @@ def spec_of(summary_config: dict) -> TuneSpec | None:
     return TuneSpec.from_config(block) if isinstance(block, dict) else None
 
 
+def final(run: pd.DataFrame, metric: str, diverged: bool) -> float:
+    """A run's last value of ``metric`` (inf for a diverged run or a non-finite value)."""
+    vals = run.sort_values("step", kind="stable")[metric].to_numpy(float)
+    vals = vals[~np.isnan(vals)]
+    return math.inf if diverged or not len(vals) or not np.isfinite(vals[-1]) else float(vals[-1])
+
+
 def score(run: pd.DataFrame, spec: TuneSpec, diverged: bool) -> float:
     """One run's criterion (smaller is better; inf: never reached or diverged)."""
     x = CRITERIA[spec.criterion]
     if x is None:
-        if diverged:
-            return math.inf
-        last = run.sort_values("step", kind="stable")[spec.metric].to_numpy(float)
-        last = last[~np.isnan(last)]
-        return float(last[-1]) if len(last) and np.isfinite(last[-1]) else math.inf
+        return final(run, spec.metric, diverged)
     if x not in run.columns:
         raise ConfigError("tune.criterion", f"the traces have no {x} column")
     return run_reach(run, x, spec.target, spec.metric, diverged).x
-
-
-def _final(run: pd.DataFrame, metric: str, diverged: bool) -> float:
-    vals = run.sort_values("step", kind="stable")[metric].to_numpy(float)
-    vals = vals[~np.isnan(vals)]
-    return math.inf if diverged or not len(vals) or not np.isfinite(vals[-1]) else float(vals[-1])
 
 
 def picks(trace: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +187,7 @@ def picks(trace: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
                         finals.append(math.inf)
                         continue
                     scores.append(score(rows_of, spec, diverged))
-                    finals.append(_final(rows_of, spec.metric, diverged))
+                    finals.append(final(rows_of, spec.metric, diverged))
                 per_value[float(v)] = (float(np.median(scores)), float(np.median(finals)))
             tried = sorted(per_value)
             reached = any(math.isfinite(s) for s, _ in per_value.values())
