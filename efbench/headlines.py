@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import itertools
+import json
 import math
 import subprocess
 import sys
@@ -1002,6 +1003,26 @@ def commit() -> str:
     return str(provenance().get("git_commit") or "unknown")
 
 
+def made_by(out: Path, names: list[str]) -> str:
+    """Which code made the runs and how long they took, from their own summaries: the count,
+    the efbench commits in their provenance, and the span between the first and the last
+    summary written."""
+    paths = [f for name in names for f in (out / name).rglob("summary.json")]
+    if not paths:
+        return ""
+    commits = set()
+    for f in paths:
+        try:
+            commits.add(json.loads(f.read_text()).get("provenance", {}).get("git_commit") or "unknown")
+        except (OSError, ValueError):
+            commits.add("unreadable")
+    times = [f.stat().st_mtime for f in paths]
+    return (
+        f"The {len(paths)} runs (tuning grids included) were written by efbench commit "
+        f"{', '.join(sorted(commits))} over {max(times) - min(times):.0f} s, first summary to last."
+    )
+
+
 def write_report(out: Path, names: list[str], runtime: float | None, quick: bool, seeds: int) -> Path:
     took = "report redrawn from earlier runs" if runtime is None else f"runtime {runtime:.0f} s"
     rep = Report(out, seeds, quick)
@@ -1017,6 +1038,7 @@ def write_report(out: Path, names: list[str], runtime: float | None, quick: bool
     for name in names:
         title, fn = SECTIONS[name]
         lines += ["", f"## {title}", "", *fn(rep)]
+    lines[2] += " " + made_by(out, names)
     lines += ["", "## Figures", "", *[f"- `{p.name}`" for p in sorted(out.glob("*.png"))], ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
