@@ -196,8 +196,10 @@ PARTS: dict[str, list[Part]] = {
             "epsilon",
             "glob(hl_memsgd_*)",
             overrides=(f"dataset={EPS}", "dataset.m=250", "budget.iters=3000"),
-            tune=FINAL,
-            quick=("budget.iters=1000",),
+            # the theory bases (1/L for Mem-SGD's eta_0) are 10^2-10^3 times too long on unit-norm
+            # rows (per-sample smoothness 1/4 against L = 2e-4): the grid reaches down to 2^-12
+            tune=(*FINAL, "tune.grid=[0.000244140625,0.0009765625,0.00390625,0.015625,0.0625,0.25,1]"),
+            quick=("budget.iters=1000", "tune.grid=[0.0009765625,0.015625,0.25]"),
             about="epsilon-shaped synthetic data, d = 2,000",
         ),
     ],
