@@ -202,7 +202,10 @@ def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
     }
     row["experiment"] = choices.get("experiment")
     tune = summ.get("config", {}).get("tune")
-    row["tune"] = json.dumps(tune, sort_keys=True) if isinstance(tune, dict) else None
+    # without its grid: a run shared by sweeps over other grids (resumed, its config hash is the
+    # same) is one arm's run whatever grid launched it; the picks read the values present
+    tune = {k: v for k, v in tune.items() if k != "grid"} if isinstance(tune, dict) else None
+    row["tune"] = json.dumps(tune, sort_keys=True) if tune is not None else None
     method, comp, pp = _label_parts(summ, cfg)
     row["label"] = ", ".join(p for p in (method, comp, pp) if p)  # completed by _finish_labels
     for k, v in (summ.get("final") or {}).items():
