@@ -250,12 +250,16 @@ def run_sweep(args: list[str], folder: Path, jobs: int) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
-def run_headline(name: str, out: Path, quick: bool, seeds: int, jobs: int, overrides: list[str]) -> None:
+def run_headline(name: str, out: Path, quick: bool, seeds: int, jobs: int, overrides: list[str]) -> list[str]:
+    """Run the parts of headline ``name``; the parts whose sweep exited non-zero."""
+    failed = []
     for part in PARTS[name]:
         if not part.available():
             print(f"efbench-headlines: {name}/{part.name} skipped: {part.needs} is not on disk", flush=True)
             continue
-        run_sweep(part.command(seeds, quick, overrides), out / name / part.name, jobs)
+        if run_sweep(part.command(seeds, quick, overrides), out / name / part.name, jobs) != 0:
+            failed.append(f"{name}/{part.name}")
+    return failed
 
 
 # ---- reading the runs --------------------------------------------------------------------------
@@ -1062,11 +1066,14 @@ def main(argv: list[str] | None = None) -> None:
     args, out = parse_run_options(ap, argv)
     seeds = args.seeds or (2 if args.quick else 3)
     t0 = time.perf_counter()
+    failed = []
     if not args.report_only:
         for name in args.only:
-            run_headline(name, out, args.quick, seeds, args.jobs, args.overrides)
+            failed += run_headline(name, out, args.quick, seeds, args.jobs, args.overrides)
     runtime = None if args.report_only else time.perf_counter() - t0
     print(write_report(out, args.only, runtime, args.quick, seeds))
+    if failed:  # the report says which runs; the exit code says that some did not finish
+        raise SystemExit(f"efbench-headlines: runs failed or were interrupted in {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -632,6 +632,10 @@ def parse_run_options(ap: argparse.ArgumentParser, argv: list[str] | None) -> tu
     ap.add_argument("--report-only", action="store_true", help="redo figures and report from --out")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (key=value)")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs: at least 1, got {args.jobs}")
+    if getattr(args, "seeds", None) is not None and args.seeds < 1:
+        ap.error(f"--seeds: at least 1, got {args.seeds}")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     return args, out

@@ -156,3 +156,19 @@ def test_report_only_over_an_interrupted_run_draws_no_verdict(tmp_path, mirror, 
     # a part never run says so
     headlines.main(["--out", str(tmp_path / "empty"), "--only", "3pc", "--report-only"])
     assert "**arms: incomplete**: 3pc/arms: not run" in (tmp_path / "empty" / "report.md").read_text()
+
+
+def test_the_command_fails_closed(tmp_path, mirror, data_cache, monkeypatch):
+    """Bad --seeds / --jobs are refused in one line; a headline whose runs fail still writes its
+    report (saying what is missing) and exits non-zero naming the parts."""
+    monkeypatch.setenv("EFBENCH_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("EFBENCH_DATA_DIR", str(data_cache))
+    for bad in (["--seeds", "0"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            headlines.main(["--out", str(tmp_path / "x"), "--only", "sign", *bad])
+        assert stop.value.code == 2
+    out = tmp_path / "hl"
+    with pytest.raises(SystemExit) as stop:  # every run refused: budget.iters must be >= 1
+        headlines.main(["--out", str(out), "--only", "sign", "--quick", "--seeds", "1", "budget.iters=0"])
+    assert "runs failed or were interrupted in sign/arms, sign/counterexample" in str(stop.value.code)
+    assert "**arms: incomplete**" in (out / "report.md").read_text()
