@@ -662,6 +662,7 @@ def main(argv: list[str] | None = None) -> None:
     variant = "authors" if args.authors else "efbench"
     experiments, topk = VARIANTS[variant]
     t0 = time.perf_counter()
+    failed: list[str] = []
     notes: list[str] = []
     if not args.report_only:
         for ds in args.datasets:
@@ -691,7 +692,8 @@ def main(argv: list[str] | None = None) -> None:
                     "checked there)."
                 )
             for exp in experiments:
-                run_experiment(exp, ds, out, extra, args.jobs)
+                if run_experiment(exp, ds, out, extra, args.jobs) != 0:
+                    failed.append(f"{exp} on {ds}")
     frames = []
     for exp in experiments:
         trace, runs = collect(out / exp) if (out / exp).is_dir() else (pd.DataFrame(), pd.DataFrame())
@@ -704,3 +706,5 @@ def main(argv: list[str] | None = None) -> None:
     figures(out, trace, experiments)
     report = write_report(out, trace, runs, notes, time.perf_counter() - t0, args.quick, variant)
     print(report)
+    if failed:  # the report counts the failed runs; the exit code says that some did not finish
+        raise SystemExit(f"efbench-paper: runs failed or were interrupted in {', '.join(failed)}")
