@@ -57,7 +57,6 @@ FINISHED = ("completed", "diverged")
 TUNE = ("+tune=stepsize",)
 QUICK_GRID = "tune.grid=[0.25,1,4]"  # the quick variant's tuning grid
 COARSE = "tune.grid=[0.0625,0.25,1,4,16]"  # 2^-4..2^4 in steps of 4x, where a run is costly
-DEFAULT_GRID = 9  # values in conf/tune/stepsize.yaml's grid
 NOT_READ = "not read (incomplete runs)"
 GAPS = (0.5, 0.3, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)  # relative gaps at which arms are read
 GRADS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)  # ||grad f||^2 levels (nonconvex)
@@ -97,7 +96,9 @@ class Part:
             return 1
         order = [*self.tune, *((QUICK_GRID, *self.quick) if quick else ())]  # as command() passes them
         given = [o for o in order if o.startswith("tune.grid=")]
-        return len(given[-1].split("=", 1)[1].strip("[]").split(",")) if given else DEFAULT_GRID
+        if given:
+            return len(given[-1].split("=", 1)[1].strip("[]").split(","))
+        return len(OmegaConf.load(files("efbench.conf") / "tune" / "stepsize.yaml").grid)  # the default grid
 
     def expected(self, seeds: int, quick: bool) -> dict[str, int]:
         """Runs each arm should have: its own sweep's size x seeds x the tuning grid."""

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from efbench.errors import ConfigError
 from efbench.network import COUNTS, Profile, simulated_time
 from efbench.results import ERROR, UNREADABLE, verified
+from efbench.tuning import TuneSpec, describe, mark, picks
 
 STANDARD = [
     "run",
@@ -302,7 +303,7 @@ def collect(
         runs = runs.drop(columns="tune")
     cfg_cols = [c for c in runs.columns if c.startswith("cfg.")]
     tuned = runs["tune"].dropna().unique() if "tune" in runs.columns else []
-    tuned_keys = {f"cfg.{json.loads(t).get('key')}" for t in tuned}
+    tuned_keys = {f"cfg.{TuneSpec.from_config(json.loads(t)).key}" for t in tuned}
     # swept values = config leaves that differ between runs (and the tuned keys), less those
     # a standard column holds
     varying = [
@@ -337,8 +338,6 @@ def collect(
     if network is not None:
         trace["time_sim"] = retime(trace, runs.iloc[owner].reset_index(drop=True), network)
     if "tune" in runs.columns:
-        from efbench.tuning import mark, picks
-
         runs["tuned"] = mark(runs, picks(trace, runs))
         trace["tuned"] = runs["tuned"].to_numpy()[owner]
     return trace, runs
@@ -509,8 +508,6 @@ def main(argv: list[str] | None = None) -> None:
     tally = ", ".join(f"{status} {counts[status]}" for status in counts.index)
     print(f"{len(runs)} runs ({tally}), {len(trace)} trace rows")
     if "tune" in runs.columns:
-        from efbench.tuning import describe, picks
-
         for line in describe(picks(trace, runs)):
             print(line)
     if args.out:
