@@ -212,8 +212,8 @@ def picks(trace: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm_name(members: pd.DataFrame) -> str:
-    """An arm's name: its runs' label without the stepsize part the tuning varies (and the
-    dataset where the arm is not alone on it)."""
+    """An arm's name: its runs' label without the stepsize part the tuning varies, and its
+    dataset."""
     label = str(members["label"].iloc[0]) if "label" in members else ""
     label = re.sub(r", γ=[^,]*", "", label)
     return f"{label} on {members['dataset'].iloc[0]}" if "dataset" in members else label
