@@ -206,8 +206,11 @@ def help_text(width: int | None = None) -> str:
     ]
     for group, options in sorted(groups.items(), key=lambda g: (g[0].startswith("hydra/"), g[0])):
         if group not in defaults and not group.startswith("hydra/"):  # presets: +group=option
-            names = [f"{o}\xa0(sweep)" if _is_sweep(options, o) else o for o in options]  # kept whole
             lines += ["", f"+{group}=NAME:"]
+            if len(options) <= 5:  # a few presets (tune): each with its description
+                lines += _columns([(o, _first_sentence(t)) for o, t in options.items()], width)
+                continue
+            names = [f"{o}\xa0(sweep)" if _is_sweep(options, o) else o for o in options]  # kept whole
             wrapped = textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ")
             lines += [line.replace("\xa0", " ") for line in wrapped]
             continue
