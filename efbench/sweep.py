@@ -279,6 +279,8 @@ def collect(
     for path in sorted(root.rglob("summary.json")):
         try:
             summ = json.loads(path.read_text())
+            if not isinstance(summ, dict):  # e.g. null or [] written by hand: not a summary
+                raise ValueError(path)
         except (OSError, ValueError):
             summ = {"status": UNREADABLE}  # damaged (results are written atomically): never a result
             warnings.warn(f"efbench-collect: skipping {path.parent}: unreadable summary.json", stacklevel=2)

@@ -341,6 +341,11 @@ def test_collect_skips_and_counts_unreadable_runs(tmp_path, capsys):
     with pytest.warns(UserWarning):
         collect_main([str(tmp_path)])
     assert "3 runs (unreadable 2, completed 1)" in capsys.readouterr().out
+    for shape in ("null", "[]", '"completed"'):  # valid JSON, not a summary: skipped, no traceback
+        (tmp_path / "s2" / "summary.json").write_text(shape)
+        with pytest.warns(UserWarning, match="s2: unreadable summary.json"):
+            _, runs = collect(tmp_path)
+        assert sorted(runs.status) == ["completed", "unreadable", "unreadable"]
 
 
 def test_labels_name_what_ran(tmp_path):
