@@ -606,3 +606,22 @@ def test_figures_command_names_experiments_by_their_labels(tmp_path, monkeypatch
     for fig in figs:
         assert [t.get_text() for t in fig.legends[0].get_texts()] == ["EF21, Top-3", "EF21, Top-10"]
     assert [_style(ln) for ln in figs[0].axes[0].lines] == [_style(ln) for ln in figs[1].axes[0].lines]
+
+
+def test_figures_of_a_nonconvex_run_refuse_the_default_y_in_one_line(tmp_path, capsys):
+    """A nonconvex run has no f*, so rel_gap is NaN at every point: efbench-figures names --y
+    and exits 2 (an empty curve used to raise IndexError), and draws grad_norm2 when asked."""
+    from test_cli import cfg_of
+
+    from efbench.runner import run
+
+    run(
+        cfg_of("method=ef21", "compressor=topk", "problem.regularizer=nonconvex", "budget.iters=20"),
+        tmp_path / "r",
+    )
+    with pytest.raises(SystemExit) as stop:
+        plots.main([str(tmp_path / "r"), "--x", "iterations"])
+    assert stop.value.code == 2
+    assert "--y: no finite values of 'rel_gap'" in capsys.readouterr().err
+    plots.main([str(tmp_path / "r"), "--x", "iterations", "--y", "grad_norm2"])
+    assert (tmp_path / "r" / "figures" / "grad_norm2_vs_iterations.png").is_file()
