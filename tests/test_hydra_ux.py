@@ -273,3 +273,21 @@ def test_efbench_data_dir_still_wins_and_is_anchored_too(env, want, tmp_path, mo
     cfg = cfg_of()
     cli.anchor_data_dir(cfg, tmp_path)
     assert cfg.data.dir == str(tmp_path / want)  # an absolute ``want`` stays as it is
+
+
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        (["hydra.sweeper.max_runs=0"], "hydra.sweeper.max_runs"),
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs"),
+        (["+tune=stepsize", "tune.target=-1"], "tune.target"),
+    ],
+)
+def test_bad_sweeper_launcher_and_tune_settings_are_one_line(tmp_path, setting, key):
+    """Refused before any job runs or anything is written: one line naming the key, exit 2."""
+    r = efbench(
+        "-m", "seed=0,1", "budget.iters=5", "progress=false", *setting, "hydra.sweep.dir=sw", cwd=tmp_path
+    )
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2 and lines == [lines[0]] and lines[0].startswith(f"efbench: error: {key}:"), lines
+    assert not (tmp_path / "sw").exists()

@@ -123,9 +123,21 @@ class EfbenchSweeper(BasicSweeper):
         self.batch = batch
         self.max_runs = max_runs
 
+    def _refuse(self, key: str, message: str) -> None:
+        """A bad sweeper or launcher setting: one line, exit 2, before any job is written."""
+        print(f"efbench: error: {key}: {message}", file=sys.stderr)
+        sys.exit(2)
+
     def sweep(self, arguments: List[str]) -> Any:
         from efbench.signals import SWEEP_PID, interrupted_by, stop_children_then_raise
 
+        if self.max_runs < 1:
+            self._refuse("hydra.sweeper.max_runs", f"at least 1, got {self.max_runs}")
+        jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=None)
+        if jobs is not None and (not isinstance(jobs, int) or jobs == 0 or jobs < -1):
+            self._refuse(
+                "hydra.launcher.n_jobs", f"a number of processes >= 1 (or -1: all cores), got {jobs!r}"
+            )
         stop_children_then_raise()
         os.environ[SWEEP_PID] = str(os.getpid())  # workers started from here watch it
         stop = None
