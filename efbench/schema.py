@@ -460,7 +460,18 @@ def _regularizer(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
+def _libsvm_name(c: dict, choices: Mapping[str, str]) -> None:
+    """``dataset.libsvm_name`` names a file of the mirror or the LIBSVM site, not a path: a
+    path would read (and echo in errors) whatever file it points at."""
+    name = c["dataset"].get("libsvm_name")
+    if isinstance(name, str) and ("/" in name or "\\" in name or name.startswith(".") or not name):
+        raise ConfigError(
+            "dataset.libsvm_name", f"got {name!r}", "a LIBSVM file name such as a9a, not a path"
+        )
+
+
 CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
+    _libsvm_name,
     _seeds,
     _some_budget,
     _batch_within_m,

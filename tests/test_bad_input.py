@@ -13,6 +13,8 @@ from efbench.runner import run
 # (command line, the key the error must name)
 BAD = [
     ("budget.iters=2.5", "budget.iters"),
+    ("dataset=a9a dataset.libsvm_name=/etc/passwd", "dataset.libsvm_name"),
+    ("dataset=a9a dataset.libsvm_name=../a9a", "dataset.libsvm_name"),
     ("budget.iters=0", "budget.iters"),
     ("budget.iters=-5", "budget.iters"),
     ("budget.iters=abc", "budget.iters"),
