@@ -281,6 +281,7 @@ def test_efbench_data_dir_still_wins_and_is_anchored_too(env, want, tmp_path, mo
         (["hydra.sweeper.max_runs=0"], "hydra.sweeper.max_runs"),
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs"),
         (["+tune=stepsize", "tune.target=-1"], "tune.target"),
+        (["seeds=[0,1]"], "seeds"),
     ],
 )
 def test_bad_sweeper_launcher_and_tune_settings_are_one_line(tmp_path, setting, key):

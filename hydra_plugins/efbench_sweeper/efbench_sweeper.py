@@ -138,6 +138,10 @@ class EfbenchSweeper(BasicSweeper):
             self._refuse(
                 "hydra.launcher.n_jobs", f"a number of processes >= 1 (or -1: all cores), got {jobs!r}"
             )
+        if self.config.get("seeds") is not None and any(a.startswith("seed=") for a in arguments):
+            self._refuse(
+                "seeds", "a seed sweep beside seeds=[...] computes every seed twice: give one of them"
+            )
         stop_children_then_raise()
         os.environ[SWEEP_PID] = str(os.getpid())  # workers started from here watch it
         stop = None
