@@ -34,7 +34,10 @@ def check_choice(key: str, value: object, allowed: Iterable[object]) -> None:
 
 
 def check_positive(key: str, value: object, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float, or raise if it is not a finite positive number."""
+    """Return ``value`` as a float, or raise if it is not a finite positive number (a bool is
+    not a number here: ``true`` would read as 1.0)."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"must be a number, got {value!r}")
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

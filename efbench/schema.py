@@ -368,6 +368,20 @@ def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
+def _collective_not_on_gossip(c: dict, choices: Mapping[str, str]) -> None:
+    """A decentralized method gossips with its neighbours: a centralized collective set for it
+    would be ignored, so it is refused."""
+    from efbench.methods import Decentralized
+
+    wanted = c.get("network", {}).get("collective", "auto")
+    if wanted != "auto" and issubclass(get_class(c["method"]["_target_"]), Decentralized):
+        raise ConfigError(
+            "network.collective",
+            f"method {c['method'].get('name')!r} gossips on its topology; {wanted!r} would be ignored",
+            ("auto",),
+        )
+
+
 def _c_grad(c: dict, choices: Mapping[str, str]) -> None:
     v = c.get("network", {}).get("c_grad", 0.0)
     if v == "measured":
@@ -477,6 +491,7 @@ CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _batch_within_m,
     _rows_enough,
     _topology_only_decentralized,
+    _collective_not_on_gossip,
     _c_grad,
     _regularizer,
 )

@@ -118,10 +118,13 @@ def test_collective_follows_the_method_and_can_be_chosen(tmp_path):
         (["method=sgd"], "allreduce"),
         (["method=ec_sgd_us"], "ps"),
         (["method=ec_sgd_us", "network.collective=allgather"], "allgather"),
-        (["method=d_psgd", "network.collective=allgather"], "gossip"),
+        (["method=d_psgd"], "gossip"),
     ):
         s = run(cfg_of(*overrides, "budget.iters=5"), tmp_path / collective / str(len(overrides)))
         assert s["collective"] == collective
+    # a decentralized method gossips whatever collective is set: setting one is refused, not ignored
+    with pytest.raises(ConfigError, match="network.collective: method 'd_psgd' gossips"):
+        run(cfg_of("method=d_psgd", "network.collective=allgather", "budget.iters=5"), tmp_path / "no")
 
 
 def test_a_finished_run_is_retimed_under_another_profile(tmp_path):
