@@ -368,6 +368,17 @@ def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
+def _stepsize_base(c: dict, choices: Mapping[str, str]) -> None:
+    """``stepsize.base`` of the decreasing rule: theory, reference or a number > 0 (a bool is
+    not one: ``true`` would read as 1.0)."""
+    base = c["stepsize"].get("base", "theory") if c["stepsize"].get("rule") == "decreasing" else "theory"
+    number = (
+        isinstance(base, (int, float)) and not isinstance(base, bool) and math.isfinite(base) and base > 0
+    )
+    if base not in ("theory", "reference") and not number:
+        raise ConfigError("stepsize.base", f"got {base!r}", STEPSIZE["decreasing"]["base"].allowed())
+
+
 def _collective_not_on_gossip(c: dict, choices: Mapping[str, str]) -> None:
     """A decentralized method gossips with its neighbours: a centralized collective set for it
     would be ignored, so it is refused."""
@@ -492,6 +503,7 @@ CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _rows_enough,
     _topology_only_decentralized,
     _collective_not_on_gossip,
+    _stepsize_base,
     _c_grad,
     _regularizer,
 )
