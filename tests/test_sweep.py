@@ -343,8 +343,9 @@ def test_collect_skips_and_counts_unreadable_runs(tmp_path, capsys):
     assert "3 runs (unreadable 2, completed 1)" in capsys.readouterr().out
     for shape in ("null", "[]", '"completed"'):  # valid JSON, not a summary: skipped, no traceback
         (tmp_path / "s2" / "summary.json").write_text(shape)
-        with pytest.warns(UserWarning, match="s2: unreadable summary.json"):
+        with pytest.warns(UserWarning) as caught:  # s1's damaged trace warns too
             _, runs = collect(tmp_path)
+        assert any("s2: unreadable summary.json" in str(w.message) for w in caught)
         assert sorted(runs.status) == ["completed", "unreadable", "unreadable"]
 
 
