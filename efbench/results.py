@@ -14,6 +14,7 @@ next run that completes there removes ``error.json``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -141,6 +142,11 @@ def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> None:
     temps: list[str] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for name in (TRACE, SUMMARY):  # checked before either is replaced: never half a pair
+            if (out_dir / name).is_dir():
+                raise IsADirectoryError(
+                    errno.EISDIR, "a directory stands where the result goes", str(out_dir / name)
+                )
         temps.append(_write_temp(out_dir / TRACE, trace))
         temps.append(_write_temp(out_dir / SUMMARY, _json(summary)))
         os.replace(temps[0], out_dir / TRACE)

@@ -497,7 +497,11 @@ def _run_claimed(
                 )
                 buf = io.BytesIO()
                 pd.DataFrame(out.columns).to_parquet(buf, index=False)
-                results.commit(dirs[i], buf.getvalue(), summ)
+                try:
+                    results.commit(dirs[i], buf.getvalue(), summ)
+                except results.WriteError as exc:  # this run's folder alone: the others are still written
+                    log.error("run %s: %s", dirs[i], exc)
+                    fail(i, exc)
         stop = outs[0].stopped_by or pending()
         if stop is not None:
             stopped = [d for d, o in zip(ready, outs, strict=True) if o.status == "interrupted"]

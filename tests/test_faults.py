@@ -308,3 +308,23 @@ def test_sweep_subdirs_stay_within_name_limits_and_jobs_tag_their_logs(tmp_path,
     text = r.stdout + r.stderr
     tags = {"[job 0]"} if batch else {"[job 0]", "[job 1]"}
     assert {t for t in ("[job 0]", "[job 1]") if f"{t} run {root}" in text} == tags
+
+
+def test_one_unwritable_run_folder_fails_only_its_own_run(tmp_path):
+    """A batch of three seeds where seed 1's summary.json is a directory: seeds 0 and 2 are
+    written (they were computed and thrown away before), seed 1's error names its folder,
+    and seed 1's earlier trace is not replaced (no half-written pair)."""
+    from efbench.runner import run_seeds
+
+    cfg = cfg_of("budget.iters=30", "log_every=10")
+    blocked = tmp_path / "seed=1"
+    (blocked / SUMMARY).mkdir(parents=True)
+    (blocked / TRACE).write_bytes(b"an earlier trace")
+    with pytest.raises(results.WriteError, match=r"seed=1.*directory"):
+        run_seeds(cfg, [0, 1, 2], tmp_path)
+    for s in (0, 2):
+        assert status_of(tmp_path / f"seed={s}") == "completed"
+    assert (blocked / TRACE).read_bytes() == b"an earlier trace" and (blocked / SUMMARY).is_dir()
+    with pytest.warns(UserWarning, match=r"seed=1: unreadable summary.json"):
+        _, runs = collect(tmp_path)
+    assert sorted(runs.loc[runs.status == "completed", "seed"]) == [0, 2]
