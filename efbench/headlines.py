@@ -343,10 +343,8 @@ def common_target(trace: pd.DataFrame, arms: list[str], x: str, targets: tuple[f
     logged step (nan: none), so a ratio can be read at it."""
     ok = math.nan
     for t in sorted(targets, reverse=True):
-        spreads = [
-            Spread.of([run_reach(r, x, t, y) for _, r in trace[trace.arm == a].groupby("run")]) for a in arms
-        ]
-        if all(sp.seeds and sp.exact and not sp.early and math.isfinite(sp.hi) for sp in spreads):
+        spreads = per_seed(trace[trace["arm"].isin(arms)], x, t, y)
+        if len(spreads) == len(arms) and all(sp.exact and math.isfinite(sp.hi) for sp in spreads.values()):
             ok = t
     return ok
 
@@ -740,12 +738,8 @@ def memsgd(rep: Report) -> list[str]:
             alone = common_target(trace, [mem], "bits_up_mean", GAPS, "rel_gap")
             if not math.isfinite(t) and math.isfinite(alone):  # Mem-SGD gets where QSGD never does
                 t = alone
-            a = Spread.of(
-                [run_reach(r, "bits_up_mean", t) for _, r in trace[trace.arm == mem].groupby("run")]
-            )
-            b = Spread.of(
-                [run_reach(r, "bits_up_mean", t) for _, r in trace[trace.arm == "qsgd"].groupby("run")]
-            )
+            spreads = per_seed(trace, "bits_up_mean", t)
+            a, b = spreads[mem], spreads["qsgd"]
             r = ratio(b, a)
             v = verdict(
                 per_seed_values(trace, "bits_up_mean", t, mem),

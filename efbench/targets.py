@@ -79,11 +79,6 @@ def run_reach(
     )
 
 
-def reaches(trace: pd.DataFrame, x: str, target: float, y: str = "rel_gap", by: str = "run") -> dict:
-    """:func:`run_reach` of every run (group of ``by``) of ``trace``."""
-    return {key: run_reach(r, x, target, y) for key, r in trace.groupby(by, sort=False, observed=True)}
-
-
 @dataclass(frozen=True)
 class Spread:
     """A quantity over seeds: their median, min and max, how many seeds, and whether every
@@ -119,7 +114,7 @@ class Spread:
 
 def ratio(a: Spread, b: Spread) -> float:
     """a / b of the medians; nan where either is not exact, not finite, or b is 0."""
-    if not (a.exact and b.exact) or a.early or b.early:
+    if not (a.exact and b.exact):  # exact: no seed crossed early or at the start
         return math.nan
     if not (math.isfinite(a.median) and math.isfinite(b.median)) or b.median == 0:
         return math.nan
