@@ -13,6 +13,7 @@ import shutil
 import sys
 import textwrap
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 
 import hydra
@@ -324,11 +325,76 @@ def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], li
     return cfgs, dirs
 
 
+OmegaConf.register_new_resolver("efbench_pid", lambda: str(os.getpid()), replace=True)
+ATTEMPT_LOG = "attempt.log"  # the log of the latest launch that left a folder's result as it was
+
+
+def _stamp(run_dir: Path) -> tuple[int, int] | None:
+    """Which summary.json ``run_dir`` holds (inode and mtime: a commit replaces the file)."""
+    try:
+        st = (run_dir / "summary.json").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def settle_record(hc: DictConfig, run_dirs: list[Path], before: dict[Path, object], clean: bool) -> None:
+    """Put this launch's Hydra record and log where they belong, once its runs are written.
+
+    Hydra writes them before efbench runs (conf/config.yaml): the record into
+    ``.hydra/attempt-<pid>/``, the log into ``.efbench-<pid>.log``. They become the folder's
+    ``.hydra/`` and are added to ``efbench.log`` when this launch wrote a finished result, or
+    when no finished result is there (a new folder, a failed first launch). A launch that
+    failed or was stopped beside the finished result of an earlier launch leaves that
+    result's record as it was: its own record is dropped (``error.json`` or ``attempt.json``
+    holds its config) and its log is ``attempt.log``. A launch that found its runs finished
+    (skipped) adds its log to ``efbench.log`` and keeps the record."""
+    from efbench import results
+
+    job_dir = Path(hc.runtime.output_dir)
+    new = any(_stamp(d) != before.get(d) and results.holds_result(d) for d in run_dirs)
+    keep_record = not new and any(results.holds_result(d) for d in run_dirs)
+    subdir = hc.get("output_subdir")
+    attempt = job_dir / subdir if subdir else None
+    if new:  # the attempt it was the log of is gone with it (results.commit)
+        (job_dir / ATTEMPT_LOG).unlink(missing_ok=True)
+    if attempt is not None and attempt.name.startswith("attempt-") and attempt.is_dir():
+        with suppress(OSError):
+            if keep_record:
+                shutil.rmtree(attempt)
+            else:
+                for f in attempt.iterdir():
+                    os.replace(f, attempt.parent / f.name)
+                attempt.rmdir()
+    own_log = job_dir / f".{hc.job.name}-{os.getpid()}.log"
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == own_log.absolute()
+    ]
+    if not own_log.exists():
+        return
+    for h in handlers:
+        h.close()  # reopened (appending) at the next line it writes, under the name below
+    target = job_dir / (ATTEMPT_LOG if keep_record and not clean else f"{hc.job.name}.log")
+    with suppress(OSError):
+        if target.name == ATTEMPT_LOG or not target.exists():
+            os.replace(own_log, target)
+        else:
+            with open(target, "ab") as out:
+                out.write(own_log.read_bytes())
+            own_log.unlink()
+        for h in handlers:
+            h.baseFilename = str(target.absolute())
+
+
 @hydra.main(config_path="pkg://efbench.conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one configuration (or a sweep's group of runs); in a multirun a failing job is
     recorded and the sweep goes on."""
+    from efbench import results
     from efbench.runner import run_batch, run_seeds
+    from efbench.schema import check_seeds
     from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt, worker_done
 
     terminate_like_interrupt()
@@ -337,34 +403,50 @@ def main(cfg: DictConfig) -> float | None:
     worker = os.environ.get(SWEEP_PID) == str(os.getppid())  # a launcher's worker process
     if worker:
         stop_when_parent_dies()
-    dirs = [Path(hc.runtime.output_dir)]
+    job_dir = Path(hc.runtime.output_dir)
+    dirs, before, clean = [job_dir], {}, False
     try:
         anchor_data_dir(cfg, hc.runtime.cwd)
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
         if cfg.get(BATCH_KEY):
             cfgs, dirs = batch_configs(cfg, hc)
+            before = {d: _stamp(d) for d in dirs}
             summaries = run_batch(cfgs, dirs, [choices] * len(cfgs), progress_label=tag)
         elif cfg.get("seeds"):
-            summaries = run_seeds(cfg, list(cfg.seeds), dirs[0], choices, progress_label=tag)
+            seeds = OmegaConf.to_container(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds
+            check_seeds(seeds)
+            dirs = [job_dir / f"seed={s}" for s in seeds]
+            before = {d: _stamp(d) for d in dirs}
+            summaries = run_seeds(cfg, seeds, job_dir, choices, progress_label=tag)
         else:
+            before = {job_dir: _stamp(job_dir)}
             summaries = run_batch([cfg], dirs, [choices], progress_label=tag)
+        clean = all(s.get("skipped") or s.get("status") in results.FINISHED for s in summaries)
     except EfbenchError as exc:
         log.error("efbench: error: %s", exc)
+        settle_record(hc, dirs, before, clean)
         if hc.mode == RunMode.MULTIRUN:
             return None
         sys.exit(2)
     except (KeyboardInterrupt, SystemError) as exc:  # numba wraps a signal's exception in SystemError
         stop = interrupted_by(exc)
         if stop is None:
+            settle_record(hc, dirs, before, clean)
             raise
+        if not worker and hc.mode != RunMode.MULTIRUN:
+            log.error("efbench: %s", stop)
+        settle_record(hc, dirs, before, clean)
         if worker:  # its runs are written: tell the sweeping process, which ends the sweep
             logging.shutdown()
             worker_done(stop.exit_code)
         if hc.mode == RunMode.MULTIRUN:
             raise stop from None  # the sweeper stops the sweep and reports
-        log.error("efbench: %s", stop)
         sys.exit(stop.exit_code)
+    except BaseException:
+        settle_record(hc, dirs, before, clean)
+        raise
     for d in dirs:
         log.info("results in %s", d)
+    settle_record(hc, dirs, before, clean)
     gaps = [s["final"]["gap"] for s in summaries if "final" in s]
     return float(sum(gaps) / len(gaps)) if gaps else None

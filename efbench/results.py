@@ -7,9 +7,11 @@ Both files are written in full to temporary files first, then renamed into place
 summary last), so a failed write leaves the previous result as it was, and a process killed
 between the two renames leaves a pair that does not verify: never a result that looks whole.
 
-A launch that fails (invalid config, unwritable folder, ...) over a directory holding a
-result writes its error to ``error.json`` beside it and leaves the result untouched; the
-next run that completes there removes ``error.json``.
+A finished result (completed or diverged) is replaced only by another finished result. A
+launch that fails (invalid config, unwritable folder, ...) over a directory holding a
+result writes its error to ``error.json`` beside it; one that is stopped writes its steps
+as ``attempt.parquet`` and ``attempt.json`` beside it (a pair like the result's); either
+way the result stays as it was. The next run that finishes there removes both.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from efbench.errors import EfbenchError
 FINISHED = ("completed", "diverged")  # the statuses of a run whose result is whole
 UNREADABLE = "unreadable"  # a summary or trace that cannot be read or does not verify
 TRACE, SUMMARY, ERROR, LOCK = "trace.parquet", "summary.json", "error.json", ".lock"
+ATTEMPT_TRACE, ATTEMPT = "attempt.parquet", "attempt.json"  # a stopped relaunch beside a result
 
 
 class WriteError(EfbenchError):
@@ -136,26 +139,38 @@ def locked(out_dir: Path) -> bool:
     return False
 
 
-def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> None:
-    """Write a run's trace (parquet bytes) and summary as one result (see the module)."""
+def holds_result(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a finished result whose trace verifies."""
+    prev = read_summary(out_dir)
+    return prev is not None and prev.get("status") in FINISHED and verified(out_dir, prev)
+
+
+def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> Path:
+    """Write a run's trace (parquet bytes) and summary as one result (see the module); a run
+    that did not finish, over a finished result, is written beside it as the attempt. Returns
+    the summary's path."""
     summary["trace_sha256"] = hashlib.sha256(trace).hexdigest()
+    finished = summary.get("status") in FINISHED
+    names = (TRACE, SUMMARY) if finished or not holds_result(out_dir) else (ATTEMPT_TRACE, ATTEMPT)
     temps: list[str] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in (TRACE, SUMMARY):  # checked before either is replaced: never half a pair
+        for name in names:  # checked before either is replaced: never half a pair
             if (out_dir / name).is_dir():
                 raise IsADirectoryError(
                     errno.EISDIR, "a directory stands where the result goes", str(out_dir / name)
                 )
-        temps.append(_write_temp(out_dir / TRACE, trace))
-        temps.append(_write_temp(out_dir / SUMMARY, _json(summary)))
-        os.replace(temps[0], out_dir / TRACE)
-        os.replace(temps[1], out_dir / SUMMARY)
+        temps.append(_write_temp(out_dir / names[0], trace))
+        temps.append(_write_temp(out_dir / names[1], _json(summary)))
+        os.replace(temps[0], out_dir / names[0])
+        os.replace(temps[1], out_dir / names[1])
     except OSError as exc:
         for t in temps:
             Path(t).unlink(missing_ok=True)
         raise WriteError(out_dir, exc) from None
-    (out_dir / ERROR).unlink(missing_ok=True)
+    for name in (ERROR, ATTEMPT, ATTEMPT_TRACE) if names[1] == SUMMARY else (ERROR,):
+        (out_dir / name).unlink(missing_ok=True)
+    return out_dir / names[1]
 
 
 def record_error(out_dir: Path, summary: dict[str, Any]) -> None:
@@ -205,12 +220,15 @@ def verified(out_dir: Path, summary: dict[str, Any]) -> bool:
 
 def status_of(out_dir: Path) -> str:
     """What the latest launch in ``out_dir`` left: ``running`` while one computes it, ``error``
-    when it failed, else its result's status (``unreadable`` when the summary or its trace
-    cannot be read or verified)."""
+    when it failed, ``interrupted`` when it was stopped (also beside a finished result of an
+    earlier config, which it leaves as it was), else its result's status (``unreadable`` when
+    the summary or its trace cannot be read or verified)."""
     if locked(out_dir):
         return "running"
     if (out_dir / ERROR).exists():
         return "error"
+    if (out_dir / ATTEMPT).exists():
+        return "interrupted"
     summ = read_summary(out_dir)
     if summ is None:
         return UNREADABLE

@@ -262,7 +262,10 @@ def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
     if prev and prev.get("status") in results.FINISHED and prev.get("config_hash") == chash:
         if results.verified(out_dir, prev):
             log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
-            (out_dir / results.ERROR).unlink(missing_ok=True)  # this launch found the result whole
+            # this launch found the result whole: an earlier launch's failure or stopped attempt
+            # (of another config, never resumed from) is no longer what the folder last saw
+            for name in (results.ERROR, results.ATTEMPT, results.ATTEMPT_TRACE):
+                (out_dir / name).unlink(missing_ok=True)
             prev["skipped"] = True
             return prev
         log.info("rerunning %s: its trace is missing, unreadable or not the summary's", out_dir)
@@ -498,7 +501,14 @@ def _run_claimed(
                 buf = io.BytesIO()
                 pd.DataFrame(out.columns).to_parquet(buf, index=False)
                 try:
-                    results.commit(dirs[i], buf.getvalue(), summ)
+                    path = results.commit(dirs[i], buf.getvalue(), summ)
+                    if path.name == results.ATTEMPT:
+                        log.warning(
+                            "run %s: the finished result there is kept; this %s run's steps are in %s",
+                            dirs[i],
+                            summ["status"],
+                            path.name,
+                        )
                 except results.WriteError as exc:  # this run's folder alone: the others are still written
                     log.error("run %s: %s", dirs[i], exc)
                     fail(i, exc)

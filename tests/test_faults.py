@@ -328,3 +328,54 @@ def test_one_unwritable_run_folder_fails_only_its_own_run(tmp_path):
     with pytest.warns(UserWarning, match=r"seed=1: unreadable summary.json"):
         _, runs = collect(tmp_path)
     assert sorted(runs.loc[runs.status == "completed", "seed"]) == [0, 2]
+
+
+def tree(path):
+    """Every file below ``path`` (the Hydra record too) and its bytes."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_stopped_or_failed_relaunch_leaves_the_result_and_its_hydra_record(tmp_path):
+    out = tmp_path / "run"
+    assert efbench(*BASE, "progress=false", f"hydra.run.dir={out}", cwd=tmp_path).returncode == 0
+    before = tree(out)
+    assert {".hydra/config.yaml", ".hydra/overrides.yaml", "efbench.log", SUMMARY, TRACE} <= set(before)
+    proc, _ = launch(tmp_path, f"hydra.run.dir={out}")  # more iterations: the usual relaunch
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    after = tree(out)
+    assert {k: after.get(k) for k in before} == before
+    attempt = json.loads((out / results.ATTEMPT).read_text())
+    assert attempt["status"] == "interrupted" and attempt["steps"] > 0 and status_of(out) == "interrupted"
+    assert "interrupted" in (out / "attempt.log").read_text()
+    r = efbench(*BASE, "seed=-3", f"hydra.run.dir={out}", cwd=tmp_path)  # refused: only error.json
+    assert r.returncode == 2 and status_of(out) == "error"
+    after = tree(out)
+    assert {k: after.get(k) for k in before} == before and not list(out.glob(".hydra/attempt-*"))
+    assert "seed: got -3" in (out / "attempt.log").read_text()
+    r = efbench("budget.iters=40", "log_every=20", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0 and status_of(out) == "completed"  # a finished run replaces it all
+    assert not {results.ATTEMPT, results.ATTEMPT_TRACE, ERROR, "attempt.log"} & {
+        p.name for p in out.iterdir()
+    }
+    assert "budget.iters=40" in (out / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_a_stopped_batch_of_a_changed_config_keeps_every_finished_result(tmp_path):
+    import threading
+
+    dirs = [tmp_path / "s0", tmp_path / "s1"]
+    batch = [cfg_of(*BASE, f"seed={s}") for s in (0, 1)]
+    from efbench.runner import run_batch
+
+    run_batch(batch, dirs)
+    before = [snapshot(d) for d in dirs]
+    longer = [cfg_of("budget.iters=1000000000", "log_every=100000", f"seed={s}") for s in (0, 1)]
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(signals.Interrupted):
+        run_batch(longer, dirs)
+    for d, b in zip(dirs, before, strict=True):
+        assert {k: v for k, v in snapshot(d).items() if k in b} == b
+        assert json.loads((d / results.ATTEMPT).read_text())["status"] == "interrupted"
+        _, runs = collect(d)
+        assert runs.status.tolist() == ["completed"]  # the result, never the attempt
