@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from efbench.errors import ConfigError, EfbenchError
 
@@ -39,11 +39,26 @@ def sweep_error(config: DictConfig) -> ConfigError | None:
     return ConfigError("hydra.sweeper.params", f"a sweep (over {swept}): add -m to run it")
 
 
+OUTPUT: list[str] = []  # the folder this launch writes into, for an error that cannot name its file
+
+
+def _note_output(config: DictConfig, key: str) -> None:
+    try:
+        OUTPUT[:] = [str(OmegaConf.select(config, key))]
+    except Exception:  # ${now:...} before Hydra resolves it: the folder stays unnamed
+        OUTPUT.clear()
+
+
 class SweepConfigCheck(Callback):
     """Refuses, before the run folder is made, a config that declares a sweep but was
-    launched as a single run (no ``-m``): one line, exit code 2."""
+    launched as a single run (no ``-m``): one line, exit code 2. Notes the launch's folder
+    (:data:`OUTPUT`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _note_output(config, "hydra.sweep.dir")
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _note_output(config, "hydra.run.dir")
         error = sweep_error(config)
         if error is not None:
             # Hydra turns a callback's exception into a warning: exiting is the way to stop

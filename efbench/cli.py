@@ -29,6 +29,9 @@ from efbench.errors import EfbenchError
 from efbench.signals import SWEEP_PID
 
 log = logging.getLogger("efbench")
+# a log file on a full disk: its lines still reach the console, and the run's own one-line
+# error says the disk is full, without a logging traceback for every line after it
+logging.raiseExceptions = False
 BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
 
 
@@ -66,6 +69,13 @@ def one_line(exc: Exception) -> str:
 _hydra_report = hydra_utils.run_and_report
 
 
+def _output_dir() -> str:
+    """The folder this launch writes into (the sweep's, in a multirun), as far as it is known."""
+    from efbench.callbacks import OUTPUT
+
+    return OUTPUT[0] if OUTPUT else "the output folder"
+
+
 def _report_config_errors(func):
     """Hydra's run_and_report, with the errors of composing a config (unknown group option,
     unknown key, unparsable override, ...) given as one line with exit code 2."""
@@ -77,6 +87,12 @@ def _report_config_errors(func):
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             sys.stderr.write(f"efbench: error: {one_line(exc)}\n")
+            sys.exit(2)
+        except OSError as exc:  # Hydra writing its record or log into a full or read-only folder
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or exc.errno is None:
+                raise
+            where = exc.filename or _output_dir()
+            sys.stderr.write(f"efbench: error: cannot write {where}: {exc.strerror}\n")
             sys.exit(2)
 
     return _hydra_report(composed)

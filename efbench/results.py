@@ -35,6 +35,7 @@ FINISHED = ("completed", "diverged")  # the statuses of a run whose result is wh
 UNREADABLE = "unreadable"  # a summary or trace that cannot be read or does not verify
 TRACE, SUMMARY, ERROR, LOCK = "trace.parquet", "summary.json", "error.json", ".lock"
 ATTEMPT_TRACE, ATTEMPT = "attempt.parquet", "attempt.json"  # a stopped relaunch beside a result
+RESERVE = ".reserve"  # the disk space a computing run holds for its result
 
 
 class WriteError(EfbenchError):
@@ -97,14 +98,35 @@ def _json(summary: dict[str, Any]) -> bytes:
     return json.dumps(summary, indent=2, default=default, allow_nan=True).encode()
 
 
-def check_writable(out_dir: Path) -> None:
-    """Raise WriteError unless files can be created in ``out_dir`` (made if missing): checked
-    before a run computes anything."""
+def reserve(out_dir: Path, nbytes: int) -> None:
+    """Claim ``nbytes`` of disk in ``out_dir`` (made if missing) for the run's result, before it
+    computes anything: a full disk or an unwritable folder raises WriteError now, not after the
+    compute. The space is held by ``.reserve`` until the result is written (:func:`commit`,
+    :func:`record_error` give it back first)."""
+    path = out_dir / RESERVE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        Path(_write_temp(out_dir / ".probe", b"")).unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.write(fd, bytes(nbytes))  # a file system without fallocate: real blocks
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
+        _release(out_dir)
         raise WriteError(out_dir, exc) from None
+
+
+def _release(out_dir: Path) -> None:
+    try:
+        (out_dir / RESERVE).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def lock(out_dir: Path) -> int | None:
@@ -153,6 +175,7 @@ def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> Path:
     finished = summary.get("status") in FINISHED
     names = (TRACE, SUMMARY) if finished or not holds_result(out_dir) else (ATTEMPT_TRACE, ATTEMPT)
     temps: list[str] = []
+    _release(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in names:  # checked before either is replaced: never half a pair
@@ -179,6 +202,7 @@ def record_error(out_dir: Path, summary: dict[str, Any]) -> None:
     prev = read_summary(out_dir)
     has_result = (prev is not None and prev.get("status") != "error") or (out_dir / TRACE).exists()
     name = ERROR if has_result else SUMMARY
+    _release(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out_dir / name, _json(summary))

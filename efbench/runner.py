@@ -247,7 +247,23 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
 
 def limits_of(cfg: DictConfig) -> Limits:
     iters, bits, epochs = (math.inf if v is None else v for v in (cfg.budget.get(k) for k in schema.BUDGETS))
-    return Limits(iters, bits, epochs, cfg.log_every, float(cfg.diverge_factor), float(cfg.log_per_decade))
+    return Limits(
+        iters,
+        bits,
+        epochs,
+        cfg.log_every,
+        float(cfg.diverge_factor),
+        float(cfg.log_per_decade),
+        float(cfg.diverge_level),
+    )
+
+
+def result_bytes(lim: Limits) -> int:
+    """More disk than a run's result takes (summary, and a trace of 64 float columns at every
+    log point; parquet compresses), reserved before it computes (:func:`results.reserve`)."""
+    steps = lim.iters if math.isfinite(lim.iters) else 1e8  # a bits or epochs budget: unknown
+    rows = steps / lim.log_every if lim.log_every else lim.log_per_decade * math.log10(steps + 1) + 10
+    return (64 << 10) + int(min(rows + 2, 1e6)) * 64 * 8
 
 
 def group_key(cfg: DictConfig) -> str:
@@ -342,10 +358,17 @@ def run_batch(
     summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
     todo, locks = [], []
     invalid: dict[int, ConfigError] = {}
+    unwritable: list[results.WriteError] = []
     try:
         for i, cfg in enumerate(cfgs):
             chash = config_hash(cfg)
-            fd = results.lock(dirs[i])
+            try:
+                fd = results.lock(dirs[i])
+            except results.WriteError as exc:  # this run's folder alone: the others go on
+                log.error("run %s: %s", dirs[i], exc)
+                summaries[i] = {"status": "error", "config_hash": chash, "error": str(exc)}
+                unwritable.append(exc)
+                continue
             if fd is None:
                 log.warning("skipping %s: another launch is computing it", dirs[i])
                 summaries[i] = {"status": "running", "config_hash": chash, "skipped": True}
@@ -364,6 +387,8 @@ def run_batch(
     finally:
         for fd in locks:
             os.close(fd)
+    if unwritable:
+        raise unwritable[0]
     return summaries
 
 
@@ -400,8 +425,16 @@ def _run_claimed(
             raise ConfigError("batch", "the runs of a batch may differ only in " + ", ".join(BATCHABLE))
         base = cfgs[todo[0]]
         lim = limits_of(base)
-        for i in todo:
-            results.check_writable(dirs[i])
+        for i in todo:  # a folder that cannot hold its result fails only its own run, now
+            try:
+                results.reserve(dirs[i], result_bytes(lim))
+            except results.WriteError as exc:
+                if len(todo) > 1:  # a single run's error is reported once, by the caller
+                    log.error("run %s: %s", dirs[i], exc)
+                fail(i, exc)
+        todo = [i for i in todo if summaries[i]["status"] != "error"]
+        if not todo:
+            raise errors[0]
         setup = build_setup(base)
     except Exception as exc:
         for i in todo:

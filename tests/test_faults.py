@@ -90,10 +90,10 @@ def test_a_read_only_run_dir_is_refused_before_any_step(finished, monkeypatch):
 def test_a_read_only_run_dir_is_refused_before_any_step_even_as_root(finished, monkeypatch):
     out, before = finished
 
-    def refuse(path, payload):
+    def refuse(*args):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(results, "_write_temp", refuse)
+    monkeypatch.setattr(results.os, "posix_fallocate", refuse)  # the space claimed before the compute
     from efbench import runner
 
     monkeypatch.setattr(runner, "build_setup", lambda *a: pytest.fail("built a problem"))
@@ -379,3 +379,29 @@ def test_a_stopped_batch_of_a_changed_config_keeps_every_finished_result(tmp_pat
         assert json.loads((d / results.ATTEMPT).read_text())["status"] == "interrupted"
         _, runs = collect(d)
         assert runs.status.tolist() == ["completed"]  # the result, never the attempt
+
+
+def small_disk():
+    """A child process that cannot write files over 40 kB (EFBIG, as a full disk gives ENOSPC):
+    Hydra's record and the log fit, a run's result does not."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+
+def test_a_disk_too_full_for_the_result_is_found_before_the_compute_and_the_sweep_fails(tmp_path):
+    exe = Path(sys.executable).with_name("efbench")
+    root = tmp_path / "sweep"
+    r = subprocess.run(
+        [str(exe), "-m", "seed=0,1", "method=ec_sgd,ec_lsvrg", *BASE, f"hydra.sweep.dir={root}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+    )
+    text = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in text and "Logging error" not in text
+    assert "sweep: 4 runs in" in text and "not written 4" in text, text
+    assert "File too large" in text and "gamma0=" not in text  # refused before anything was built
+    assert not list(root.rglob(SUMMARY)) and not list(root.rglob(results.RESERVE))

@@ -12,8 +12,9 @@ joblib: groups spread over processes; cluster launchers: a group per cluster job
 caps the runs of one group. A ``tune`` block (``+tune=stepsize``, :mod:`efbench.tuning`) adds
 the sweep ``<tune.key>=<tune.grid>`` (a sweep of that key given in the config or on the
 command line wins) and runs every job also on ``tune.select_seeds``. A sweep ends with a
-one-line tally of its runs by status and the folder that holds them, and exits non-zero when
-any run ended in error or was interrupted.
+one-line tally of its runs by status (``not written``: a run that left no file, as on a full
+disk) and the folder that holds them, and exits non-zero when any run ended in error, was
+interrupted or was not written.
 """
 
 import json
@@ -23,7 +24,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -103,12 +104,47 @@ def with_seeds(jobs: List[List[str]], seeds: tuple, default: int) -> List[List[s
     return out
 
 
-def tally_runs(sweep_dir: Path) -> Dict[str, int]:
-    """Runs below ``sweep_dir`` by what their latest launch left (:func:`efbench.results.status_of`)."""
-    from efbench.results import ERROR, SUMMARY, status_of
+NOT_WRITTEN = "not written"  # a run the sweep launched that left no file (a full disk, ...)
 
-    dirs = {p.parent for name in (SUMMARY, ERROR) for p in sweep_dir.rglob(name)}
-    return dict(Counter(status_of(d) for d in dirs))
+
+def planned_runs(jobs: List[List[str]], config: Any) -> List[Path]:
+    """The run folders of the sweep's ``jobs`` (lists of overrides, as split_arguments gives
+    them): a grouped job's runs, a ``seeds=[...]`` job's ``seed=<s>`` folders."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from efbench.cli import override_dirname
+
+    hc, parser = config.hydra, OverridesParser.create()
+    root = Path(hc.sweep.dir).absolute()
+    out = []
+    for job in jobs:
+        lines = [line for line in job if not line.startswith("hydra.")]  # not in a folder's name
+        batch = [line for line in lines if line.lstrip("+").startswith(BATCH_KEY + "=")]
+        common = [line for line in lines if line not in batch]
+        runs = json.loads(parser.parse_override(batch[0]).value()) if batch else [[]]
+        seeds = config.get("seeds")
+        for line in common:
+            if line.startswith("seeds="):
+                seeds = parser.parse_override(line).value()
+        for own in runs:
+            d = root / override_dirname([*common, *own], hc)
+            out += (
+                [d / f"seed={s}" for s in seeds]
+                if isinstance(seeds, (list, tuple)) or OmegaConf.is_list(seeds)
+                else [d]
+            )
+    return out
+
+
+def tally_runs(sweep_dir: Path, launched: Iterable[Path] = ()) -> Dict[str, int]:
+    """Runs below ``sweep_dir``, and the runs ``launched``, by what their latest launch left
+    (:func:`efbench.results.status_of`; NOT_WRITTEN for a launched run that left no file)."""
+    from efbench.results import ATTEMPT, ERROR, SUMMARY, status_of
+
+    dirs = {p.parent for name in (SUMMARY, ERROR, ATTEMPT) for p in sweep_dir.rglob(name)}
+    written = [status_of(d) for d in dirs]
+    missing = [NOT_WRITTEN for d in set(launched) if d not in dirs]
+    return dict(Counter(written + missing))
 
 
 class EfbenchSweeper(BasicSweeper):
@@ -144,17 +180,25 @@ class EfbenchSweeper(BasicSweeper):
             )
         stop_children_then_raise()
         os.environ[SWEEP_PID] = str(os.getpid())  # workers started from here watch it
-        stop = None
+        stop, unwritable = None, None
         try:
             returns = super().sweep(arguments)
+        except OSError as exc:  # a job's Hydra record or log in a full or read-only folder
+            if exc.errno is None:
+                raise
+            unwritable = exc
         except BaseException as exc:  # joblib may wrap the interrupt
             stop = interrupted_by(exc)
             if stop is None:
                 raise
         root = Path(self.config.hydra.sweep.dir)
-        tally = tally_runs(root)
+        try:
+            launched = planned_runs([job for chunk in self.overrides for job in chunk], self.config)
+        except Exception:  # a job list that cannot be read back: its runs are found on disk or not at all
+            launched = []
+        tally = tally_runs(root.absolute(), launched)
         text = ", ".join(f"{status} {n}" for status, n in sorted(tally.items()))
-        failed = tally.get("error", 0) + tally.get("interrupted", 0) + tally.get("unreadable", 0)
+        failed = sum(tally.get(k, 0) for k in ("error", "interrupted", "unreadable", NOT_WRITTEN))
         (log.error if failed else log.info)(
             "sweep: %d runs in %s: %s", sum(tally.values()), self.config.hydra.sweep.dir, text or "none"
         )
@@ -162,6 +206,10 @@ class EfbenchSweeper(BasicSweeper):
         if stop is not None:
             log.error("sweep: %s", stop)
             sys.exit(stop.exit_code)
+        if unwritable is not None:
+            where = unwritable.filename or self.config.hydra.sweep.dir
+            log.error("sweep: stopped: cannot write %s: %s", where, unwritable.strerror)
+            sys.exit(2)
         if failed:
             sys.exit(1)
         return returns
