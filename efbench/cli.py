@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import textwrap
 from collections import Counter
@@ -26,9 +27,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from efbench.errors import EfbenchError
-from efbench.signals import SWEEP_PID
+from efbench.signals import stop_when_parent_dies, sweep_worker
 
 log = logging.getLogger("efbench")
+# a joblib worker ends with its sweep, from its first job's import of this module on
+if sweep_worker() == "orphan":
+    os._exit(128 + signal.SIGTERM)
+if sweep_worker() == "alive":
+    stop_when_parent_dies()
 # a log file on a full disk: its lines still reach the console, and the run's own one-line
 # error says the disk is full, without a logging traceback for every line after it
 logging.raiseExceptions = False
@@ -408,17 +414,29 @@ def settle_record(hc: DictConfig, run_dirs: list[Path], before: dict[Path, objec
 def main(cfg: DictConfig) -> float | None:
     """Run one configuration (or a sweep's group of runs); in a multirun a failing job is
     recorded and the sweep goes on."""
-    from efbench import results
-    from efbench.runner import run_batch, run_seeds
-    from efbench.schema import check_seeds
-    from efbench.signals import interrupted_by, stop_when_parent_dies, terminate_like_interrupt, worker_done
+    # imported here: Hydra's launchers pickle this function by value (efbench.cli.main is its
+    # decorated wrapper), and with it the globals it names; an Event does not pickle
+    from efbench.signals import busy, terminate_like_interrupt
 
     terminate_like_interrupt()
     hc = HydraConfig.get()
     tag = tag_job_logs(hc)
-    worker = os.environ.get(SWEEP_PID) == str(os.getppid())  # a launcher's worker process
-    if worker:
-        stop_when_parent_dies()
+    worker = sweep_worker()  # a launcher's worker process
+    if worker == "orphan":  # its sweep was stopped before this job began: nobody to compute for
+        os._exit(128 + signal.SIGTERM)
+    try:
+        busy.set()
+        return _main(cfg, hc, tag, worker is not None)
+    finally:
+        busy.clear()
+
+
+def _main(cfg: DictConfig, hc: DictConfig, tag: str, worker: bool) -> float | None:
+    from efbench import results
+    from efbench.runner import run_batch, run_seeds
+    from efbench.schema import check_seeds
+    from efbench.signals import interrupted_by, worker_done
+
     job_dir = Path(hc.runtime.output_dir)
     dirs, before, clean = [job_dir], {}, False
     try:

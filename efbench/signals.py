@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -153,13 +155,29 @@ def stop_children_then_raise() -> None:
             signal.signal(s, handler)
 
 
+SWEEP_SID = "EFBENCH_SWEEP_SID"  # the sweeping process's session: its local workers share it
 _watching: list[int] = []
+busy = threading.Event()  # set while this process computes a job (efbench.cli.main)
 
 
-def stop_when_parent_dies(interval: float = 0.5) -> None:
+def sweep_worker() -> str | None:
+    """In a launcher's local worker process (joblib's, started by the sweeping process, in its
+    session): ``"alive"`` while that process is its parent, ``"orphan"`` once it is gone; else
+    None (the sweeping process itself, a plain run, or a cluster job, which runs in a session
+    of its own and must outlive a launcher that ends)."""
+    sweep = os.environ.get(SWEEP_PID)
+    if not sweep or sweep == str(os.getpid()) or os.environ.get(SWEEP_SID) != str(os.getsid(0)):
+        return None
+    return "alive" if sweep == str(os.getppid()) else "orphan"
+
+
+def stop_when_parent_dies(interval: float = 0.2, grace: float = 60.0) -> None:
     """In a launcher's worker process: when the process that started it dies (even by
-    SIGKILL, which it cannot pass on), SIGTERM this one, so its run is written as
-    interrupted and it ends rather than computing for no one. Once per process."""
+    SIGKILL, which it cannot pass on), end this one within about ``interval`` seconds. A job
+    that is computing (:data:`busy`) is sent SIGTERM first, so its runs are written as
+    interrupted (the job then ends the process: :func:`worker_done`), with ``grace`` seconds
+    to do so; an idle worker, which would otherwise wait for work that never comes, ends at
+    once. Once per process."""
     if _watching:
         return
     parent = os.getppid()
@@ -168,6 +186,65 @@ def stop_when_parent_dies(interval: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if busy.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while busy.is_set() and time.monotonic() < deadline:
+                time.sleep(interval)
+        os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="efbench-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def started_by(sweep_pid: int) -> list[int]:
+    """The live processes that carry ``sweep_pid``'s worker variable (Linux /proc; elsewhere
+    none), wherever they were reparented, but this one."""
+    mark = f"{SWEEP_PID}={sweep_pid}\0".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        with suppress(OSError):
+            if d.name.isdigit() and int(d.name) != os.getpid() and mark in (d / "environ").read_bytes():
+                pids += [int(d.name)] if _alive(int(d.name)) else []
+    return pids
+
+
+def watchdog(sweep_pid: int, interval: float = 0.2, grace: float = 60.0) -> None:
+    """A sweeping process's keeper, run as a process of its own (:func:`start_watchdog`):
+    once the sweep is gone (even by SIGKILL), its workers get SIGTERM, which a computing job
+    answers by writing its runs as interrupted, and a worker that never got a job (and so
+    never ran efbench's own parent watch) by ending; those left after ``grace`` seconds are
+    killed."""
+    while _alive(sweep_pid):
+        time.sleep(interval)
+    pids = started_by(sweep_pid)
+    for pid in pids:
+        with suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(interval)
+    for pid in filter(_alive, pids):
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start_watchdog() -> None:
+    """Start :func:`watchdog` for this (sweeping) process; Linux only, where /proc lists the
+    workers."""
+    if not Path(f"/proc/{os.getpid()}/environ").exists():
+        return
+    code = f"from efbench.signals import watchdog; watchdog({os.getpid()})"
+    subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != SWEEP_PID},
+    )

@@ -165,7 +165,13 @@ class EfbenchSweeper(BasicSweeper):
         sys.exit(2)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from efbench.signals import SWEEP_PID, interrupted_by, stop_children_then_raise
+        from efbench.signals import (
+            SWEEP_PID,
+            SWEEP_SID,
+            interrupted_by,
+            start_watchdog,
+            stop_children_then_raise,
+        )
 
         if self.max_runs < 1:
             self._refuse("hydra.sweeper.max_runs", f"at least 1, got {self.max_runs}")
@@ -179,7 +185,11 @@ class EfbenchSweeper(BasicSweeper):
                 "seeds", "a seed sweep beside seeds=[...] computes every seed twice: give one of them"
             )
         stop_children_then_raise()
+        saved = {k: os.environ.get(k) for k in (SWEEP_PID, SWEEP_SID)}
         os.environ[SWEEP_PID] = str(os.getpid())  # workers started from here watch it
+        os.environ[SWEEP_SID] = str(os.getsid(0))  # ... if they run in its session (not a cluster's)
+        if "BasicLauncher" not in str(self.config.hydra.launcher.get("_target_")):  # jobs in processes
+            start_watchdog()
         stop, unwritable = None, None
         try:
             returns = super().sweep(arguments)
@@ -191,6 +201,9 @@ class EfbenchSweeper(BasicSweeper):
             stop = interrupted_by(exc)
             if stop is None:
                 raise
+        finally:
+            for k, v in saved.items():  # later processes of this one are no sweep's workers
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         root = Path(self.config.hydra.sweep.dir)
         try:
             launched = planned_runs([job for chunk in self.overrides for job in chunk], self.config)
