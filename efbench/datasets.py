@@ -7,10 +7,12 @@ verifies the sha256 and shows a progress bar) or read from a local mirror direct
 against its published row and feature counts, and its label counts and sha256 where they
 are known; any other binary LIBSVM file in the mirror loads too, its shape read from the
 file itself (logged as unverified). The parsed sparse matrix is cached as
-``data/<name>.npz``, written atomically so an interrupted run never leaves a half-written
-cache. A sparse file (fewer than :data:`SPARSE_DENSITY` of its entries nonzero: a9a, w8a,
-rcv1, real-sim) is split into CSR rows and the workers' data stay sparse; a dense one is
-split into a dense array (n, m, d) (:func:`partition`, :class:`efbench.problems.LogisticProblem`).
+``data/<name>.npz``, a verified cache file (:mod:`efbench.cache`: the fingerprint of the
+table's entry, a checksum, the CSR structure and labels checked on load; a damaged one is
+parsed again with a warning). A sparse file (fewer than :data:`SPARSE_DENSITY` of its
+entries nonzero: a9a, w8a, rcv1, real-sim) is split into CSR rows and the workers' data
+stay sparse; a dense one is split into a dense array (n, m, d) (:func:`partition`,
+:class:`efbench.problems.LogisticProblem`).
 What a split would take beyond ``EFBENCH_MAX_DENSE_GB`` (default 4) is refused naming
 ``dataset`` (:func:`check_memory`): before any file is read where the table says the file
 is dense, else as soon as the file is parsed.
@@ -24,13 +26,13 @@ one it can run offline (:func:`real_or_synthetic`); ``dataset=epsilon`` never fa
 from __future__ import annotations
 
 import bz2
+import functools
 import hashlib
 import io
 import logging
 import math
 import os
-import zipfile
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,8 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
+from efbench import cache
 from efbench.errors import ConfigError, DataError, check_choice
-from efbench.results import atomic_write_bytes
 
 LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/"
 MIRROR_ENV = "EFBENCH_DATA_MIRROR"
@@ -188,13 +190,6 @@ def is_sparse(X: np.ndarray | sp.spmatrix) -> bool:
     return sp.issparse(X) and X.count_nonzero() < SPARSE_DENSITY * X.shape[0] * X.shape[1]
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Save arrays as .npz atomically (never a half-written file)."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _decompress(raw: bytes, origin: str) -> bytes:
     if raw[:3] != b"BZh":
         return raw
@@ -223,6 +218,14 @@ def _mirror_names(spec: LibsvmFile) -> list[str]:
     return list(dict.fromkeys((f"{spec.name}.bz2", spec.name, spec.remote, spec.remote.removesuffix(".bz2"))))
 
 
+def _mirror_copy(spec: LibsvmFile, mirror: str | Path | None) -> Path | None:
+    """The file the mirror holds ``spec`` as (the first of :func:`_mirror_names`), or None."""
+    if not mirror:
+        return None
+    mdir = Path(mirror).expanduser()
+    return next((mdir / name for name in _mirror_names(spec) if (mdir / name).is_file()), None)
+
+
 def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[bytes, str]:
     """Return the decompressed LIBSVM text and a description of where it came from."""
     if mirror:
@@ -233,11 +236,11 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
                 f"(set data.mirror or ${MIRROR_ENV} to a folder holding {spec.name}.bz2)"
             )
         names = _mirror_names(spec)
-        for cand in (mdir / name for name in names):
-            if cand.is_file():
-                text = _decompress(cand.read_bytes(), str(cand))
-                expected = spec.sha256 or _mirror_sums(mdir).get(spec.name)
-                return _check_sha(text, expected, str(cand)), str(cand)
+        cand = _mirror_copy(spec, mdir)
+        if cand is not None:
+            text = _decompress(cand.read_bytes(), str(cand))
+            expected = spec.sha256 or _mirror_sums(mdir).get(spec.name)
+            return _check_sha(text, expected, str(cand)), str(cand)
         if spec.rows is None:
             raise _unlisted(spec.name, f"nor in the mirror {mdir} (looked for {', '.join(names)})")
         raise DataError(
@@ -247,12 +250,29 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
         )
     if spec.rows is None:
         raise _unlisted(spec.name, f"and no mirror is set (data.mirror or ${MIRROR_ENV})")
-    import pooch  # deferred: only real downloads need it
-
     url = LIBSVM_URL + spec.remote
     known = f"sha256:{spec.sha256}" if spec.sha256 and spec.remote == spec.name else None
+    kept = data_dir / "raw" / spec.remote
+    had = kept.is_file()  # an earlier download, used as it is where no hash pins it
+    path = _download(url, known, spec, data_dir)
     try:
-        path = pooch.retrieve(
+        return _check_sha(_decompress(Path(path).read_bytes(), path), spec.sha256, path), path
+    except DataError as exc:
+        if not had:
+            raise
+        log.warning("downloaded %s is damaged (%s); downloading it again", path, exc)
+        Path(path).unlink(missing_ok=True)
+    path = _download(url, known, spec, data_dir)
+    return _check_sha(_decompress(Path(path).read_bytes(), path), spec.sha256, path), path
+
+
+def _download(url: str, known: str | None, spec: LibsvmFile, data_dir: Path) -> str:
+    """``url`` downloaded by pooch into ``<data_dir>/raw`` (kept there: pooch fetches it again
+    only when ``known``, its sha256, does not match); the path of the file."""
+    import pooch  # deferred: only real downloads need it
+
+    try:
+        return pooch.retrieve(
             url, known_hash=known, fname=spec.remote, path=data_dir / "raw", progressbar=True
         )
     except ValueError as exc:  # pooch's hash mismatch
@@ -262,8 +282,6 @@ def _fetch_text(spec: LibsvmFile, data_dir: Path, mirror: str | None) -> tuple[b
             f"cannot download {spec.name} from {url} ({type(exc).__name__}: {exc}). "
             f"Offline? Point data.mirror (or ${MIRROR_ENV}) at a folder holding {spec.name}.bz2"
         ) from None
-    text = _decompress(Path(path).read_bytes(), path)
-    return _check_sha(text, spec.sha256, path), path
 
 
 def _unlisted(name: str, where: str) -> ConfigError:
@@ -312,17 +330,56 @@ def parse_libsvm(text: bytes, spec: LibsvmFile, origin: str) -> tuple[sp.csr_mat
     return X.tocsr(), y.astype(np.float64)
 
 
-_CACHE_ERRORS = (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile)  # a damaged cache
+# What parse_libsvm makes of a file; a parse cache of another version is parsed again.
+PARSE_VERSION = 1
 
 
-def _cache_head(z: Any, spec: LibsvmFile) -> tuple[tuple[int, int], np.ndarray] | None:
-    """The shape and labels of an opened parse cache, None when they are not what ``spec``
-    says (a cache of a file not in the table holds its own shape)."""
-    shape = tuple(int(v) for v in z["shape"]) if "shape" in z else (spec.rows, spec.features)
+def parse_key(spec: LibsvmFile) -> str:
+    """The fingerprint of a parse cache: what the arrays are computed from, the table's entry
+    (name, site file, published shape, labels and text sha256) and PARSE_VERSION. A file
+    not in the table is known by its name only: its cache also keeps the size and mtime of
+    the copy it was parsed from (:func:`_parse_wrong`)."""
+    return cache.fingerprint("libsvm", PARSE_VERSION, *astuple(spec))
+
+
+def _cache_head(z: dict[str, np.ndarray], spec: LibsvmFile) -> tuple[tuple[int, int], np.ndarray] | None:
+    """The shape and labels of a parse cache, None when they are not what ``spec`` says (a
+    cache of a file not in the table holds its own shape)."""
+    shape = tuple(int(v) for v in z["shape"])
     y = z["y"]
     known = spec.rows is None or shape == (spec.rows, spec.features)
-    if known and y.shape == (shape[0],) and spec.positives in (None, int((y > 0).sum())):
+    if len(shape) == 2 and known and y.shape == (shape[0],) and spec.positives in (None, int((y > 0).sum())):
         return shape, y
+    return None
+
+
+def _source_stat(path: Path) -> np.ndarray:
+    """(size, mtime in ns) of the copy a file not in the table is parsed from."""
+    st = path.stat()
+    return np.array([st.st_size, st.st_mtime_ns], dtype=np.int64)
+
+
+def _parse_wrong(spec: LibsvmFile, source: Path | None, z: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with the verified parse cache ``z`` of ``spec`` (None: nothing): the
+    table's shape and labels, a valid CSR matrix of finite values, labels in {-1, +1}, and,
+    for a file not in the table, the mirror copy ``source`` unchanged since it was parsed.
+    One pass over the nonzeros, against the parse it saves."""
+    try:
+        head = _cache_head(z, spec)
+        if head is None:
+            return f"not the shape and labels of {spec.name}"
+        X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=head[0])
+        X.check_format(full_check=True)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        return f"not a sparse matrix and its labels ({exc})"
+    if not (np.isfinite(X.data).all() and np.isin(head[1], (-1.0, 1.0)).all()):
+        return "values not finite or labels not in {-1, +1}"
+    if (
+        spec.rows is None
+        and source is not None
+        and not np.array_equal(_source_stat(source), z.get("source_stat"))
+    ):
+        return f"parsed from another copy of {source} (its size or time differs)"
     return None
 
 
@@ -331,7 +388,8 @@ def load_libsvm(
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Load a binary LIBSVM dataset: a sparse (rows, features) matrix and labels in {-1, +1}.
 
-    Order of look-up: the parsed cache ``<data_dir>/<name>.npz``; else the mirror when
+    Order of look-up: the parsed cache ``<data_dir>/<name>.npz`` (a verified cache file:
+    :mod:`efbench.cache`, :func:`parse_key`, :func:`_parse_wrong`); else the mirror when
     given; else a download into ``<data_dir>/raw`` (names in :data:`LIBSVM_FILES` only).
     A name not in the table loads from the mirror, its shape and labels read from the
     file and logged as unverified.
@@ -342,22 +400,28 @@ def load_libsvm(
         raise ConfigError(
             "data.dir", f"{data_dir} is not a directory", "a folder for downloads and the cache"
         )
-    cache = data_dir / f"{name}.npz"
-    X = None
-    if cache.is_file():
-        try:
-            with np.load(cache) as z:
-                head = _cache_head(z, spec)
-                if head is not None:
-                    shape, y = head
-                    X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
-            origin = str(cache)
-        except _CACHE_ERRORS:
-            X = None  # a damaged cache is rebuilt from the source below
-    if X is None:
+    path = data_dir / f"{name}.npz"
+    origin = str(path)
+
+    def parse() -> dict[str, np.ndarray]:
+        nonlocal origin
         text, origin = _fetch_text(spec, data_dir, mirror)
         X, y = parse_libsvm(text, spec, origin)
-        save_npz(cache, data=X.data, indices=X.indices, indptr=X.indptr, y=y, shape=np.array(X.shape))
+        arrays = {
+            "data": X.data,
+            "indices": X.indices,
+            "indptr": X.indptr,
+            "y": y,
+            "shape": np.array(X.shape),
+        }
+        return {**arrays, "source_stat": _source_stat(Path(origin))}
+
+    source = _mirror_copy(spec, mirror) if spec.rows is None else None
+    z = cache.load_or_compute(
+        path, "libsvm", parse_key(spec), parse, functools.partial(_parse_wrong, spec, source)
+    )
+    X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(int(v) for v in z["shape"]))
+    y = z["y"]
     if spec.rows is None:
         log.warning(
             "dataset %s is not in efbench's table of LIBSVM files: %d rows x %d features (its largest "
@@ -535,14 +599,9 @@ def on_disk(
     if preset["source"] != "libsvm":
         return True
     spec = libsvm_spec(preset["libsvm_name"])
-    cache = cache_dir / f"{spec.name}.npz"
-    if cache.is_file():
-        try:
-            with np.load(cache) as z:
-                if _cache_head(z, spec) is not None:
-                    return True
-        except _CACHE_ERRORS:
-            pass
+    head = cache.peek(cache_dir / f"{spec.name}.npz", "libsvm", parse_key(spec), ("y", "shape"))
+    if head is not None and _cache_head(head, spec) is not None:
+        return True
     mdir = Path(mirror).expanduser() if mirror else None
     return mdir is not None and any((mdir / name).is_file() for name in _mirror_names(spec))
 

@@ -28,8 +28,8 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 
-from efbench.datasets import save_npz
-from efbench.problems import LogisticProblem
+from efbench import cache
+from efbench.problems import SOLVE_TOL, LogisticProblem, solved_cache, xstar_check
 
 
 @dataclass
@@ -90,11 +90,16 @@ class NonconvexLogisticProblem(LogisticProblem):
     def constants(self):
         return {**super().constants(), "lam_nc": self.lam}
 
+    def definition(self):
+        return (*super().definition(), float(self.lam))
+
 
 def optimum_without_mu(
-    problem: LogisticProblem, cache_dir: str | Path | None, tol: float = 1e-10, max_iter: int = 200
+    problem: LogisticProblem, cache_dir: str | Path | None, tol: float = SOLVE_TOL, max_iter: int = 200
 ) -> tuple[np.ndarray, float, str]:
-    """(x*, f*, what they are) for l2 = 0, cached on disk under ``cache_dir``.
+    """(x*, f*, what they are) for l2 = 0, cached on disk under ``cache_dir`` as
+    ``xstar-l2zero-<data fingerprint>.npz`` and verified before use
+    (:func:`efbench.problems.xstar_check`: stationary to the tolerance the solver reached).
 
     Damped Newton from 0 with the pseudo-inverse of the singular Hessian (eigenvalues below
     1e-12 of the largest dropped; CG beyond d = 2000), until ||grad f|| <= tol ||grad f(0)||.
@@ -104,19 +109,15 @@ def optimum_without_mu(
     gradient it reached (a minimizer may still fail to exist, the data being separable
     along some directions only: then x* is only the solver's last point)."""
     path = None if cache_dir is None else Path(cache_dir) / f"xstar-l2zero-{problem.data_fingerprint}.npz"
-    x = None
-    if path is not None and path.is_file():
-        try:
-            with np.load(path) as z:
-                x = z["x"] if z["x"].shape == (problem.d,) else None
-        except (OSError, ValueError, KeyError):
-            x = None
-    if x is None:
-        x = _newton_pinv(problem, tol, max_iter)
-        if path is not None:
-            save_npz(path, x=x)
-    g0 = np.linalg.norm(problem.grad(np.zeros(problem.d)))
-    rel = np.linalg.norm(problem.grad(x)) / max(g0, 1e-300)
+    key = cache.fingerprint("xstar-l2zero", *problem.definition(), "pinv Newton", tol, max_iter)
+    z = cache.load_or_compute(
+        path,
+        "xstar",
+        key,
+        lambda: solved_cache(problem, _newton_pinv(problem, tol, max_iter)),
+        xstar_check(problem, tol),
+    )
+    x, rel = z["x"], float(z["rel_grad"])
     zero = problem.row_norm2.reshape(-1) == 0
     margins = problem.margins(x)
     if np.all(margins[~zero] > 0):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,26 +26,44 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.special import expit
 
-from efbench import blocks
-from efbench.datasets import SPARSE_DENSITY, max_dense_bytes, save_npz
+from efbench import blocks, cache
+from efbench.datasets import SPARSE_DENSITY, max_dense_bytes
 
 CACHE_BLOCK_BYTES = 8 << 20  # dense per-worker passes go through the rows in blocks of this size
 # Sparse rows are kept dense too up to this size (a9a 32 MB, w8a 119 MB): sampled rows are
 # then plain gathers and the dense solvers run; rcv1 (7.6 GB) and real-sim (12 GB) are CSR only.
 DENSE_COPY_BYTES = 256 << 20
 _NO_CSR = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0))
+SOLVE_TOL = 1e-10  # x* is solved to ||grad f(x*)|| <= SOLVE_TOL ||grad f(0)||
+# A cached x* is used while its gradient is within this factor of what it was solved to: a
+# gradient computed again in another order of the sums moves by rounding only.
+XSTAR_SLACK = 10.0
+# A cached eigenpair (lam, v) is used while ||A^T A v - lam v|| <= EIG_RTOL lam: Lanczos
+# stops at a residual of 1e-12 lam (ARPACK's tol), a dense solve at rounding.
+EIG_RTOL = 1e-6
 
 
-def lambda_max_gram(A: np.ndarray | sp.spmatrix) -> float:
-    """Largest eigenvalue of A^T A (= sigma_max(A)^2), via the smaller Gram matrix or
-    Lanczos; A dense or sparse (then the Gram matrix is a sparse product)."""
+def top_eigenpair(A: np.ndarray | sp.spmatrix) -> tuple[float, np.ndarray]:
+    """The largest eigenvalue lam of A^T A (= sigma_max(A)^2) and a unit eigenvector v (d,),
+    via the smaller Gram matrix or Lanczos; A dense or sparse (then the Gram matrix is a
+    sparse product). With fewer rows than columns the Gram matrix is G = A A^T, and
+    G u = lam u gives A^T A (A^T u) = lam A^T u: v = A^T u / ||A^T u|| (any unit vector when
+    lam = 0). v makes lam checkable in two passes over A: ||A^T A v - lam v|| ~ 0."""
     r, c = A.shape
     if min(r, c) <= 1500:
         G = A.T @ A if c <= r else A @ A.T
         G = G.toarray() if sp.issparse(G) else G
-        return float(sla.eigvalsh(G, subset_by_index=[G.shape[0] - 1, G.shape[0] - 1])[0])
+        top = G.shape[0] - 1
+        w, U = sla.eigh(G, subset_by_index=[top, top])
+        v = U[:, 0]
+        if c > r:
+            v = np.asarray(A.T @ v).ravel()
+            norm = np.linalg.norm(v)
+            v = v / norm if norm > 0 else np.eye(1, c).ravel()
+        return float(w[0]), v
     op = spla.LinearOperator((c, c), matvec=lambda v: A.T @ (A @ v), dtype=A.dtype)
-    return float(spla.eigsh(op, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0])
+    w, U = spla.eigsh(op, k=1, which="LA", tol=1e-12)
+    return float(w[0]), U[:, 0]
 
 
 @numba.njit(cache=True)
@@ -357,15 +376,28 @@ class LogisticProblem:
             return self.A[i]
         return self.csr[i * self.m : (i + 1) * self.m]
 
-    @functools.cached_property
+    @property
     def data_smoothness(self) -> float:
         """L of the unregularized loss: lambda_max(A^T A) / (4 n m)."""
-        return lambda_max_gram(self.flat if self.has_dense else self.csr) / (4 * self.n * self.m)
+        return self.data_top_pair[0]
 
-    @functools.cached_property
+    @property
     def worker_smoothness(self) -> np.ndarray:
         """L_i of the unregularized local losses: lambda_max(A_i^T A_i) / (4 m), shape (n,)."""
-        return np.array([lambda_max_gram(self.worker_rows(i)) for i in range(self.n)]) / (4 * self.m)
+        return self.worker_top_pairs[0]
+
+    @functools.cached_property
+    def data_top_pair(self) -> tuple[float, np.ndarray]:
+        """(data_smoothness, v): v a unit eigenvector of A^T A for its largest eigenvalue."""
+        lam, v = top_eigenpair(self.flat if self.has_dense else self.csr)
+        return lam / (4 * self.n * self.m), v
+
+    @functools.cached_property
+    def worker_top_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(worker_smoothness, V): V[i] (n, d) a unit eigenvector of A_i^T A_i for its
+        largest eigenvalue."""
+        pairs = [top_eigenpair(self.worker_rows(i)) for i in range(self.n)]
+        return np.array([lam for lam, _ in pairs]) / (4 * self.m), np.array([v for _, v in pairs])
 
     @functools.cached_property
     def data_fingerprint(self) -> str:
@@ -381,8 +413,13 @@ class LogisticProblem:
         h.update(self.y.tobytes())
         return h.hexdigest()
 
+    def definition(self) -> tuple[object, ...]:
+        """What f is defined by, as the key of what is cached about it (x*): the kind of
+        problem, the split data and l2."""
+        return type(self).__qualname__, self.data_fingerprint, float(self.l2)
 
-def solve(problem: LogisticProblem, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
+
+def solve(problem: LogisticProblem, tol: float = SOLVE_TOL, max_iter: int = 100) -> np.ndarray:
     """x* by damped Newton (dense Cholesky for d <= 2000, else CG on Hessian-vector products),
     until ||grad f(x)|| <= tol * ||grad f(0)||. Strong convexity (l2 > 0) makes it global."""
     d = problem.d
@@ -413,40 +450,104 @@ def solve(problem: LogisticProblem, tol: float = 1e-10, max_iter: int = 100) -> 
     return x
 
 
+def relative_gradient(problem: LogisticProblem, x: np.ndarray) -> float:
+    """||grad f(x)|| / ||grad f(0)||: how far x is from stationary, as :func:`solve` measures
+    it (one pass over the data for both points: a point's gradient is the same whatever
+    the batch it is computed in)."""
+    _, G = problem.loss_grad_many(np.stack([np.zeros(problem.d), x]))
+    return float(np.linalg.norm(G[1]) / max(np.linalg.norm(G[0]), 1e-300))
+
+
+def solved_cache(problem: LogisticProblem, x: np.ndarray) -> dict[str, np.ndarray]:
+    """What an x* cache file holds: x and ``rel_grad``, the :func:`relative_gradient` the
+    solver reached (where floating point stops it short of its tolerance, the check of the
+    cached x* must allow that much)."""
+    return {"x": x, "rel_grad": np.float64(relative_gradient(problem, x))}
+
+
+def xstar_check(problem: LogisticProblem, tol: float) -> Callable[[dict[str, np.ndarray]], str | None]:
+    """The check of a cached x* (:func:`efbench.cache.load_or_compute`): finite, of shape
+    (d,), and stationary to the tolerance it was solved to,
+    ||grad f(x*)|| <= XSTAR_SLACK max(tol, rel_grad) ||grad f(0)||. One pass over the data,
+    against the solve it saves: the first-order optimality condition grad f(x*) = 0 of the
+    convex f (with l2 > 0, mu-strongly convex: ||x - x*|| <= ||grad f(x)|| / mu, Nesterov
+    2004, Introductory Lectures on Convex Optimization, section 2.1.3), so a wrong x* of the
+    right shape (zeros) is caught."""
+
+    def wrong(z: dict[str, np.ndarray]) -> str | None:
+        x, rel = z.get("x"), z.get("rel_grad")
+        if x is None or rel is None or x.shape != (problem.d,) or rel.shape != () or not np.isfinite(x).all():
+            return f"x* is not a finite vector of {problem.d} entries with its gradient norm"
+        bound = XSTAR_SLACK * max(tol, float(rel))
+        now = relative_gradient(problem, x)
+        if not now <= bound:
+            return f"||grad f(x*)|| = {now:.2e} ||grad f(0)||, above the {bound:.1e} it was solved to"
+        return None
+
+    return wrong
+
+
 def load_spectra(problem: LogisticProblem, cache_dir: str | Path | None) -> None:
-    """Fill the data-only eigenvalue constants of ``problem`` from the cache, or compute and
-    cache them: on w8a they cost a second per run otherwise."""
-    path = None if cache_dir is None else Path(cache_dir) / f"spectra-{problem.data_fingerprint}.npz"
-    if path is not None and path.is_file():
-        try:
-            with np.load(path) as z:
-                lam, lam_i = float(z["L"]), z["L_i"]
-            if lam_i.shape == (problem.n,):
-                problem.__dict__.update(data_smoothness=lam, worker_smoothness=lam_i)
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-    if path is not None:
-        save_npz(path, L=np.float64(problem.data_smoothness), L_i=problem.worker_smoothness)
+    """Fill the data-only eigenvalue constants of ``problem`` (:attr:`LogisticProblem.data_top_pair`,
+    :attr:`LogisticProblem.worker_top_pairs`) from the verified cache
+    ``<cache_dir>/spectra-<data fingerprint>.npz``, or compute and cache them: on w8a they cost
+    a second per run otherwise. A cached pair is used only if it is a top eigenpair of the
+    data: :func:`spectra_check`."""
+    if cache_dir is None:
+        return
+    path = Path(cache_dir) / f"spectra-{problem.data_fingerprint}.npz"
+    key = cache.fingerprint("spectra", problem.data_fingerprint)
+
+    def compute() -> dict[str, np.ndarray]:
+        (L, v), (L_i, V_i) = problem.data_top_pair, problem.worker_top_pairs
+        return {"L": np.float64(L), "v": v, "L_i": L_i, "V_i": V_i}
+
+    z = cache.load_or_compute(path, "spectra", key, compute, functools.partial(spectra_check, problem))
+    problem.__dict__.update(data_top_pair=(float(z["L"]), z["v"]), worker_top_pairs=(z["L_i"], z["V_i"]))
 
 
-def optimum(problem: LogisticProblem, cache_dir: str | Path | None) -> tuple[np.ndarray, float]:
-    """(x*, f*) solved once per data partition and l2, cached on disk under ``cache_dir``."""
+def spectra_check(problem: LogisticProblem, z: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with cached spectra ``z`` of ``problem``, or None. Each L = lam / (4 rows)
+    must come with a unit vector v, an eigenvector for lam: ||A^T A v - lam v|| <= EIG_RTOL lam
+    (a unit vector's residual bounds the distance from lam to the spectrum of the symmetric
+    A^T A: Parlett 1998, The Symmetric Eigenvalue Problem, section 4.5), and
+    lam >= max_r ||a_r||^2 = max_r e_r^T A A^T e_r (a lower bound on lambda_max).
+    Two passes over the data, against the eigen-solves it saves."""
+    n, m, d = problem.n, problem.m, problem.d
+    for name, shape in (("L", ()), ("v", (d,)), ("L_i", (n,)), ("V_i", (n, d))):
+        if name not in z or z[name].shape != shape or not np.isfinite(z[name]).all():
+            return f"{name} is missing, not finite or not of shape {shape}"
+    v = z["v"]
+    checks = [
+        ("L", 4 * n * m * float(z["L"]), v, problem._rmatvec(problem._matvec(v)), problem.row_norm2.max())
+    ]
+    for i in range(n):
+        rows, v = problem.worker_rows(i), z["V_i"][i]
+        checks.append(
+            (f"L_i[{i}]", 4 * m * float(z["L_i"][i]), v, rows.T @ (rows @ v), problem.row_norm2[i].max())
+        )
+    for name, lam, v, gram_v, row_max in checks:
+        residual = np.linalg.norm(gram_v - lam * v)
+        unit = abs(np.linalg.norm(v) - 1) <= EIG_RTOL
+        if not (unit and residual <= EIG_RTOL * lam and lam >= row_max * (1 - EIG_RTOL)):
+            return f"{name} is not lambda_max of its rows' Gram matrix / (4 rows) (residual {residual:.2e})"
+    return None
+
+
+def optimum(
+    problem: LogisticProblem, cache_dir: str | Path | None, tol: float = SOLVE_TOL
+) -> tuple[np.ndarray, float]:
+    """(x*, f*) solved once per data partition and l2 (:func:`solve`), cached on disk under
+    ``cache_dir`` as ``xstar-<data fingerprint>-<l2>.npz`` and verified before use
+    (:func:`xstar_check`)."""
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"xstar-{problem.data_fingerprint}-{problem.l2!r}.npz"
-        if path.is_file():
-            try:
-                with np.load(path) as z:
-                    x = z["x"]
-                if x.shape == (problem.d,):
-                    return x, problem.loss(x)
-            except (OSError, ValueError, KeyError):
-                pass
-    x = solve(problem)
-    if path is not None:
-        save_npz(path, x=x)
-    return x, problem.loss(x)
+    key = cache.fingerprint("xstar", *problem.definition(), "damped Newton", tol)
+    z = cache.load_or_compute(
+        path, "xstar", key, lambda: solved_cache(problem, solve(problem, tol)), xstar_check(problem, tol)
+    )
+    return z["x"], problem.loss(z["x"])
 
 
 class QuadraticProblem(LogisticProblem):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from efbench import datasets, results
+from efbench import results
 from efbench.errors import ConfigError, DataError
 from efbench.runner import config_hash, run
 
@@ -170,14 +170,14 @@ def test_missing_data_offline(tmp_path):
 
 def test_atomic_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     target = tmp_path / "x.npz"
-    datasets.atomic_write_bytes(target, b"old")
+    results.atomic_write_bytes(target, b"old")
 
     def boom(*a):
         raise OSError("disk full")
 
     monkeypatch.setattr(results.os, "replace", boom)
     with pytest.raises(OSError):
-        datasets.atomic_write_bytes(target, b"new")
+        results.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.npz"]
 
 

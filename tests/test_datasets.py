@@ -183,7 +183,7 @@ def test_results_are_written_with_the_umask_mode(tmp_path):
     """Atomic writes give what a plain open would (0644 under umask 022), not mkstemp's 0600."""
     import os
 
-    from efbench.datasets import atomic_write_bytes
+    from efbench.results import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import yaml
 from scipy.optimize import minimize
 
-from efbench import schema
+from efbench import cache, schema
 from efbench.datasets import (
     LIBSVM_FILES,
     MIRROR_ENV,
@@ -18,9 +18,9 @@ from efbench.datasets import (
     make_epsilon_like,
     make_rcv1_like,
     on_disk,
+    parse_key,
     partition,
     real_or_synthetic,
-    save_npz,
 )
 from efbench.errors import ConfigError
 from efbench.problems import LogisticProblem
@@ -33,6 +33,11 @@ def _cfg(*overrides):
 
     with initialize_config_module("efbench.conf", version_base="1.3"):
         return compose("config", overrides=["progress=false", *overrides])
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """An epsilon parse cache holding these arrays (on_disk reads its labels and shape only)."""
+    cache.write(path, "libsvm", parse_key(LIBSVM_FILES["epsilon"]), arrays)
 
 
 def _row_norms(X) -> np.ndarray:
