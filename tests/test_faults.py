@@ -451,3 +451,20 @@ def test_workers_of_a_killed_sweep_end_within_seconds_at_any_moment(tmp_path, mo
     while sweep_workers(proc.pid) and time.time() < deadline:
         time.sleep(0.1)
     assert not sweep_workers(proc.pid)
+
+
+def test_ctrl_c_at_any_moment_of_a_run_is_no_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("efbench")
+    for wait in (0.3, 1.0, 2.0):  # importing Hydra, numpy and pandas; composing; building or stepping
+        args = [f"hydra.run.dir={tmp_path / str(wait)}", "budget.iters=100000000", "progress=false"]
+        proc = subprocess.Popen(
+            [str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        time.sleep(wait)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode == 130 and "Traceback" not in out, out
+        assert [line for line in out.splitlines() if not line.startswith("[")] in (
+            [],
+            ["efbench: interrupted"],
+        )

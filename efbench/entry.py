@@ -1,0 +1,38 @@
+"""The console scripts. Each imports its command only when called, inside a guard: Ctrl-C
+while Python loads Hydra, numpy and pandas (the first second or two) or while a command
+works, where the command does not handle it itself, ends with one line and exit code 130
+instead of a traceback. (A run handles Ctrl-C itself: efbench.signals.)"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def _run(command: str, target: str) -> object:
+    module, _, func = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), func)()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{command}: interrupted\n")
+        sys.exit(130)
+
+
+def efbench() -> object:
+    return _run("efbench", "efbench.cli:main")
+
+
+def collect() -> object:
+    return _run("efbench-collect", "efbench.sweep:main")
+
+
+def figures() -> object:
+    return _run("efbench-figures", "efbench.plots:main")
+
+
+def paper() -> object:
+    return _run("efbench-paper", "efbench.paper:main")
+
+
+def headlines() -> object:
+    return _run("efbench-headlines", "efbench.headlines:main")
