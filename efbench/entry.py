@@ -1,7 +1,8 @@
 """The console scripts. Each imports its command only when called, inside a guard: Ctrl-C
 while Python loads Hydra, numpy and pandas (the first second or two) or while a command
 works, where the command does not handle it itself, ends with one line and exit code 130
-instead of a traceback. (A run handles Ctrl-C itself: efbench.signals.)"""
+instead of a traceback (a run handles Ctrl-C itself: efbench.signals); a file or folder the
+command cannot write or read is one line naming it, with exit code 2."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def _run(command: str, target: str) -> object:
     except KeyboardInterrupt:
         sys.stderr.write(f"{command}: interrupted\n")
         sys.exit(130)
+    except (
+        OSError
+    ) as exc:  # an output folder it cannot make or write (read-only, full), a file it cannot read
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        sys.stderr.write(f"{command}: error: {text}\n")
+        sys.exit(2)
 
 
 def efbench() -> object:

@@ -468,3 +468,17 @@ def test_ctrl_c_at_any_moment_of_a_run_is_no_traceback(tmp_path):
             [],
             ["efbench: interrupted"],
         )
+
+
+@pytest.mark.parametrize("command", ["efbench-figures", "efbench-collect"])
+def test_an_output_a_tool_cannot_write_is_one_line(finished, tmp_path, command):
+    out, _ = finished
+    (tmp_path / "a_file").write_text("")
+    target = tmp_path / "a_file" / ("figs" if command == "efbench-figures" else "t.csv")
+    exe = Path(sys.executable).with_name(command)
+    r = subprocess.run([str(exe), str(out), "--out", str(target)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        line for line in r.stderr.splitlines() if line.startswith(f"{command}: error:")
+    ]
+    assert len(r.stderr.splitlines()) == 1
