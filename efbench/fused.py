@@ -51,8 +51,8 @@ def _advance_run(
     X, E, SNAP, SNAPG = state
     lam, k, p = params
     comp, scaled, l2, float_bits, index_width, index_bits, lsvrg, coin = settings
-    max_bits, max_epochs = budget
-    live, bits, nnz, calls, steps, rounds = counters
+    max_bits, max_epochs, stall_floor = budget
+    live, bits, nnz, calls, steps, rounds, silent, done = counters
     marks, SX, SC = snaps
     mark = 0
     n, d = E.shape[1], E.shape[2]
@@ -70,6 +70,8 @@ def _advance_run(
         return
     for t in range(T):
         if bits[r].sum() / n >= max_bits or calls[r] / m >= max_epochs:
+            break
+        if silent[r] >= max(stall_floor, done[r] + steps[r] - silent[r]):  # engine.Counters.stalled
             break
         gamma = gammas[r, t]
         thr = gamma * lam[r] if scaled else lam[r]
@@ -140,6 +142,7 @@ def _advance_run(
         # message, a round with messages, the slowest worker's oracle calls
         slowest = (2.0 + m if refreshed else 2.0) if lsvrg else 1.0
         add_round(rounds[r], step_max, step_min, step_max, step_max > 0, slowest)
+        silent[r] = 0 if step_max > 0 else silent[r] + 1
         for j in range(d):  # the order of blocks.worker_mean
             x[j] -= vsum[j] / n
         steps[r] += 1
@@ -162,12 +165,15 @@ def ec_advance(data, state, draws, gammas, params, settings, budget, counters, s
     uniforms, c = 0, 1 or n coins; ``gammas`` (R, T) its stepsizes; ``params`` = (lam, k,
     p), each (R,): threshold, K and refresh probability; ``settings`` = (compressor code,
     scaled form, l2, float bits, index width, index bits, L-SVRG, coin mode); ``budget`` =
-    (max_bits, max_epochs); ``counters`` = (live, bits, nnz, calls, steps, rounds).
-    Before each step a run stops for good when its mean cumulative uplink bits per worker
-    reach ``max_bits`` or its epochs (oracle calls / m) reach ``max_epochs``, exactly as the
-    numpy engine checks them; runs with ``live[r]`` false take no step. Counters ``bits``,
-    ``nnz`` (R, n), ``calls`` (R,) and ``rounds`` (R, len(efbench.network.COUNTS)) are
-    cumulative; ``steps`` (R,) receives the steps each run took in this call. ``snaps`` =
+    (max_bits, max_epochs, stall_floor); ``counters`` = (live, bits, nnz, calls, steps,
+    rounds, silent, done). Before each step a run stops for good when its mean cumulative
+    uplink bits per worker reach ``max_bits``, its epochs (oracle calls / m) reach
+    ``max_epochs``, or it has sent no bits in its last silent[r] >= max(stall_floor, the steps
+    before them) steps (done[r]: its steps before this call), exactly as the numpy engine
+    checks them (:class:`efbench.engine.Counters`); runs with ``live[r]`` false take no step.
+    Counters ``bits``, ``nnz`` (R, n), ``calls``, ``silent`` (R,) and ``rounds`` (R,
+    len(efbench.network.COUNTS)) are cumulative; ``steps`` (R,) receives the steps each run
+    took in this call. ``snaps`` =
     (marks, SX, SC): after its marks[j]-th step of this call, run r keeps its model in
     SX[r, j] and in SC[r, j] its bits summed and largest over the workers, coordinates sent,
     oracle calls per worker, the rounds' network counts and err2 (the log points, kept

@@ -47,13 +47,13 @@ from omegaconf import OmegaConf
 from efbench.network import Profile
 from efbench.paper import clear_lead, parse_run_options
 from efbench.plots import heatmap, plot_curves, save, style_map
+from efbench.results import FINISHED
 from efbench.sweep import collect, profile, retime
 from efbench.targets import Spread, ratio, run_reach
 from efbench.tuning import describe, final, picks
 
 # the slides' three networks, and one where bandwidth decides (for claims about bandwidth)
 PROFILES = ("lan", "lan_high_latency", "wan_slow", "narrowband")
-FINISHED = ("completed", "diverged")
 TUNE = ("+tune=stepsize",)
 QUICK_GRID = "tune.grid=[0.25,1,4]"  # the quick variant's tuning grid
 COARSE = "tune.grid=[0.0625,0.25,1,4,16]"  # 2^-4..2^4 in steps of 4x, where a run is costly

@@ -30,6 +30,7 @@ from hydra import compose, initialize_config_module
 from efbench.datasets import load_dataset
 from efbench.errors import EfbenchError
 from efbench.plots import FLOOR, plot_curves, save
+from efbench.results import FINISHED
 from efbench.runner import run_seeds
 from efbench.sweep import collect
 from efbench.targets import reach
@@ -153,7 +154,7 @@ def run_experiment(exp: str, dataset: str, out: Path, overrides: list[str], jobs
 
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
-    ok = runs[runs["status"].isin(["completed", "diverged"])]
+    ok = runs[runs["status"].isin(FINISHED)]
     g = ok.groupby(["experiment", "dataset", "label"], sort=True, observed=True)
     return g.agg(
         seeds=("seed", "nunique"),
@@ -492,7 +493,7 @@ SPECS = (
 
 
 def _arm(name: str, col: str, prefix: str, trace: pd.DataFrame, runs: pd.DataFrame) -> Arm:
-    r = runs[runs[col].astype(str).str.startswith(prefix) & runs.status.isin(["completed", "diverged"])]
+    r = runs[runs[col].astype(str).str.startswith(prefix) & runs.status.isin(FINISHED)]
     return Arm(name, r, trace[trace.run.isin(r.run)])
 
 
@@ -543,7 +544,7 @@ def write_report(
         "const_f_star",
     ]
     consts = (
-        runs[runs.status.isin(["completed", "diverged"])]
+        runs[runs.status.isin(FINISHED)]
         .groupby("dataset", observed=True)[[c for c in const_cols if c in runs]]
         .first()
     )
@@ -567,7 +568,8 @@ def write_report(
         "",
         f"Variant: {'quick' if quick else 'full'}, {variant} presets; total runtime {runtime:.0f} s; "
         f"{len(runs)} runs ({(runs.status == 'completed').sum()} completed, "
-        f"{(runs.status == 'diverged').sum()} diverged, {(runs.status == 'error').sum()} failed).",
+        f"{(runs.status == 'diverged').sum()} diverged, {(runs.status == 'stalled').sum()} stalled, "
+        f"{(runs.status == 'error').sum()} failed).",
         settings,
         "",
         *notes,

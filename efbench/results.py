@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from efbench.errors import EfbenchError
 
-FINISHED = ("completed", "diverged")  # the statuses of a run whose result is whole
+FINISHED = ("completed", "diverged", "stalled")  # the statuses of a run whose result is whole
 UNREADABLE = "unreadable"  # a summary or trace that cannot be read or does not verify
 TRACE, SUMMARY, ERROR, LOCK = "trace.parquet", "summary.json", "error.json", ".lock"
 ATTEMPT_TRACE, ATTEMPT = "attempt.parquet", "attempt.json"  # a stopped relaunch beside a result

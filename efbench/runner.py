@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from efbench import results, schema, signals
 from efbench.datasets import data_dir, load_dataset, partition
-from efbench.engine import Limits, Outcome, RunSpec, execute
+from efbench.engine import Limits, Outcome, RunSpec, divergence, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods import build_method
 from efbench.network import Profile, measured_c_grad, simulated_time
@@ -97,16 +97,31 @@ def keep_large_allocations_on_heap() -> bool:
 
 # keys added after results existed, hashed only when set to something else than the value
 # that reproduces the earlier behaviour, so finished runs keep their hash and resume
-NEUTRAL = {"participation": {"kind": "full"}, "problem.regularizer": "l2", "problem.lam_nc": 0.1}
+NEUTRAL = {
+    "participation": {"kind": "full"},
+    "problem.regularizer": "l2",
+    "problem.lam_nc": 0.1,
+    "diverge_level": 10,  # finished_before judges an earlier result by this rule again
+}
 
 
 def _hash_without(cfg: DictConfig, keys: tuple[str, ...]) -> str:
     """Hash of the resolved config without Hydra's own node, the dotted ``keys`` and the
     NEUTRAL keys at their neutral value."""
-    c = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        c = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an invalid config (schema.validate says why): hashed as written
+        c = OmegaConf.to_container(cfg, resolve=False)
     c.pop("hydra", None)
-    neutral = [k for k, v in NEUTRAL.items() if OmegaConf.select(cfg, k, default=None) == v]
-    if c.get("problem", {}).get("regularizer", "l2") == "l2":  # lam_nc is unused then
+
+    def at(key: str) -> Any:  # the value at a dotted key (None where a group is not one)
+        node = c
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    neutral = [k for k, v in NEUTRAL.items() if at(k) == v]
+    if at("problem.regularizer") in ("l2", None):  # lam_nc is unused then
         neutral.append("problem.lam_nc")
     for key in (*keys, *neutral):
         *head, last = key.split(".")
@@ -272,10 +287,26 @@ def group_key(cfg: DictConfig) -> str:
     return _hash_without(cfg, (*VOLATILE_KEYS, *BATCHABLE))
 
 
-def finished_before(out_dir: Path, chash: str) -> dict[str, Any] | None:
-    """The summary of a completed or diverged run of the same config in ``out_dir``, if any."""
+def diverged_by_now(out_dir: Path, cfg: DictConfig) -> bool:
+    """Whether the divergence rule of this version (:func:`efbench.engine.divergence`) finds
+    the completed run in ``out_dir`` diverged: results written before its sustained test
+    existed keep their config hash (NEUTRAL) and are judged again, from their trace."""
+    try:
+        trace = pd.read_parquet(out_dir / results.TRACE, columns=["step", "f"])
+    except Exception:  # unreadable: verified() has said so already
+        return False
+    step, f = trace["step"].to_numpy(), trace["f"].to_numpy(float)
+    return len(f) > 0 and divergence(step, f, float(f[0]), limits_of(cfg), final=True)[0] is not None
+
+
+def finished_before(out_dir: Path, chash: str, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a finished run of the same config in ``out_dir``, if any (a completed
+    one that the current divergence rule finds diverged is run again)."""
     prev = results.read_summary(out_dir)
     if prev and prev.get("status") in results.FINISHED and prev.get("config_hash") == chash:
+        if prev["status"] == "completed" and diverged_by_now(out_dir, cfg):
+            log.info("rerunning %s: completed, but diverged by the current rule (diverge_level)", out_dir)
+            return None
         if results.verified(out_dir, prev):
             log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
             # this launch found the result whole: an earlier launch's failure or stopped attempt
@@ -300,6 +331,7 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
     choices = dict(choices or {})
     if "sampling" in choices:
         est = config.get("method", {}).get("estimator", {})
+        est = est if isinstance(est, dict) else {}  # an invalid one (schema.validate says why)
         choices["sampling"] = est.get("sampling", "none") if est.get("kind", "full") != "full" else "none"
     return {
         "status": "running",
@@ -378,7 +410,7 @@ def run_batch(
                 schema.validate(cfg, choices[i])
             except ConfigError as exc:
                 invalid[i] = exc
-            summaries[i] = None if i in invalid else finished_before(dirs[i], chash)
+            summaries[i] = None if i in invalid else finished_before(dirs[i], chash, cfg)
             if summaries[i] is None:
                 summaries[i] = new_summary(cfg, chash, choices[i])
                 todo.append(i)

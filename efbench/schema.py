@@ -101,6 +101,7 @@ TOP: dict[str, Rule] = {
     "log_per_decade": POSITIVE,
     "x0": Choice("zero", "shift"),
     "diverge_factor": Num(1, lo_open=True),
+    "diverge_level": Num(1, lo_open=True),
     "progress": BOOL,
     "engine": Choice("auto", "numpy", "numba"),
     "problem.l2": Num(0),

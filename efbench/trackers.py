@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from efbench.errors import ConfigError, EfbenchError
-from efbench.results import SUMMARY, TRACE
+from efbench.results import FINISHED, SUMMARY, TRACE
 from efbench.sweep import flatten
 
 log = logging.getLogger("efbench")
@@ -192,7 +192,6 @@ class RunTracker(Callback, abc.ABC):
         """Send ``record`` to the tracker."""
 
 
-FINISHED = ("completed", "diverged")  # a run that ran to its end
 
 
 class MLflowCallback(RunTracker):

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from efbench.errors import ConfigError
+from efbench.results import FINISHED
 from efbench.targets import run_reach
 
 CRITERIA = {
@@ -181,7 +182,7 @@ def picks(trace: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
                 for run_id, status in zip(same["run"], same["status"], strict=True):
                     rows_of = by_run.get(run_id, EMPTY)
                     diverged = str(status) == "diverged"
-                    unfinished = str(status) not in ("completed", "diverged")
+                    unfinished = str(status) not in FINISHED
                     if rows_of.empty or unfinished:
                         scores.append(math.inf)
                         finals.append(math.inf)
