@@ -161,14 +161,18 @@ busy = threading.Event()  # set while this process computes a job (efbench.cli.m
 
 
 def sweep_worker() -> str | None:
-    """In a launcher's local worker process (joblib's, started by the sweeping process, in its
-    session): ``"alive"`` while that process is its parent, ``"orphan"`` once it is gone; else
-    None (the sweeping process itself, a plain run, or a cluster job, which runs in a session
-    of its own and must outlive a launcher that ends)."""
+    """In a launcher's local worker process (started in the sweeping process's session):
+    ``"alive"`` while the sweeping process is its parent (joblib's workers), ``"orphan"`` once
+    that process is gone; else None (the sweeping process itself, a plain run, a worker's own
+    process started further down, such as submitit's local jobs, which the sweep's watchdog
+    ends, or a cluster job, which runs in a session of its own and must outlive a launcher
+    that ends)."""
     sweep = os.environ.get(SWEEP_PID)
     if not sweep or sweep == str(os.getpid()) or os.environ.get(SWEEP_SID) != str(os.getsid(0)):
         return None
-    return "alive" if sweep == str(os.getppid()) else "orphan"
+    if sweep == str(os.getppid()):
+        return "alive"
+    return None if _alive(int(sweep)) else "orphan"
 
 
 def stop_when_parent_dies(interval: float = 0.2, grace: float = 60.0) -> None:
