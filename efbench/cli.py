@@ -82,6 +82,20 @@ def _output_dir() -> str:
     return OUTPUT[0] if OUTPUT else "the output folder"
 
 
+def _group_set_to_non_string(arg: str) -> bool:
+    """Whether the command-line item ``arg`` sets a config group to a number or null."""
+    key, sep, value = arg.partition("=")
+    key = key.lstrip("+~")
+    groups = {d.name for d in importlib.resources.files("efbench.conf").iterdir() if d.is_dir()}
+    if not sep or key not in groups:
+        return False
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return value in ("null", "")
+
+
 def _report_config_errors(func):
     """Hydra's run_and_report, with the errors of composing a config (unknown group option,
     unknown key, unparsable override, ...) given as one line with exit code 2."""
@@ -93,6 +107,17 @@ def _report_config_errors(func):
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             sys.stderr.write(f"efbench: error: {one_line(exc)}\n")
+            sys.exit(2)
+        except ValueError as exc:  # Hydra's word for a group set to a number or null (compressor=5)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or "Config group override" not in str(exc):
+                raise
+            group = next(
+                (a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if _group_set_to_non_string(a)), ""
+            )
+            sys.stderr.write(
+                f"efbench: error: {group or 'a config group'}: an option name, not a number or null "
+                "(efbench --help lists each group's options)\n"
+            )
             sys.exit(2)
         except OSError as exc:  # Hydra writing its record or log into a full or read-only folder
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or exc.errno is None:

@@ -8,11 +8,12 @@ aggregate (``float_bits * d`` downlink bits per round) unless a method says othe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from efbench import blocks
@@ -124,6 +125,11 @@ class Method:
     def measure(self, problem: LogisticProblem, state: State, fstar: float) -> dict[str, float]:
         """The values of the declared ``metrics`` that come from the state."""
         return {}
+
+    def check_shape(self, d: int, n: int) -> None:
+        """Check the settings against the problem's dimension d and worker count n before any
+        data are read (:func:`efbench.schema.validate`); raise ConfigError naming the key. A
+        method with such a limit overrides it."""
 
     def unfused(self) -> str | None:
         """Why the compiled step cannot run this method, from its settings alone (None: it
@@ -261,22 +267,28 @@ class ErrorCompensated(Method):
         )
 
 
-def build_method(cfg: DictConfig, d: int, n: int | None = None) -> Method:
-    """The method of a run's config, with its compressor checked against the dimension d
-    and its participation against the n workers (when known)."""
-    comp: Compressor = instantiate(
-        cfg.compressor, float_bits=cfg.bits.float_bits, index_bits=cfg.bits.index_bits
+def build_method(cfg: DictConfig | Mapping[str, Any], d: int | None, n: int | None = None) -> Method:
+    """The method of a run's config (or of its resolved container, as
+    :func:`efbench.schema.validate` holds it), with its compressor checked against the
+    dimension d and its participation against the n workers (each when known). The
+    ``_target_`` classes are called with the groups' keys (none of them nests a ``_target_``)."""
+    groups = ("compressor", "method", "bits", "participation")
+    c = (
+        cfg
+        if not isinstance(cfg, DictConfig)
+        else {g: OmegaConf.to_container(cfg[g], resolve=True) for g in groups if g in cfg}
     )
-    comp.validate(d)
-    part = (
-        Participation(**OmegaConf.to_container(cfg.participation))
-        if "participation" in cfg
-        else Participation()
+    comp_keys = dict(c["compressor"])
+    comp: Compressor = get_class(comp_keys.pop("_target_"))(
+        **comp_keys, float_bits=c["bits"]["float_bits"], index_bits=c["bits"]["index_bits"]
     )
+    if d is not None:
+        comp.validate(d)
+    part = Participation(**c["participation"]) if "participation" in c else Participation()
     if n is not None:
         part.check(n)
-    # partial, then call: a dataclass passed through instantiate would become a DictConfig
-    return instantiate(cfg.method, _convert_="all", _partial_=True)(compressor=comp, participation=part)
+    method_keys = dict(c["method"])
+    return get_class(method_keys.pop("_target_"))(**method_keys, compressor=comp, participation=part)
 
 
 FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}
@@ -317,9 +329,13 @@ class DIANA(Method):
     alpha: float | None = None
     accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
 
-    def init(self, problem, x0, rng):
-        state = super().init(problem, x0, rng)
-        omega = self.compressor.omega(problem.d)
+    def check_shape(self, d: int, n: int) -> None:
+        """alpha in (0, 1/(1 + omega)], omega the compressor's at dimension d."""
+        self._alpha(d)
+
+    def _alpha(self, d: int) -> tuple[float, float]:
+        """alpha (1/(1 + omega) unless set) and omega at dimension d, alpha checked."""
+        omega = self.compressor.omega(d)
         a = 1.0 / (1.0 + omega) if self.alpha is None else float(self.alpha)
         if not 0.0 < a <= 1.0 / (1.0 + omega) + 1e-12:
             raise ConfigError(
@@ -327,6 +343,11 @@ class DIANA(Method):
                 f"must be in (0, 1/(1+omega)] = (0, {1 / (1 + omega):.4g}]"
                 f" for this compressor, got {self.alpha}",
             )
+        return a, omega
+
+    def init(self, problem, x0, rng):
+        a, omega = self._alpha(problem.d)
+        state = super().init(problem, x0, rng)
         state.extra.update(h=np.zeros((problem.n, problem.d)), hbar=np.zeros(problem.d), alpha=a, omega=omega)
         return state
 
@@ -414,7 +435,7 @@ class MemSGD(ErrorCompensated):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.extra.update(x_avg=x0.copy(), w_sum=0.0, t=0, b=self.shift(problem.constants()))
+        state.extra.update(x_avg=x0.copy(), ratio=1.0, t=0, b=self.shift(problem.constants()))
         return state
 
     def measure(self, problem, state, fstar):
@@ -425,9 +446,12 @@ class MemSGD(ErrorCompensated):
 
     def step(self, problem, state, gamma, rng):
         ex = state.extra
-        w = (ex["b"] + ex["t"]) ** 2
-        ex["w_sum"] += w
-        ex["x_avg"] += (w / ex["w_sum"]) * (state.x - ex["x_avg"])  # running weighted mean of x_t
+        t, b = ex["t"], ex["b"]
+        # the running weighted mean of x_t moves by w_t / W_t, W_t = sum_{s <= t} w_s; its
+        # inverse W_t / w_t = 1 + (W_{t-1} / w_{t-1}) (w_{t-1} / w_t) takes weight ratios
+        # only, so (b + t)^2 neither overflows (a huge b) nor vanishes (a tiny one)
+        ex["ratio"] = 1.0 if t == 0 else 1.0 + ex["ratio"] * ((b + t - 1) / (b + t)) ** 2
+        ex["x_avg"] += (state.x - ex["x_avg"]) / ex["ratio"]
         ex["t"] += 1
         return super().step(problem, state, gamma, rng)
 

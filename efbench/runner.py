@@ -181,6 +181,7 @@ def _build_setup(cfg: DictConfig) -> Setup:
     X, y = load_dataset(cfg)
     n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
     A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
+    schema.check_loaded(cfg, A)  # degenerate data (L = 0), and a file's d against the keys bounded by it
     regularizer = cfg.problem.regularizer
     check_choice("problem.regularizer", regularizer, REGULARIZERS)
     if regularizer == "nonconvex":

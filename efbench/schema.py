@@ -1,27 +1,40 @@
 """Every config key's type and range, and the rules between keys, checked in one place
-before a run builds anything (:func:`validate`). A key not described here is refused.
+before a run builds anything (:func:`validate`). A key not described here is refused, and
+so is a key the run needs that is missing, a group of keys replaced by a value, and a
+key the chosen data or method would not use.
 
 The keys of the ``method`` and ``compressor`` groups are the fields of the class their
 ``_target_`` names (a dataclass), typed by its annotations, so a new method or
-compressor brings its keys with it; ranges that depend on the data (K <= d, ...) stay
-with the class (``Compressor.validate``).
+compressor brings its keys with it. Ranges that depend on the data's shape (K <= d, ...)
+are checked against the shape the config and the LIBSVM table give before any data are
+read; a LIBSVM file not in the table has them checked once it is read, and the data
+themselves are checked before anything is computed from them (:func:`check_loaded`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
-from hydra.utils import get_class
+import numpy as np
+import scipy.sparse as sp
 from omegaconf import DictConfig, OmegaConf
 
 from efbench.errors import ConfigError
+
+# The smallest normal float: a positive number below it (a subnormal) has a reciprocal that
+# overflows and products that vanish, so 1e-320 would reach a run as infinity or zero.
+TINY = sys.float_info.min
+EPS = sys.float_info.epsilon
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class Rule:
                 parts.append(f"<= {self.hi:g}")
             out = noun + (" " + " and ".join(parts) if parts else "")
         else:
-            out = "a string" if self.kind == "str" else "anything"
+            out = "a non-empty string" if self.kind == "str" else "anything"
         return out + (" or null" if self.null else "")
 
     def check(self, key: str, v: Any) -> None:
@@ -64,13 +77,19 @@ class Rule:
         if self.kind == "bool":
             ok = isinstance(v, bool)
         elif self.kind == "str":
-            ok = isinstance(v, str)
+            ok = isinstance(v, str) and v != ""
         elif self.kind == "choice":
             ok = v in self.choices and not (isinstance(v, bool) and True not in self.choices)
         elif self.kind in ("int", "num"):
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             ok = number and (self.kind == "num" or isinstance(v, int)) and math.isfinite(v)
             ok = ok and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+            if ok and 0 < abs(v) < TINY:
+                raise ConfigError(
+                    key,
+                    f"got {v!r}: a subnormal float, below {TINY:.3g} (its reciprocal overflows)",
+                    self.allowed(),
+                )
         if not ok:
             raise ConfigError(key, f"got {v!r}", self.allowed())
 
@@ -90,6 +109,8 @@ def Choice(*choices: Any) -> Rule:
 BOOL, STR, ANY = Rule("bool"), Rule("str"), Rule("any")
 POSITIVE = Num(0, lo_open=True)
 PROB = Num(0, lo_open=True, hi=1)
+# log-spaced logging multiplies the step by 10^(1/log_per_decade), which must be a float
+LOG_PER_DECADE_MIN = 1.0 / math.log10(sys.float_info.max)
 
 TOP: dict[str, Rule] = {
     "seed": Int(0),
@@ -98,7 +119,13 @@ TOP: dict[str, Rule] = {
     "budget.bits": Num(0, lo_open=True, null=True),
     "budget.epochs": Num(0, lo_open=True, null=True),
     "log_every": Int(1, null=True),
-    "log_per_decade": POSITIVE,
+    "log_per_decade": Rule(
+        "num",
+        lo=LOG_PER_DECADE_MIN,
+        lo_open=True,
+        text=f"a number > {LOG_PER_DECADE_MIN:.4g}, so that 10^(1/log_per_decade), the growth of "
+        "the logged steps, is a finite float",
+    ),
     "x0": Choice("zero", "shift"),
     "diverge_factor": Num(1, lo_open=True),
     "diverge_level": Num(1, lo_open=True),
@@ -144,6 +171,26 @@ TOP: dict[str, Rule] = {
     "participation.size": Int(1, null=True),
     "participation.p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
 }
+# keys a run does without: a default in the code, or needed only by some data (the
+# dataset rules below) or some settings (participation.size/p: by kind)
+OPTIONAL = (
+    "seeds",
+    "budget.iters",
+    "budget.bits",
+    "budget.epochs",
+    "problem.lam_nc",
+    "data.mirror",
+    "dataset.libsvm_name",
+    "dataset.x0_shift",
+    "dataset.synthetic_of",
+    "dataset.synthetic",
+    "topology",
+    "network",
+    "participation",
+)
+# the groups of keys a config is made of: each a mapping, never a value
+GROUPS = ("budget", "problem", "bits", "data", "dataset", "sampling", "stepsize", "method", "compressor")
+OPTIONAL_GROUPS = ("topology", "network", "participation", "tune")
 STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
     "theory": {"multiplier": POSITIVE},
     "reference": {"multiplier": POSITIVE},
@@ -161,6 +208,15 @@ ESTIMATOR = {
     "batch": Int(1),
     "p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
     "coin": Choice("shared", "per_worker"),
+}
+# the types of the tune block's keys (efbench.tuning.TuneSpec checks what they mean together)
+TUNE = {
+    "key": STR,
+    "grid": Rule("any", text="a list of at least two finite numbers"),
+    "criterion": STR,
+    "target": POSITIVE,
+    "metric": STR,
+    "select_seeds": Rule("any", null=True, text="a list of distinct integers >= 0 or null"),
 }
 # ranges of method and compressor fields beyond their annotated types, by field name
 FIELD_RANGES = {
@@ -190,9 +246,24 @@ FIELD_RANGES = {
     "k2": Int(1, null=True),  # 3PCv2 / 3PCv4: K of the second compressor
     "down_k": Int(1, null=True),  # EF21-BC: K of the server's Top-K
 }
+# method fields bounded by the dimension d: (their letter, the most entries they can pick
+# and how that bound reads)
+DIMENSION_BOUNDS: dict[str, tuple[str, Callable[[int], int], str]] = {
+    "k2": ("K", lambda d: d, "d"),  # K of a second Rand-K / Top-K of d entries
+    "down_k": ("K", lambda d: d, "d"),  # the server's Top-K of d entries
+    "rank": ("R", lambda d: d, "d"),  # eigenpairs of a d x d Hessian
+    "hessian_k": ("K", lambda d: d * (d + 1) // 2, "d(d+1)/2"),  # entries of its upper triangle
+}
+# the keys of dataset.synthetic each synthetic generator reads, by dataset.synthetic_of
+# (efbench.datasets.load_dataset): any other would be ignored
+SYNTHETIC_KEYS = {
+    None: ("rows", "features", "density", "seed"),
+    "epsilon": ("rows", "features", "seed", "label_noise"),
+    "rcv1": ("rows", "features", "density", "seed", "label_noise"),
+}
 BUDGETS = ("iters", "bits", "epochs")  # budget.<key>: a run stops at the first it reaches
-# Hydra's own, the sweeper's, experiments' tables, tuning (checked by efbench.tuning.TuneSpec)
-NOT_KEYS = ("hydra", "efbench_batch", "paper", "tune")
+# Hydra's own, the sweeper's, experiments' tables
+NOT_KEYS = ("hydra", "efbench_batch", "paper")
 
 
 def _rule_of(name: str, hint: Any) -> Rule:
@@ -206,18 +277,32 @@ def _rule_of(name: str, hint: Any) -> Rule:
     return Rule(kinds.get(hint, "any"), null=null)
 
 
-def _fields(target: str, key: str, skip: tuple[str, ...]) -> dict[str, Rule]:
-    """The keys a ``_target_`` class takes: its dataclass fields, by their annotations."""
-    try:
-        cls = get_class(target)
-    except Exception:
-        raise ConfigError(f"{key}._target_", f"no such class {target!r}") from None
+@functools.cache
+def _fields(target: str, key: str, skip: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The keys a ``_target_`` class takes (its dataclass fields, by their annotations) and
+    those without a default (required)."""
+    cls = _class(target, f"{key}._target_")
     hints = typing.get_type_hints(cls)
-    rules = {"_target_": STR}
+    rules: dict[str, Any] = {"_target_": STR}
+    required = ["_target_"]
     for f in dataclasses.fields(cls):
         if f.name not in skip:
             rules[f.name] = ESTIMATOR if f.name == "estimator" else _rule_of(f.name, hints.get(f.name))
-    return rules
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                required.append(f.name)
+    return rules, tuple(required)
+
+
+def _class(target: str, key: str) -> type:
+    """The class a ``_target_`` names (imported as Hydra would), or ConfigError naming ``key``."""
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError, ValueError, TypeError):
+        cls = None
+    if not isinstance(cls, type):
+        raise ConfigError(key, f"no such class {target!r}", "the dotted path of a class")
+    return cls
 
 
 def _check_tree(prefix: str, node: Mapping, rules: Mapping[str, Any]) -> None:
@@ -228,10 +313,23 @@ def _check_tree(prefix: str, node: Mapping, rules: Mapping[str, Any]) -> None:
             raise ConfigError(key, "unknown key", ", ".join(sorted(rules)) or "none")
         if isinstance(rule, Mapping):
             if not isinstance(v, Mapping):
-                raise ConfigError(key, f"must be a group of keys, got {v!r}")
+                raise ConfigError(key, f"must be a group of keys, got {v!r}", ", ".join(sorted(rule)))
             _check_tree(key + ".", v, rule)
         elif rule.kind != "any" or v is None:
             rule.check(key, v)
+
+
+def _check_missing(c: dict, rules: Mapping[str, Any], required: list[str]) -> None:
+    """Refuse the first of the ``required`` dotted keys that ``c`` lacks (deleted with
+    ``~key``), naming what it takes."""
+    for key in required:
+        node: Any = c
+        rule: Any = rules
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                allowed = "a group of keys" if isinstance(rule.get(part), Mapping) else rule[part].allowed()
+                raise ConfigError(key, "missing: a run needs it", allowed)
+            node, rule = node[part], rule[part]
 
 
 def _nest(flat: Mapping[str, Rule]) -> dict[str, Any]:
@@ -253,35 +351,89 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(str(key), str(exc).splitlines()[0]) from None
 
 
+@functools.cache
+def options(group: str) -> dict[str, dict]:
+    """The options of a config group: each option file's own keys (unresolved)."""
+    out = {}
+    for path in files("efbench.conf").joinpath(group).iterdir():
+        if path.name.endswith(".yaml"):
+            out[path.name[: -len(".yaml")]] = OmegaConf.to_container(OmegaConf.load(path))
+    return out
+
+
+def _groups(c: dict) -> None:
+    """Every group of keys a mapping, and present where a run needs it (``~group`` or
+    ``++group=value`` would leave the run without its keys)."""
+    for group in (*GROUPS, *OPTIONAL_GROUPS):
+        if group not in c:
+            if group in GROUPS:
+                raise ConfigError(group, "missing: a run needs it", f"a {group} group of keys")
+        elif not isinstance(c[group], Mapping):
+            known = options(group) if files("efbench.conf").joinpath(group).is_dir() else {}
+            allowed = (
+                f"an option of the group: {group}=" + "|".join(sorted(known)) if known else "a group of keys"
+            )
+            raise ConfigError(group, f"must be a group of keys, got {c[group]!r}", allowed)
+
+
 def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     """Raise ConfigError, naming the key and what it allows, at the first key of ``cfg``
-    that is unknown, of the wrong type or out of range, or that breaks a rule between keys.
-    ``choices`` (Hydra's group choices) enables the rules about group choices."""
+    that is unknown, missing, of the wrong type or out of range, or that breaks a rule
+    between keys. ``choices`` (Hydra's group choices) enables the rules about group choices."""
     c = _resolved(cfg)
+    choices = choices or {}
+    _groups(c)
     rules = _nest(TOP)
-    rule = c.get("stepsize", {}).get("rule")
+    rule = c["stepsize"].get("rule")
     Choice(*STEPSIZE).check("stepsize.rule", rule)
     rules["stepsize"] = {"rule": Choice(*STEPSIZE), **STEPSIZE[rule]}
-    comp = c.get("compressor", {})
-    method = c.get("method", {})
     for group in ("compressor", "method"):
-        target = c.get(group, {}).get("_target_")
+        target = c[group].get("_target_")
         if not isinstance(target, str):
             raise ConfigError(f"{group}._target_", "must name a class")
-    rules["compressor"] = _fields(comp["_target_"], "compressor", ("float_bits", "index_bits"))
-    rules["method"] = _fields(method["_target_"], "method", ("compressor", "participation"))
+    rules["compressor"], comp_required = _fields(
+        c["compressor"]["_target_"], "compressor", ("float_bits", "index_bits")
+    )
+    rules["method"], method_required = _fields(
+        c["method"]["_target_"], "method", ("compressor", "participation")
+    )
+    rules["tune"] = TUNE
     # the sampling group before the method, whose estimator takes its values by interpolation
     order = sorted((k for k in c if k not in NOT_KEYS), key=lambda k: k != "sampling")
     _check_tree("", {k: c[k] for k in order}, rules)
-    if "tune" in c:
-        from efbench.tuning import TuneSpec
-
-        if not isinstance(c["tune"], dict):
-            raise ConfigError("tune", f"got {c['tune']!r}", "a tune config (+tune=stepsize)")
-        TuneSpec.from_config(c["tune"])
+    required = [k for k in TOP if not any(k == o or k.startswith(o + ".") for o in OPTIONAL)]
+    required += ["stepsize.rule", *(["stepsize.gamma"] if rule == "constant" else [])]
+    required += [f"compressor.{f}" for f in comp_required] + [f"method.{f}" for f in method_required]
+    _check_missing(c, rules, required)
     for check in CROSS:
-        check(c, choices or {})
-    _method_rules(cfg, c, choices or {})
+        check(c, choices)
+    # d: None for a LIBSVM file not in the table, whose shape is known once it is read
+    _method_rules(c, choices, _shape(c["dataset"])[1])
+
+
+def check_loaded(cfg: DictConfig, A: Any) -> None:
+    """The rules that need the data themselves, once they are read and split (``A``: the
+    workers' rows, (n, m, d) dense or (n m, d) sparse) and before anything is computed from
+    them: :func:`check_data`, and the rules against the dimension d for data whose shape the
+    config and the LIBSVM table do not tell (a LIBSVM file not in the table)."""
+    check_data(cfg.dataset.name, A)
+    c = _resolved(cfg)
+    if _shape(c["dataset"])[1] is None:
+        _method_rules(c, {}, A.shape[-1])
+
+
+def check_data(name: str, A: Any) -> None:
+    """Refuse data no run can use, naming ``dataset``: no rows, or no nonzero entry (every
+    gradient of the loss is then constant, L = 0: no stepsize 1/L and no strongly convex
+    structure beyond the regularizer). ``A``: the workers' rows, dense or sparse."""
+    if math.prod(A.shape[:-1]) == 0:
+        raise ConfigError("dataset", f"{name} has no rows", "a dataset with rows")
+    if A.shape[-1] == 0 or not (A.count_nonzero() if sp.issparse(A) else np.any(A)):
+        raise ConfigError(
+            "dataset",
+            f"every feature of {name} is zero (L = 0: no stepsize 1/L)",
+            "data with a nonzero entry",
+        )
 
 
 def check_seeds(s: object) -> None:
@@ -297,6 +449,30 @@ def check_seeds(s: object) -> None:
 
 def _seeds(c: dict, choices: Mapping[str, str]) -> None:
     check_seeds(c.get("seeds"))
+
+
+def _tune(c: dict, choices: Mapping[str, str]) -> None:
+    """The ``tune`` block: its grid a list of at least two finite numbers, its selection
+    seeds null or distinct integers >= 0; then what its keys mean together (TuneSpec)."""
+    if "tune" not in c:
+        return
+    from efbench.tuning import TuneSpec
+
+    tune = c["tune"]
+    grid = tune.get("grid")
+    if "grid" in tune and not (
+        isinstance(grid, list)
+        and len(grid) >= 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in grid)
+    ):
+        raise ConfigError("tune.grid", f"got {grid!r}", TUNE["grid"].allowed())
+    seeds = tune.get("select_seeds")
+    if seeds is not None:
+        try:
+            check_seeds(seeds)
+        except ConfigError:
+            raise ConfigError("tune.select_seeds", f"got {seeds!r}", TUNE["select_seeds"].allowed()) from None
+    TuneSpec.from_config(tune)
 
 
 def _some_budget(c: dict, choices: Mapping[str, str]) -> None:
@@ -340,11 +516,163 @@ def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
         )
 
 
+def _dataset_keys(c: dict, choices: Mapping[str, str]) -> None:
+    """The keys the dataset's source reads, and only those: ``libsvm_name`` for a LIBSVM
+    file, ``synthetic`` (with what its generator reads) for synthetic data; the
+    counterexample is 3 workers of one row each (Beznosikov et al. 2020's 3 quadratics)."""
+    ds = c["dataset"]
+    source = ds["source"]
+    if source == "libsvm" and "libsvm_name" not in ds:
+        raise ConfigError(
+            "dataset.libsvm_name", "missing: a LIBSVM dataset needs it", TOP["dataset.libsvm_name"].allowed()
+        )
+    for key, used in (("libsvm_name", source == "libsvm"), ("synthetic", source == "synthetic")):
+        if not used and ds.get(key) is not None:
+            raise ConfigError(f"dataset.{key}", f"is not read from {source} data", f"~dataset.{key}")
+    if source != "synthetic" and ds.get("synthetic_of") is not None:
+        raise ConfigError("dataset.synthetic_of", f"is not read from {source} data", "null")
+    if source == "synthetic":
+        keys = SYNTHETIC_KEYS[ds.get("synthetic_of")]
+        syn = ds.get("synthetic", {})
+        what = (
+            f"synthetic data shaped like {ds['synthetic_of']}" if ds.get("synthetic_of") else "synthetic data"
+        )
+        for k in keys:
+            if k not in syn:
+                raise ConfigError(
+                    f"dataset.synthetic.{k}",
+                    f"missing: {what} need it",
+                    TOP[f"dataset.synthetic.{k}"].allowed(),
+                )
+        for k in syn:
+            if k not in keys:
+                raise ConfigError(f"dataset.synthetic.{k}", f"is not read by {what}", ", ".join(keys))
+    if source == "counterexample":
+        for key, want in (("n_workers", 3), ("m", 1)):
+            if ds[key] != want:
+                raise ConfigError(
+                    f"dataset.{key}",
+                    f"the counterexample is 3 workers of one row each, got {ds[key]}",
+                    (want,),
+                )
+
+
+def _dataset_name(c: dict, choices: Mapping[str, str]) -> None:
+    """``dataset.name`` labels the data in every summary, table and figure: the name of a
+    dataset preset labels only that preset's data (its source, file or generator)."""
+    ds = c["dataset"]
+    preset = options("dataset").get(ds["name"])
+    keys = ("source", "libsvm_name", "synthetic_of")
+    if preset is not None and any(preset.get(k) != ds.get(k) for k in keys):
+        what = {
+            "libsvm": f"the LIBSVM file {ds.get('libsvm_name')!r}",
+            "synthetic": "synthetic data"
+            + (f" shaped like {ds['synthetic_of']}" if ds.get("synthetic_of") else ""),
+            "sklearn": "scikit-learn's breast cancer data",
+            "counterexample": "the counterexample",
+        }[ds["source"]]
+        raise ConfigError(
+            "dataset.name",
+            f"{ds['name']!r} is another dataset's name, and these data are {what}",
+            "a name of your own for them, or that dataset: dataset=" + ds["name"],
+        )
+
+
+def _method_name(c: dict, choices: Mapping[str, str]) -> None:
+    """``method.name`` labels the runs: the name of another method option would mislabel them."""
+    name, chosen = c["method"].get("name"), choices.get("method")
+    if chosen is not None and name != chosen and name in options("method"):
+        raise ConfigError(
+            "method.name",
+            f"{name!r} is another method's name, and this is method {chosen!r}",
+            f"a name of your own, or method={name}",
+        )
+
+
+def _samplings(c: dict, choices: Mapping[str, str]) -> None:
+    """``sampling.name`` and the estimator's ``sampling``: a built-in sampling or a
+    :class:`efbench.samplers.Sampling` subclass that gives probabilities, whether or not
+    the method samples (a preset that fixes its sampling reads neither)."""
+    from efbench.samplers import BUILTIN, Sampling, sampling_of
+
+    allowed = f"{', '.join(BUILTIN)}, or the dotted path of an efbench.samplers.Sampling subclass"
+    named = {"sampling.name": c["sampling"]["name"]}
+    if "sampling" in c["method"].get("estimator", {}):
+        named["method.estimator.sampling"] = c["method"]["estimator"]["sampling"]
+    for key, name in named.items():
+        try:
+            cls = type(sampling_of(name))
+        except ConfigError:
+            raise ConfigError(key, f"unknown sampling {name!r}", allowed) from None
+        if cls.probabilities is Sampling.probabilities:
+            raise ConfigError(key, f"{name!r} gives no probabilities (it is abstract)", allowed)
+
+
+def _memory(c: dict, choices: Mapping[str, str]) -> None:
+    """The data a run would build, refused when over the memory limit before it is built
+    (:func:`efbench.datasets.check_memory`, as :func:`efbench.datasets.load_dataset` checks
+    it): a dense LIBSVM file of the table, synthetic data, and the synthetic rows generated
+    whole before the split."""
+    from efbench.datasets import LIBSVM_FILES, SPARSE_BYTES_PER_NONZERO, check_memory, max_dense_bytes
+
+    ds = c["dataset"]
+    n, m = ds["n_workers"], ds["m"]
+    if ds["source"] == "libsvm":
+        spec = LIBSVM_FILES.get(ds["libsvm_name"])
+        if spec is not None and spec.dense:
+            check_memory(ds["libsvm_name"], n, m, spec.features, spec.rows)
+    if ds["source"] != "synthetic":
+        return
+    syn = ds["synthetic"]
+    rows, d = syn["rows"] or n * m, syn["features"]
+    if ds.get("synthetic_of") != "rcv1":
+        check_memory(ds["name"], n, m, d, rows)
+        return
+    nnz = syn["density"] * d
+    check_memory(ds["name"], n, m, d, row_nnz=nnz)
+    whole = rows * (SPARSE_BYTES_PER_NONZERO * nnz + 8.0)
+    if whole > max_dense_bytes():
+        raise ConfigError(
+            "dataset.synthetic.rows",
+            f"{ds['name']} generates its {rows} rows whole before the split: {whole / 1e9:.3g} GB, "
+            f"over the {max_dense_bytes() / 1e9:g} GB limit",
+            f"at most {int(max_dense_bytes() // (SPARSE_BYTES_PER_NONZERO * nnz + 8.0))} rows",
+        )
+
+
+def _x0_shift(c: dict, choices: Mapping[str, str]) -> None:
+    """``x0=shift`` starts at x* + x0_shift (1, ..., 1): a shift below sqrt(eps) ~ 1.5e-8
+    starts at x* to within rounding (f(x0) - f* of order x0_shift^2 < eps is lost in the
+    rounding of f*), so the relative gap, over f(x0) - f*, is not defined."""
+    if c["x0"] != "shift":
+        return
+    shift = c["dataset"].get("x0_shift")
+    if shift is None:
+        raise ConfigError("dataset.x0_shift", "missing: x0=shift needs it", "a number")
+    if abs(shift) < math.sqrt(EPS):
+        raise ConfigError(
+            "dataset.x0_shift",
+            f"got {shift!r}: x0 = x* + x0_shift starts at x* to within rounding",
+            f"|x0_shift| >= {math.sqrt(EPS):.2g}, or x0=zero",
+        )
+
+
+def _l2_range(c: dict, choices: Mapping[str, str]) -> None:
+    """A relative ``problem.l2`` (l2 L_data) above 1/eps leaves nothing to optimize: the loss
+    is convex with f(0) = log 2 and ||grad f(0)||^2 <= 2 L log 2, so f(0) - f* <=
+    ||grad f(0)||^2/(2 l2 L) <= log(2)/l2 < eps log 2, below the rounding of f(0)."""
+    p = c["problem"]
+    if p["regularizer"] == "l2" and p["l2_mode"] == "relative" and p["l2"] > 1.0 / EPS:
+        raise ConfigError(
+            "problem.l2",
+            f"got {p['l2']!r}: f(0) - f* <= log(2)/l2 is below the rounding of f(0) (relative l2)",
+            f"a number >= 0 and <= 1/eps = {1.0 / EPS:.3g}",
+        )
+
+
 @functools.cache
 def default_choice(group: str) -> str | None:
     """The option of ``group`` that efbench's config.yaml picks when the user picks none."""
-    from importlib.resources import files
-
     for entry in OmegaConf.load(files("efbench.conf") / "config.yaml").defaults:
         if isinstance(entry, DictConfig) and group in entry:
             return entry[group]
@@ -361,7 +689,9 @@ def _topology_only_decentralized(c: dict, choices: Mapping[str, str]) -> None:
     from efbench.methods import Decentralized
 
     chosen = _chose(choices, "topology")
-    if chosen is not None and not issubclass(get_class(c["method"]["_target_"]), Decentralized):
+    if chosen is not None and not issubclass(
+        _class(c["method"]["_target_"], "method._target_"), Decentralized
+    ):
         raise ConfigError(
             "topology",
             f"method {c['method'].get('name')!r} is not decentralized and uses no graph",
@@ -374,7 +704,7 @@ def _stepsize_base(c: dict, choices: Mapping[str, str]) -> None:
     not one: ``true`` would read as 1.0)."""
     base = c["stepsize"].get("base", "theory") if c["stepsize"].get("rule") == "decreasing" else "theory"
     number = (
-        isinstance(base, (int, float)) and not isinstance(base, bool) and math.isfinite(base) and base > 0
+        isinstance(base, (int, float)) and not isinstance(base, bool) and math.isfinite(base) and base >= TINY
     )
     if base not in ("theory", "reference") and not number:
         raise ConfigError("stepsize.base", f"got {base!r}", STEPSIZE["decreasing"]["base"].allowed())
@@ -386,7 +716,7 @@ def _collective_not_on_gossip(c: dict, choices: Mapping[str, str]) -> None:
     from efbench.methods import Decentralized
 
     wanted = c.get("network", {}).get("collective", "auto")
-    if wanted != "auto" and issubclass(get_class(c["method"]["_target_"]), Decentralized):
+    if wanted != "auto" and issubclass(_class(c["method"]["_target_"], "method._target_"), Decentralized):
         raise ConfigError(
             "network.collective",
             f"method {c['method'].get('name')!r} gossips on its topology; {wanted!r} would be ignored",
@@ -399,24 +729,34 @@ def _c_grad(c: dict, choices: Mapping[str, str]) -> None:
     if v == "measured":
         return
     number = isinstance(v, (int, float)) and not isinstance(v, bool)
-    if not (number and math.isfinite(v) and v >= 0):
+    if not (number and math.isfinite(v) and (v == 0 or v >= TINY)):
         raise ConfigError("network.c_grad", f"got {v!r}", ("a number >= 0", "measured"))
 
 
-def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
-    """The rules the method and compressor classes hold: the compressor's parameters against
-    the dataset's dimension (K <= d, from the dataset's known shape), the compressor kinds
-    the method accepts (both checked in building them), ef_signsgd's fixed sign and
-    ``engine=numba`` only where the compiled step applies."""
+def _method_rules(c: dict, choices: Mapping[str, str], d: int | None) -> None:
+    """The rules the method and compressor classes hold: the compressor kinds the method
+    accepts (checked in building them), ef_signsgd's fixed sign, FedNL's problem, its
+    stepsize rule on stand-in constants of the run's shape, ``engine=numba`` only where the
+    compiled step applies; and, against the dataset's dimension d when it is known, the
+    compressor's parameters (K <= d), the method's K-like fields (:data:`DIMENSION_BOUNDS`)
+    and its own limits (``Method.check_shape``)."""
     from efbench.methods import EFSignSGD, build_method
 
-    _, d = _shape(c["dataset"])
-    if d is None:  # a LIBSVM file not in the table: its shape is known once it is read
-        return
-    method = build_method(cfg, d, c["dataset"]["n_workers"])
-    no_mu = c["problem"]["regularizer"] == "nonconvex" or c["problem"]["l2"] == 0
-    if no_mu and c["dataset"]["source"] != "counterexample":  # the counterexample has its own l2
-        _stepsize_without_mu(method, c, d)
+    ds = c["dataset"]
+    method = build_method(c, d, ds["n_workers"])
+    if d is not None:
+        for name, (letter, bound, text) in DIMENSION_BOUNDS.items():
+            v = c["method"].get(name)
+            if v is not None and v > bound(d):
+                raise ConfigError(
+                    f"method.{name}",
+                    f"{letter}={v} is out of range for d={d}",
+                    f"1 <= {letter} <= {text} = {bound(d)}",
+                )
+        method.check_shape(d, ds["n_workers"])
+    _fednl(method, c, d)
+    if d is not None:  # else once the data are read (check_loaded)
+        _stepsize_on_stand_ins(method, c, d)
     chosen = _chose(choices, "compressor")
     if isinstance(method, EFSignSGD) and chosen not in (None, "sign"):
         raise ConfigError(
@@ -424,38 +764,68 @@ def _method_rules(cfg: DictConfig, c: dict, choices: Mapping[str, str]) -> None:
         )
     if c["engine"] == "numba":
         why = method.unfused()
-        if why is None and c["dataset"]["source"] == "counterexample":
+        if why is None and ds["source"] == "counterexample":
             why = "the counterexample's quadratic problem has no compiled step"
         if why is not None:
             raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
 
 
-class _WithoutMu(dict):
-    """Stand-in constants of a problem without mu: mu and kappa NaN, the others 1."""
+def _fednl(method: Any, c: dict, d: int | None) -> None:
+    """FedNL (:class:`efbench.fednl.FedNL`) needs the logistic loss's Hessians, mu = l2 > 0
+    and room for its dense d x d matrices per worker: refused before the data are read."""
+    from efbench.datasets import MAX_DENSE_ENV, max_dense_bytes
+    from efbench.fednl import HESSIAN_COPIES, FedNL
 
-    def __missing__(self, key: str) -> float:
-        return 1.0
+    if not isinstance(method, FedNL):
+        return
+    p, n = c["problem"], c["dataset"]["n_workers"]
+    if c["dataset"]["source"] == "counterexample":
+        raise ConfigError("dataset", "FedNL's Hessians are the logistic loss's, not the counterexample's")
+    if p["regularizer"] != "l2":
+        raise ConfigError(
+            "problem.regularizer", "FedNL's Hessians are the l2-regularized logistic loss's", ("l2",)
+        )
+    if not p["l2"] > 0:
+        raise ConfigError("problem.l2", f"FedNL needs a strongly convex f, got l2 = {p['l2']}", "> 0")
+    need, limit = HESSIAN_COPIES * 8.0 * n * (d or 0) ** 2, max_dense_bytes()
+    if need > limit:
+        raise ConfigError(
+            "method",
+            f"fednl keeps {HESSIAN_COPIES} dense d x d matrices per worker (n = {n}, d = {d}): "
+            f"{need / 1e9:.3g} GB, over the {limit / 1e9:g} GB limit (${MAX_DENSE_ENV})",
+        )
 
 
-_STAND_IN = ("L", "L_US", "L_IS", "L_S", "L_i_max", "L_i_mean", "L_tilde", "Lbar_i_min", "Lbar_i_mean")
+@functools.cache
+def _constant_names() -> tuple[str, ...]:
+    """The names of a logistic problem's constants (those of a one-entry problem)."""
+    from efbench.problems import LogisticProblem
+
+    return tuple(LogisticProblem(np.ones((1, 1, 1)), np.ones((1, 1)), 1.0).constants())
 
 
-def _stepsize_without_mu(method: Any, c: dict, d: int) -> None:
-    """A method whose stepsize comes from mu (mem_sgd's a/(mu (b + k))) is refused on a
-    problem without it (the nonconvex regularizer; l2 = 0, mu = 0): its schedule is built
-    on stand-in constants with mu = NaN, and a NaN stepsize names the problem's key."""
+def _stepsize_on_stand_ins(method: Any, c: dict, d: int) -> None:
+    """The method's stepsize rule evaluated on stand-in constants of the run's shape (n, m,
+    d; every smoothness constant 1, mu and kappa 1, or NaN on a problem without mu): the
+    refusals that come from the settings alone (a rule the method cannot take, a setting
+    its theory needs) come now, not after the data. A method whose stepsize comes from mu
+    (mem_sgd's a/(mu (b + k))) is refused on a problem without mu (the nonconvex
+    regularizer; l2 = 0): its schedule on mu = NaN is NaN."""
     from efbench.stepsize import make_schedule
 
     ds = c["dataset"]
-    probe = _WithoutMu(
-        dict.fromkeys(_STAND_IN, 1.0), n=ds["n_workers"], m=ds["m"], d=d, mu=math.nan, kappa=math.nan
+    no_mu = ds["source"] != "counterexample" and (
+        c["problem"]["regularizer"] == "nonconvex" or c["problem"]["l2"] == 0
     )
+    mu = math.nan if no_mu else 1.0
+    probe = {**dict.fromkeys(_constant_names(), 1.0), "n": ds["n_workers"], "m": ds["m"], "d": d}
+    probe.update(mu=mu, kappa=mu, L_S=1.0)
     try:
         default = make_schedule(c["stepsize"], probe, method.estimator, lambda b: method.theory(probe, b))
         sched = method.schedule(default, probe)
     except (ArithmeticError, ValueError, KeyError):  # a rule the stand-ins cannot evaluate: the run's will
         return
-    if math.isfinite(sched.gamma0):
+    if math.isfinite(sched.gamma0) or not no_mu:
         return
     if c["problem"]["regularizer"] == "nonconvex":
         key, why, allowed = "problem.regularizer", "the nonconvex problem has no mu", "l2"
@@ -498,13 +868,21 @@ def _libsvm_name(c: dict, choices: Mapping[str, str]) -> None:
 
 CROSS: tuple[Callable[[dict, Mapping[str, str]], None], ...] = (
     _libsvm_name,
+    _dataset_keys,
+    _dataset_name,
+    _method_name,
     _seeds,
+    _tune,
     _some_budget,
     _batch_within_m,
     _rows_enough,
+    _memory,
+    _samplings,
     _topology_only_decentralized,
     _collective_not_on_gossip,
     _stepsize_base,
     _c_grad,
     _regularizer,
+    _x0_shift,
+    _l2_range,
 )
