@@ -456,7 +456,12 @@ def test_workers_of_a_killed_sweep_end_within_seconds_at_any_moment(tmp_path, mo
 def test_ctrl_c_at_any_moment_of_a_run_is_no_traceback(tmp_path):
     exe = Path(sys.executable).with_name("efbench")
     for wait in (0.3, 1.0, 2.0):  # importing Hydra, numpy and pandas; composing; building or stepping
-        args = [f"hydra.run.dir={tmp_path / str(wait)}", "budget.iters=100000000", "progress=false"]
+        args = [
+            f"hydra.run.dir={tmp_path / str(wait)}",
+            "budget.iters=100000000",
+            "progress=false",
+            "engine=numpy",
+        ]
         proc = subprocess.Popen(
             [str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
