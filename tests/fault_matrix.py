@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from efbench.signals import started_by
+
 EXE = str(Path(sys.executable).with_name("efbench"))
 BASE = ["budget.iters=60", "log_every=20", "progress=false"]
 
@@ -121,19 +123,6 @@ def unwritable_folder(tmp: Path) -> tuple[str, str]:
     )
 
 
-def workers_of_sweep(pid: int) -> list[int]:
-    mark = f"EFBENCH_SWEEP_PID={pid}\0".encode()
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and mark in (d / "environ").read_bytes():
-                if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    out.append(int(d.name))
-        except OSError:
-            continue
-    return out
-
-
 def killed_launcher(tmp: Path, after: float) -> tuple[str, str]:
     args = [
         "-m",
@@ -149,16 +138,16 @@ def killed_launcher(tmp: Path, after: float) -> tuple[str, str]:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 60
-    while not workers_of_sweep(proc.pid) and time.time() < deadline:
+    while not started_by(proc.pid) and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(after)
-    n = len(workers_of_sweep(proc.pid))
+    n = len(started_by(proc.pid))
     proc.kill()
     proc.wait()
     t0 = time.time()
-    while workers_of_sweep(proc.pid) and time.time() - t0 < 20:
+    while started_by(proc.pid) and time.time() - t0 < 20:
         time.sleep(0.1)
-    left = workers_of_sweep(proc.pid)
+    left = started_by(proc.pid)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     return (

@@ -407,22 +407,6 @@ def test_a_disk_too_full_for_the_result_is_found_before_the_compute_and_the_swee
     assert not list(root.rglob(SUMMARY)) and not list(root.rglob(results.RESERVE))
 
 
-def sweep_workers(sweep_pid):
-    """Live processes started by the sweep ``sweep_pid`` (by the variable it gives its workers),
-    wherever they were reparented."""
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if (
-                d.name.isdigit()
-                and f"EFBENCH_SWEEP_PID={sweep_pid}\0".encode() in (d / "environ").read_bytes()
-            ):
-                out += [int(d.name)] if alive(int(d.name)) else []
-        except OSError:
-            continue
-    return out
-
-
 @pytest.mark.parametrize("moment", ["workers starting", "first job importing"])
 def test_workers_of_a_killed_sweep_end_within_seconds_at_any_moment(tmp_path, moment):
     exe = Path(sys.executable).with_name("efbench")
@@ -440,17 +424,17 @@ def test_workers_of_a_killed_sweep_end_within_seconds_at_any_moment(tmp_path, mo
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 60
-    while not sweep_workers(proc.pid) and time.time() < deadline:
+    while not signals.started_by(proc.pid) and time.time() < deadline:
         time.sleep(0.01)
     if moment == "first job importing":
         time.sleep(0.5)
-    assert sweep_workers(proc.pid)
+    assert signals.started_by(proc.pid)
     proc.kill()
     proc.wait(timeout=30)
     deadline = time.time() + 10
-    while sweep_workers(proc.pid) and time.time() < deadline:
+    while signals.started_by(proc.pid) and time.time() < deadline:
         time.sleep(0.1)
-    assert not sweep_workers(proc.pid)
+    assert not signals.started_by(proc.pid)
 
 
 def test_ctrl_c_at_any_moment_of_a_run_is_no_traceback(tmp_path):
