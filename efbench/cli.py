@@ -31,9 +31,10 @@ from efbench.signals import stop_when_parent_dies, sweep_worker
 
 log = logging.getLogger("efbench")
 # a joblib worker ends with its sweep, from its first job's import of this module on
-if sweep_worker() == "orphan":
+_ROLE = sweep_worker()
+if _ROLE == "orphan":
     os._exit(128 + signal.SIGTERM)
-if sweep_worker() == "alive":
+if _ROLE == "alive":
     stop_when_parent_dies()
 # a log file on a full disk: its lines still reach the console, and the run's own one-line
 # error says the disk is full, without a logging traceback for every line after it
@@ -82,11 +83,10 @@ def _output_dir() -> str:
     return OUTPUT[0] if OUTPUT else "the output folder"
 
 
-def _group_set_to_non_string(arg: str) -> bool:
-    """Whether the command-line item ``arg`` sets a config group to a number or null."""
+def _group_set_to_non_string(arg: str, groups: set[str]) -> bool:
+    """Whether the command-line item ``arg`` sets one of the config ``groups`` to a number or null."""
     key, sep, value = arg.partition("=")
     key = key.lstrip("+~")
-    groups = {d.name for d in importlib.resources.files("efbench.conf").iterdir() if d.is_dir()}
     if not sep or key not in groups:
         return False
     try:
@@ -111,8 +111,10 @@ def _report_config_errors(func):
         except ValueError as exc:  # Hydra's word for a group set to a number or null (compressor=5)
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or "Config group override" not in str(exc):
                 raise
+            groups = {d.name for d in importlib.resources.files("efbench.conf").iterdir() if d.is_dir()}
             group = next(
-                (a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if _group_set_to_non_string(a)), ""
+                (a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if _group_set_to_non_string(a, groups)),
+                "",
             )
             sys.stderr.write(
                 f"efbench: error: {group or 'a config group'}: an option name, not a number or null "
@@ -376,15 +378,6 @@ OmegaConf.register_new_resolver("efbench_pid", lambda: str(os.getpid()), replace
 ATTEMPT_LOG = "attempt.log"  # the log of the latest launch that left a folder's result as it was
 
 
-def _stamp(run_dir: Path) -> tuple[int, int] | None:
-    """Which summary.json ``run_dir`` holds (inode and mtime: a commit replaces the file)."""
-    try:
-        st = (run_dir / "summary.json").stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
 def settle_record(hc: DictConfig, run_dirs: list[Path], before: dict[Path, object], clean: bool) -> None:
     """Put this launch's Hydra record and log where they belong, once its runs are written.
 
@@ -399,8 +392,9 @@ def settle_record(hc: DictConfig, run_dirs: list[Path], before: dict[Path, objec
     from efbench import results
 
     job_dir = Path(hc.runtime.output_dir)
-    new = any(_stamp(d) != before.get(d) and results.holds_result(d) for d in run_dirs)
-    keep_record = not new and any(results.holds_result(d) for d in run_dirs)
+    held = [d for d in run_dirs if results.holds_result(d)]
+    new = any(results.identity(d) != before.get(d) for d in held)
+    keep_record = not new and bool(held)
     subdir = hc.get("output_subdir")
     attempt = job_dir / subdir if subdir else None
     if new:  # the attempt it was the log of is gone with it (results.commit)
@@ -469,16 +463,16 @@ def _main(cfg: DictConfig, hc: DictConfig, tag: str, worker: bool) -> float | No
         choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
         if cfg.get(BATCH_KEY):
             cfgs, dirs = batch_configs(cfg, hc)
-            before = {d: _stamp(d) for d in dirs}
+            before = {d: results.identity(d) for d in dirs}
             summaries = run_batch(cfgs, dirs, [choices] * len(cfgs), progress_label=tag)
         elif cfg.get("seeds"):
             seeds = OmegaConf.to_container(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds
             check_seeds(seeds)
             dirs = [job_dir / f"seed={s}" for s in seeds]
-            before = {d: _stamp(d) for d in dirs}
+            before = {d: results.identity(d) for d in dirs}
             summaries = run_seeds(cfg, seeds, job_dir, choices, progress_label=tag)
         else:
-            before = {job_dir: _stamp(job_dir)}
+            before = {job_dir: results.identity(job_dir)}
             summaries = run_batch([cfg], dirs, [choices], progress_label=tag)
         clean = all(s.get("skipped") or s.get("status") in results.FINISHED for s in summaries)
     except EfbenchError as exc:

@@ -17,9 +17,8 @@ def _run(command: str, target: str) -> object:
     except KeyboardInterrupt:
         sys.stderr.write(f"{command}: interrupted\n")
         sys.exit(130)
-    except (
-        OSError
-    ) as exc:  # an output folder it cannot make or write (read-only, full), a file it cannot read
+    # an output folder it cannot make or write (read-only, full), a file it cannot read
+    except OSError as exc:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
         sys.stderr.write(f"{command}: error: {text}\n")
         sys.exit(2)

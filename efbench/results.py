@@ -161,6 +161,16 @@ def locked(out_dir: Path) -> bool:
     return False
 
 
+def identity(out_dir: Path) -> tuple[int, int, int] | None:
+    """Which summary file ``out_dir`` holds (a result is replaced by renaming: a new summary
+    is a new inode), or None: compared before and after a launch, whether it wrote one."""
+    try:
+        st = (out_dir / SUMMARY).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def holds_result(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a finished result whose trace verifies."""
     prev = read_summary(out_dir)

@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from efbench.errors import ConfigError, EfbenchError
-from efbench.results import FINISHED, SUMMARY, TRACE
+from efbench.results import FINISHED, SUMMARY, TRACE, identity
 from efbench.sweep import flatten
 
 log = logging.getLogger("efbench")
@@ -122,16 +122,6 @@ def job_run_dirs(config: DictConfig) -> list[Path]:
     return [out]
 
 
-def _identity(run_dir: Path) -> tuple[int, int, int] | None:
-    """Which summary file ``run_dir`` holds (results are replaced by renaming: a new
-    summary is a new inode), or None."""
-    try:
-        st = (run_dir / SUMMARY).stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 @contextmanager
 def _environ(**values: str) -> Iterator[None]:
     """Environment variables set for the duration of the block, then restored."""
@@ -175,11 +165,11 @@ class RunTracker(Callback, abc.ABC):
         self._before: dict[Path, tuple[int, int, int] | None] = {}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._before = {d: _identity(d) for d in job_run_dirs(config)}
+        self._before = {d: identity(d) for d in job_run_dirs(config)}
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         for run_dir in job_run_dirs(config):
-            now = _identity(run_dir)
+            now = identity(run_dir)
             if now is None or now == self._before.get(run_dir):
                 continue
             try:
@@ -190,8 +180,6 @@ class RunTracker(Callback, abc.ABC):
     @abc.abstractmethod
     def log_run(self, record: RunRecord) -> None:
         """Send ``record`` to the tracker."""
-
-
 
 
 class MLflowCallback(RunTracker):
