@@ -54,14 +54,37 @@ def interrupted_by(exc: BaseException) -> Interrupted | None:
     return None
 
 
+_swallowed: list[int] = []  # signals whose exception was raised where Python drops it
+
+
 def _raise(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _unraisable(hook: Callable[[object], None]) -> Callable[[object], None]:
+    def note(info: object) -> None:
+        stop = interrupted_by(info.exc_value) if info.exc_value is not None else None
+        if stop is None:
+            hook(info)
+        else:  # silently: it is not an error, and deferred() acts on it
+            _swallowed.append(stop.signum)
+
+    return note
+
+
 def terminate_like_interrupt() -> None:
-    """SIGTERM raises :class:`Interrupted` as Ctrl-C raises KeyboardInterrupt (main thread)."""
+    """SIGTERM raises :class:`Interrupted` as Ctrl-C raises KeyboardInterrupt (main thread).
+
+    A signal that arrives inside a callback from C (numba compiling through llvmlite's
+    ctypes hooks, a finalizer) raises where Python can only print "Exception ignored" and
+    go on; such a stop is remembered instead, and the next :func:`deferred` block sees it
+    at once, so the run stops at its first step rather than never."""
+    _swallowed.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise)
+        if not getattr(sys.unraisablehook, "efbench", False):
+            sys.unraisablehook = _unraisable(sys.unraisablehook)
+            sys.unraisablehook.efbench = True
 
 
 @contextmanager
@@ -69,7 +92,7 @@ def deferred() -> Iterator[Callable[[], int | None]]:
     """Inside, SIGINT and SIGTERM set a flag instead of raising; yields a function giving
     the first such signal's number (None: none yet). The previous handlers come back on
     exit. Outside the main thread, where no signal is delivered, the flag never rises."""
-    got: list[int] = []
+    got, _swallowed[:] = _swallowed[:], []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return

@@ -201,6 +201,31 @@ def test_stepping_in_short_calls_changes_nothing(engine, tmp_path, monkeypatch):
     )
 
 
+def test_a_stop_swallowed_by_a_c_callback_stops_the_next_run_at_its_first_step(tmp_path, capsys):
+    """Ctrl-C while numba compiles lands in llvmlite's ctypes hooks, where Python prints
+    "Exception ignored" and goes on: the stop must still end the run, quietly."""
+    import ctypes
+
+    signals.terminate_like_interrupt()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+
+        @ctypes.CFUNCTYPE(None)
+        def hook():
+            os.kill(os.getpid(), signal.SIGTERM)  # raises Interrupted inside the callback
+            time.sleep(0.1)
+
+        hook()  # a C caller: the exception goes to sys.unraisablehook
+        with pytest.raises(signals.Interrupted, match="SIGTERM"):
+            run(cfg_of("budget.iters=100000", "engine=numpy"), tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    summ = json.loads((tmp_path / "run" / SUMMARY).read_text())
+    assert summ["status"] == "interrupted" and summ["steps"] < 100000
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signals._swallowed == []  # taken by the run it stopped
+
+
 def alive(pid):
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
