@@ -1,12 +1,22 @@
 """Bad input, as a user types it: one line naming the key and what it allows, exit code 2,
-no traceback, and a completed result in the same run directory left byte for byte."""
+no traceback, and a completed result in the same run directory left byte for byte.
 
+The lines go through the ``efbench`` console script's own function in this process (Hydra
+parses, composes and reports as it does in a shell; a process each would cost a minute
+of interpreter start-up); a few go through the installed command end to end."""
+
+import contextlib
+import io
+import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import signal
+import sys
+from types import SimpleNamespace
 
 import pytest
 from test_cli import cfg_of, efbench
 
+from efbench import entry
 from efbench.results import SUMMARY, TRACE
 from efbench.runner import run
 
@@ -113,24 +123,42 @@ BAD = [
 ]
 
 
+END_TO_END = ("budget.iters==3", "+foo=1", "compressor=nope", "method=diana compressor=topk")
+
+
+def efbench_in_process(*args: str) -> SimpleNamespace:
+    """``efbench *args`` through its console-script function, in this process."""
+    out, err, argv, term = io.StringIO(), io.StringIO(), sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv, code = ["efbench", *args], 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            entry.efbench()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, term)  # a run's handler stays with the run
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    """Every bad command line launched (two at a time) into a copy of a completed run."""
+    """Every bad command line launched into a copy of a completed run."""
     root = tmp_path_factory.mktemp("bad")
     template = root / "template"
     run(cfg_of("budget.iters=20"), template)
-    cases = BAD
-
-    def launch(i):
+    found = {}
+    for i, (line, _) in enumerate(BAD):
         out = root / f"case{i}"
         shutil.copytree(template, out)
-        args = cases[i][0].split()
-        r = efbench("progress=false", *args, f"hydra.run.dir={out}", cwd=root)
-        return r, out
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(launch, range(len(cases))))
-    return {cases[i][0]: (*results[i], template) for i in range(len(cases))}
+        args = ("progress=false", *line.split(), f"hydra.run.dir={out}")
+        found[line] = (efbench_in_process(*args), out, template)
+    for i, line in enumerate(END_TO_END):
+        out = root / f"command{i}"
+        shutil.copytree(template, out)
+        r = efbench("progress=false", *line.split(), f"hydra.run.dir={out}", cwd=root)
+        found["$ " + line] = (r, out, template)
+    return found
 
 
 def check(outcomes, line, key):
@@ -146,7 +174,18 @@ def check(outcomes, line, key):
 
 
 def test_the_table_is_large():
-    assert len(BAD) >= 60
+    assert len(BAD) >= 60 and set(END_TO_END) <= {line for line, _ in BAD}
+
+
+@pytest.mark.parametrize("line", END_TO_END)
+def test_the_installed_command_says_the_same(outcomes, line):
+    check(outcomes, "$ " + line, dict(BAD)[line])
+    ours, theirs = (outcomes[k][0] for k in (line, "$ " + line))
+    assert said(theirs) == said(ours)
+
+
+def said(r: SimpleNamespace) -> str:
+    return re.sub(r"^\[[\d\-: ,]+\]", "", (r.stdout + r.stderr).strip())  # a log line's time
 
 
 @pytest.mark.parametrize("line, key", BAD)
