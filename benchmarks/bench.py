@@ -13,7 +13,7 @@ engine call over separate runs, on either engine; and floors for one step: bytes
 touch / measured memory bandwidth, and, for the numpy engine, numpy calls per step x the
 cost of one numpy call, or, for the compiled step, its per-run cost inside a batch of 64
 (the Python around each kernel call shared 64 ways). It ends with the peak RSS of a
-gisette-sized run in a subprocess. Rates are steps / stepping time of efbench.engine.execute
+gisette-sized run in a subprocess. Rates are steps / stepping time of efbench.engine.loop.execute
 with one log point at the end (metrics off the clock).
 Set EFBENCH_DATA_MIRROR for offline use.
 """
@@ -38,11 +38,12 @@ from hydra import compose, initialize_config_module
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline import LoopEC  # noqa: E402
 
-from efbench.datasets import load_dataset  # noqa: E402
-from efbench.engine import Limits, RunSpec, execute  # noqa: E402
+from efbench.config.build import build_method  # noqa: E402
+from efbench.core.stepsize import Schedule  # noqa: E402
+from efbench.engine.loop import Limits, RunSpec, execute  # noqa: E402
 from efbench.errors import DataError  # noqa: E402
-from efbench.runner import build_method, build_setup, keep_large_allocations_on_heap  # noqa: E402
-from efbench.stepsize import Schedule  # noqa: E402
+from efbench.problems.datasets import load_dataset  # noqa: E402
+from efbench.run.runner import build_setup, keep_large_allocations_on_heap  # noqa: E402
 
 CASES = [
     ("ec_sgd_us", "ht", "ec_sgd_us"),
@@ -50,7 +51,7 @@ CASES = [
     ("ec_lsvrg", "ht", "ec_lsvrg"),
     ("ef21", "topk", "ef21"),
 ]
-# the paper experiments' K and HT lambda (conf/experiment/paper_reference.yaml)
+# the paper experiments' K and HT lambda (efbench/conf/experiment/paper_reference.yaml)
 PARAMS = {"a9a": {"k": 1, "lam": 0.8}, "w8a": {"k": 3, "lam": 1.3}, "gisette": {"k": 50, "lam": 0.005}}
 GISETTE_SYNTH = [
     "dataset=synthetic",
@@ -169,7 +170,7 @@ def engine_rate(
 def peak_rss_gisette(extra: list[str]) -> float:
     """Peak RSS (MiB) of a 200-step ec_lsvrg + topk run on gisette-sized data, in a subprocess."""
     code = (
-        "import resource, sys; from efbench.cli import main; sys.argv=['efbench']+sys.argv[1:];\n"
+        "import resource, sys; from efbench.app.cli import main; sys.argv=['efbench']+sys.argv[1:];\n"
         "try:\n  main()\nfinally:\n"
         "  print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
     )

@@ -5,10 +5,10 @@
 - ``stop``: seconds from SIGINT / SIGTERM to the exit of an ``efbench`` run that is stepping
   (numba and numpy engines, one run and a batch of three seeds); the run writes its steps
   as ``interrupted`` in that time. The engine looks at the flag every
-  ``efbench.signals.CHUNK_SECONDS`` of stepping.
-- ``help``: seconds for ``efbench.cli.help_text()`` in this process (``efbench --help``
+  ``efbench.engine.signals.CHUNK_SECONDS`` of stepping.
+- ``help``: seconds for ``efbench.app.cli.help_text()`` in this process (``efbench --help``
   without interpreter start-up).
-- ``collect``: seconds for ``efbench.sweep.collect`` over 300 one-row-group runs.
+- ``collect``: seconds for ``efbench.analysis.collect.collect`` over 300 one-row-group runs.
 
 Medians of ``--repeats``; writes ``benchmarks/latency.csv``.
 """
@@ -57,7 +57,7 @@ def stop_latency(engine: str, sig: int, seeds: str | None, root: Path) -> float:
 
 
 def help_latency() -> float:
-    from efbench import cli
+    from efbench.app import cli
 
     t0 = time.perf_counter()
     cli.help_text()
@@ -65,7 +65,7 @@ def help_latency() -> float:
 
 
 def collect_latency(root: Path) -> float:
-    from efbench.sweep import collect
+    from efbench.analysis.collect import collect
 
     src = pd.DataFrame({"step": np.arange(50), "f": np.linspace(1, 0, 50)})
     for i in range(300):

@@ -2,7 +2,7 @@
 
     EFBENCH_DATA_MIRROR=../shared/data python benchmarks/logging_cost.py [--repeats 5]
 
-For each case, the same runs are timed twice through ``efbench.engine.execute``,
+For each case, the same runs are timed twice through ``efbench.engine.loop.execute``,
 interleaved: with the config's log schedule (the default: log-spaced steps, 10 a decade,
 plus the last), and with one log point at the end only. Logging costs the difference of
 the median wall times; stepping is the second. Also the cost of one full metric pass for
@@ -21,8 +21,8 @@ import time
 import numpy as np
 from hydra import compose, initialize_config_module
 
-from efbench.engine import execute
-from efbench.runner import build_setup, limits_of, prepare_run
+from efbench.engine.loop import execute
+from efbench.run.runner import build_setup, limits_of, prepare_run
 
 CASES = [  # label, overrides, runs in the batch
     ("defaults (breast_cancer, ec_sgd_is+ht, 2000 steps)", [], 1),

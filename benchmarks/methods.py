@@ -3,7 +3,7 @@
     EFBENCH_DATA_MIRROR=../shared/data python benchmarks/methods.py [--dataset w8a] [--iters 2000]
 
 Each case is a list of command-line overrides; the problem is built once and every case
-runs through ``efbench.engine.execute`` with one log point at the end (metrics off the
+runs through ``efbench.engine.loop.execute`` with one log point at the end (metrics off the
 clock), interleaved over --repeats rounds, so the rates of one table are measured side by
 side. A step is one iteration of the method (a communication round for most; one local
 step for Scaffnew / GradSkip; one server update for asynchronous SGD). Reported: the
@@ -19,8 +19,8 @@ import sys
 
 from hydra import compose, initialize_config_module
 
-from efbench.engine import execute
-from efbench.runner import build_setup, limits_of, prepare_run
+from efbench.engine.loop import execute
+from efbench.run.runner import build_setup, limits_of, prepare_run
 
 RAND3 = ["compressor=randk", "compressor.k=3", "compressor.scaled=true"]
 CASES: list[tuple[str, list[str]]] = [

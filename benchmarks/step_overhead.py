@@ -4,7 +4,7 @@ comparison of a change to it, run in two checkouts alternately:
     EFBENCH_DATA_MIRROR=../shared/data python benchmarks/step_overhead.py [--repeats 5]
 
 For each case, the median over --repeats of steps per second of stepping
-(``efbench.engine.execute`` with one log point at the end, so metrics are off the clock),
+(``efbench.engine.loop.execute`` with one log point at the end, so metrics are off the clock),
 for one run and for a batch of 16 seeds. Uses only the engine's public entry points, so
 it runs unchanged on older commits.
 """
@@ -16,8 +16,8 @@ import statistics
 
 from hydra import compose, initialize_config_module
 
-from efbench.engine import execute
-from efbench.runner import build_setup, limits_of, prepare_run
+from efbench.engine.loop import execute
+from efbench.run.runner import build_setup, limits_of, prepare_run
 
 CASES_ALL = [
     ("w8a ec_sgd_us+ht", ["dataset=w8a", "method=ec_sgd_us", "compressor=ht", "compressor.lam=1.3"]),

@@ -115,9 +115,10 @@ def lean_ec_sgd_ht(indptr, indices, data, y, m, l2, rows, X, E, gamma, lam):  # 
 def batch_part() -> list[dict]:
     from hydra import compose, initialize_config_module
 
-    from efbench.engine import Limits, RunSpec, execute
-    from efbench.runner import build_method, build_setup
-    from efbench.stepsize import Schedule
+    from efbench.config.build import build_method
+    from efbench.core.stepsize import Schedule
+    from efbench.engine.loop import Limits, RunSpec, execute
+    from efbench.run.runner import build_setup
 
     with initialize_config_module("efbench.conf", version_base="1.3"):
         cfg = compose(

@@ -1,5 +1,5 @@
 """``python -m efbench`` is the ``efbench`` command."""
 
-from efbench.cli import main
+from efbench.app.cli import main
 
 main()

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from efbench.datasets import MIRROR_ENV, make_synthetic, partition
-from efbench.problems import LogisticProblem
+from efbench.problems.datasets import MIRROR_ENV, make_synthetic, partition
+from efbench.problems.logistic import LogisticProblem
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from efbench.signals import started_by
+from efbench.engine.signals import started_by
 
 EXE = str(Path(sys.executable).with_name("efbench"))
 BASE = ["budget.iters=60", "log_every=20", "progress=false"]

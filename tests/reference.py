@@ -1,5 +1,5 @@
-"""Plain, readable numpy versions of the formulas the package compiles (efbench.blocks,
-efbench.fused): one worker and one coordinate at a time where that reads best. Tests
+"""Plain, readable numpy versions of the formulas the package compiles (efbench.core.blocks,
+efbench.engine.fused): one worker and one coordinate at a time where that reads best. Tests
 compare the package with these step by step (the pattern of scikit-learn's
 ``tests/test_sag.py``)."""
 
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from efbench.samplers import Sampling
+from efbench.methods.samplers import Sampling
 
 
 def sigmoid(t: float) -> float:

@@ -16,9 +16,9 @@ from types import SimpleNamespace
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench import entry
-from efbench.results import SUMMARY, TRACE
-from efbench.runner import run
+from efbench.app import entry
+from efbench.run.results import SUMMARY, TRACE
+from efbench.run.runner import run
 
 # (command line, the key the error must name)
 BAD = [
@@ -196,8 +196,8 @@ def test_bad_input_is_one_line_before_anything_else(outcomes, line, key):
 
 
 def test_data_dir_that_is_a_file_names_the_key(tmp_path):
-    from efbench.datasets import load_libsvm
     from efbench.errors import ConfigError
+    from efbench.problems.datasets import load_libsvm
 
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match=r"data\.dir: .* is not a directory"):

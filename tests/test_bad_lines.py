@@ -1,6 +1,6 @@
 """Bad command lines generated per config key (issue 21, point 4): every key of every group
 option's config is given a value of the wrong type, out of range (0, negative, huge, tiny),
-empty, NaN/inf, null, or is deleted. Each line must be refused by :func:`efbench.schema.validate`
+empty, NaN/inf, null, or is deleted. Each line must be refused by :func:`efbench.config.schema.validate`
 (one line naming the key, before the problem is built) or be valid: then it runs two steps
 and its summary tells the truth. Never a traceback, never a refusal that comes only once
 the data are loaded, never a value taken that the run does not honour.
@@ -36,11 +36,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 from test_cli import efbench
 
-from efbench import runner, schema
-from efbench.compressors import Identity
-from efbench.engine import execute
+from efbench.config import schema
+from efbench.core.compressors import Identity
+from efbench.engine.loop import execute
 from efbench.errors import ConfigError, EfbenchError
-from efbench.methods import MemSGD
+from efbench.methods.base import MemSGD
+from efbench.run import runner
 
 RUN = ("progress=false", "budget.iters=2")
 GROUPS = ("dataset", "method", "compressor", "sampling", "stepsize", "topology", "network", "participation")
@@ -51,7 +52,7 @@ HUGE_INT = "1000000000"
 SHAPED = ("k", "k2", "rank", "hessian_k", "down_k", "size", "batch", "m", "n_workers", "features", "rows")
 # keys whose documented values are a number or a word (a number where the default is a word)
 NUMBER_OR_WORD = ("stepsize.base", "network.c_grad")
-# the keys of every method (efbench.methods.Method), walked once per estimator kind
+# the keys of every method (efbench.methods.base.Method), walked once per estimator kind
 SHARED = ("method._target_", "method.name", "method.ec_form")
 # the compressor a method is walked with: the first of these it takes
 COMPRESSORS = ("ht", "topk", "qsgd")
@@ -125,7 +126,7 @@ def base_config(base: Base) -> tuple[DictConfig, dict[str, str]]:
     base, which :func:`applied` changes for a line and restores."""
     c, choices = default_config()
     c, choices = copy.deepcopy(c), dict(choices)
-    # where the data live, resolved as the command resolves them (efbench.cli.anchor_data_dir)
+    # where the data live, resolved as the command resolves them (efbench.app.cli.anchor_data_dir)
     c["data"].update(OmegaConf.to_container(OmegaConf.create(c)["data"], resolve=True))
     for group, option in base.chosen:
         if group == "tune":  # a preset (+tune=stepsize): added, not chosen
@@ -202,7 +203,7 @@ def bad_values(key: str, default: object) -> list[str]:
     if key in ("dataset.name", "method.name"):
         vals.append("a9a" if key == "dataset.name" else "gd")  # another option's name
     if key in ("sampling.name", "method.estimator.sampling"):
-        vals += ["os.path", "efbench.samplers.Sampling"]  # importable, and not a sampling
+        vals += ["os.path", "efbench.methods.samplers.Sampling"]  # importable, and not a sampling
     return [f"{key}={v}" for v in vals] + [f"~{key}"]
 
 
@@ -306,7 +307,7 @@ def untrue(cfg: DictConfig, line: Line, value: object, out, fstar: float) -> str
     if key == "method.name" and value in options("method") and value != line.base.chosen[0][1]:
         return f"method {line.base.chosen[0][1]} labelled {value!r}, another method's name"
     if key in ("sampling.name", "method.estimator.sampling") and not line.item.startswith("~"):
-        from efbench.samplers import Sampling, sampling_of
+        from efbench.methods.samplers import Sampling, sampling_of
 
         try:
             if type(sampling_of(value)).probabilities is Sampling.probabilities:
@@ -342,7 +343,7 @@ def judge(line: Line) -> Verdict:
     with contextlib.ExitStack() as stack:
         try:
             cfg, choices, value = stack.enter_context(applied(line))
-        except Exception as exc:  # OmegaConf refuses it while composing: one line (efbench.cli)
+        except Exception as exc:  # OmegaConf refuses it while composing: one line (efbench.app.cli)
             return Verdict("clean", f"compose: {exc!s}".splitlines()[0])
         return _judged(line, cfg, choices, value)
 
@@ -474,7 +475,7 @@ HAND = [
     ("dataset=rcv1_synth ~dataset.synthetic_of", "dataset.synthetic.label_noise"),  # not plain data
     ("method=ec_gd method.name=gd", "method.name"),
     ("method=ec_sgd_us sampling.name=os.path", "sampling.name"),  # the preset fixes its sampling
-    ("method=ec_sgd sampling.name=efbench.samplers.Sampling", "sampling.name"),  # abstract
+    ("method=ec_sgd sampling.name=efbench.methods.samplers.Sampling", "sampling.name"),  # abstract
     ("method=gd method.estimator.sampling=abc", "method.estimator.sampling"),
     ("method.estimator=abc", "method.estimator"),  # a group of keys replaced by a value
     ("+tune=stepsize tune=abc", "tune"),

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from reference import hard_threshold, message_bits, topk
 
-from efbench import blocks
-from efbench.compressors import HardThreshold, TopK
+from efbench.core import blocks
+from efbench.core.compressors import HardThreshold, TopK
 
 
 def rows(d: int, seed: int) -> list[np.ndarray]:
@@ -67,7 +67,7 @@ def test_margin_derivative_against_finite_differences():
 def test_cached_kernels_are_dropped_when_a_building_block_changes(tmp_path):
     """numba keys a cached kernel on its own file: the compiled step's cache files go when
     the hash of the sources it is built from (fused, blocks, network) is not the stamp's."""
-    from efbench import fused
+    from efbench.engine import fused
 
     kernel, other = tmp_path / "fused.ec_advance-1.py311.nbi", tmp_path / "blocks.compress_row-1.nbi"
     for f in (kernel, other):

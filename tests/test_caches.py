@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 from efbench import cache
-from efbench.datasets import LIBSVM_FILES, load_libsvm, make_synthetic, on_disk, parse_key, partition
-from efbench.nonconvex import optimum_without_mu
-from efbench.problems import (
+from efbench.problems.datasets import LIBSVM_FILES, load_libsvm, make_synthetic, on_disk, parse_key, partition
+from efbench.problems.logistic import (
     LogisticProblem,
     load_spectra,
     optimum,
@@ -29,6 +28,7 @@ from efbench.problems import (
     spectra_check,
     top_eigenpair,
 )
+from efbench.problems.nonconvex import optimum_without_mu
 
 L2 = 1e-3
 N_WORKERS, M = 3, 500
@@ -266,7 +266,7 @@ def test_the_runner_with_cache_a_plain_file(mirror, tmp_path, caplog):
     working cache, with one warning."""
     from hydra import compose, initialize_config_module
 
-    from efbench.runner import build_setup
+    from efbench.run.runner import build_setup
 
     def setup(folder):
         over = [
@@ -324,7 +324,7 @@ def test_top_eigenpair_gives_lambda_max_and_its_eigenvector(shape, sparse):
 def test_spectra_check_knows_lambda_max_from_its_eigenvector(a1a, csr_only, monkeypatch):
     """The fresh spectra pass; L or one L_i off by 1e-4, or the eigenvector of another worker,
     do not (dense rows, and CSR only as rcv1 is kept)."""
-    from efbench import problems
+    from efbench.problems import logistic as problems
 
     if csr_only:
         monkeypatch.setattr(problems, "DENSE_COPY_BYTES", 0)

@@ -8,14 +8,14 @@ import pytest
 from conftest import small_problem, trajectory
 from test_cli import cfg_of, efbench
 
-from efbench.asynchronous import AsyncECSGD, AsyncQSGD, AsyncSGD
-from efbench.choco import ChocoSGD, consensus_theory
-from efbench.compressors import HardThreshold, Identity, Natural, RandK, TopK
+from efbench.core.compressors import HardThreshold, Identity, Natural, RandK, TopK
+from efbench.core.topology import adjacency, mixing_matrix
 from efbench.errors import ConfigError
-from efbench.methods import Uncompressed
-from efbench.problems import LogisticProblem, solve
-from efbench.runner import run
-from efbench.topology import adjacency, mixing_matrix
+from efbench.methods.asynchronous import AsyncECSGD, AsyncQSGD, AsyncSGD
+from efbench.methods.base import Uncompressed
+from efbench.methods.choco import ChocoSGD, consensus_theory
+from efbench.problems.logistic import LogisticProblem, solve
+from efbench.run.runner import run
 
 FULL = {"kind": "full"}
 SGD = {"kind": "sgd", "sampling": "uniform", "batch": 1}

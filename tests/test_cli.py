@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from efbench import results
 from efbench.errors import ConfigError, DataError
-from efbench.runner import config_hash, run
+from efbench.run import results
+from efbench.run.runner import config_hash, run
 
 METRICS = [
     "step",
@@ -243,7 +243,7 @@ def test_installed_efbench_unknown_group_option(tmp_path):
 
 
 def test_summary_records_the_sampling_a_method_uses():
-    from efbench.runner import new_summary
+    from efbench.run.runner import new_summary
 
     for method, want in (("ec_sgd_is", "importance"), ("ec_sgd_us", "uniform"), ("gd", "none")):
         s = new_summary(cfg_of(f"method={method}", "sampling=uniform"), "h", {"sampling": "uniform"})
@@ -253,7 +253,7 @@ def test_summary_records_the_sampling_a_method_uses():
 
 
 def test_cli_seeds_list_writes_one_dir_per_seed(tmp_path):
-    from efbench.sweep import collect
+    from efbench.analysis.collect import collect
 
     out = tmp_path / "run"
     r = efbench("seeds=[0,1,2]", "budget.iters=100", "log_every=50", f"hydra.run.dir={out}", cwd=tmp_path)

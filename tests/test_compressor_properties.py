@@ -1,4 +1,4 @@
-"""Property-based (hypothesis): every compressor of the registry (conf/compressor), on
+"""Property-based (hypothesis): every compressor of the registry (efbench/conf/compressor), on
 zeros, +-inf, nan, huge and tiny magnitudes, d = 1 and all-tied rows: no crash, messages of
 the right shape with the exact bits of the README's rules, finite wherever the input is."""
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "compressor"
+CONF = Path(__file__).resolve().parents[1] / "efbench" / "conf" / "compressor"
 # the registry: every option of the compressor group but the paper presets (they take the
 # paper experiments' per-dataset values), with variants of their parameters
 REGISTRY = [

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from efbench.compressors import (
+from efbench.core.compressors import (
     QSGD,
     HardThreshold,
     Identity,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench.compressors import (
+from efbench.core.compressors import (
     QSGD,
     Compose,
     HardThreshold,
@@ -24,7 +24,7 @@ from efbench.compressors import (
     lowrank_shape,
 )
 from efbench.errors import ConfigError
-from efbench.runner import run
+from efbench.run.runner import run
 
 T = 20000
 

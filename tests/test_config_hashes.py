@@ -17,7 +17,7 @@ from pathlib import Path
 
 from test_cli import cfg_of
 
-from efbench.runner import config_hash
+from efbench.run.runner import config_hash
 
 PINNED = Path(__file__).with_name("data") / "config_hashes.json"
 GROUPS = ("method", "compressor", "dataset", "sampling", "stepsize", "network", "topology", "participation")
@@ -46,3 +46,22 @@ def test_every_option_is_pinned():
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     found = {line: config_hash(cfg_of(line)) for line in lines()}
     PINNED.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+
+
+def test_a_config_saved_with_the_old_class_paths_loads_and_keeps_its_hash():
+    from omegaconf import OmegaConf
+
+    from efbench.config.build import build_method
+    from efbench.config.schema import validate
+    from efbench.methods.threepc import EF21
+
+    cfg = cfg_of("method=ef21", "compressor=topk")
+    old = OmegaConf.to_container(cfg)
+    old["method"]["_target_"], old["compressor"]["_target_"] = (
+        "efbench.methods.EF21",
+        "efbench.compressors.TopK",
+    )
+    old = OmegaConf.create(old)
+    assert config_hash(old) == config_hash(cfg)
+    validate(old)
+    assert type(build_method(old, d=10)) is EF21

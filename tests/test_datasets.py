@@ -12,8 +12,8 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from efbench import datasets
-from efbench.datasets import (
+from efbench.errors import ConfigError, DataError
+from efbench.problems.datasets import (
     LIBSVM_FILES,
     MAX_DENSE_ENV,
     check_memory,
@@ -23,8 +23,8 @@ from efbench.datasets import (
     make_synthetic,
     partition,
 )
-from efbench.errors import ConfigError, DataError
-from efbench.problems import LogisticProblem
+from efbench.problems import datasets
+from efbench.problems.logistic import LogisticProblem
 
 
 @pytest.mark.parametrize("name", ["a9a", "w8a", "mushrooms", "phishing", "a1a"])
@@ -183,7 +183,7 @@ def test_results_are_written_with_the_umask_mode(tmp_path):
     """Atomic writes give what a plain open would (0644 under umask 022), not mkstemp's 0600."""
     import os
 
-    from efbench.results import atomic_write_bytes
+    from efbench.run.results import atomic_write_bytes
 
     old = os.umask(0o022)
     try:
@@ -198,7 +198,7 @@ def test_results_are_written_with_the_umask_mode(tmp_path):
 
 # ---- the table of LIBSVM files, its presets, files not in it, the memory limit ----------
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+CONF = Path(__file__).resolve().parents[1] / "efbench" / "conf" / "dataset"
 ALL_ROWS = {"madelon", "ijcnn1", "rcv1", "real-sim", "epsilon"}  # presets splitting every row
 TOO_LARGE = {"rcv1", "real-sim", "epsilon"}  # over the memory limit as dense arrays
 
@@ -400,7 +400,7 @@ def test_norm_sorted_split_spreads_the_workers_smoothness():
     """data.split=norm_sorted: the rows are sorted by norm before the split, so worker i's
     rows are no longer than worker i+1's and L_i = lambda_max(A_i^T A_i)/(4m) grows with i,
     for dense and CSR rows alike (the spread GradSkip exploits)."""
-    from efbench.datasets import partition
+    from efbench.problems.datasets import partition
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 6)) * rng.uniform(0.1, 3.0, size=(400, 1))

@@ -1,5 +1,5 @@
-"""Divergence for every loss (efbench.engine.divergence) and bits-only budgets that stop
-when the messages stop (efbench.engine.Counters.stalled), on both engines."""
+"""Divergence for every loss (efbench.engine.loop.divergence) and bits-only budgets that stop
+when the messages stop (efbench.engine.loop.Counters.stalled), on both engines."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from conftest import small_problem
 from test_cli import cfg_of
 
-from efbench import engine
-from efbench.compressors import HardThreshold
-from efbench.engine import DIVERGE_FROM, Limits, RunSpec, divergence, execute
-from efbench.methods import ErrorCompensated
-from efbench.runner import run
-from efbench.stepsize import Schedule
+from efbench.core.compressors import HardThreshold
+from efbench.core.stepsize import Schedule
+from efbench.engine import loop as engine
+from efbench.engine.loop import DIVERGE_FROM, Limits, RunSpec, divergence, execute
+from efbench.methods.base import ErrorCompensated
+from efbench.run.runner import run
 
 LIM = Limits(math.inf, math.inf, math.inf, None, 1e6)  # level 10, judged from step 1000
 
@@ -184,8 +184,8 @@ def test_a_run_silent_for_as_long_as_it_ran_before_stalls(monkeypatch, engine_):
 def test_a_completed_result_the_current_rule_finds_diverged_is_run_again(tmp_path):
     import io
 
-    from efbench import results
-    from efbench.runner import run
+    from efbench.run import results
+    from efbench.run.runner import run
 
     cfg = cfg_of("budget.iters=2000", "log_every=100")
     first = run(cfg, tmp_path)

@@ -16,16 +16,16 @@ from omegaconf import OmegaConf
 from reference import ECReference
 from test_cli import cfg_of
 
-from efbench.datasets import partition
-from efbench.engine import Limits, RunSpec, choose_engine, execute
+from efbench.core.network import COUNTS
+from efbench.core.stepsize import Schedule
+from efbench.engine.loop import Limits, RunSpec, choose_engine, execute
 from efbench.errors import ConfigError
-from efbench.methods import ErrorCompensated, FusedSpec
-from efbench.network import COUNTS
-from efbench.problems import LogisticProblem, QuadraticProblem
-from efbench.runner import run, run_batch, run_seeds
-from efbench.stepsize import Schedule
+from efbench.methods.base import ErrorCompensated, FusedSpec
+from efbench.problems.datasets import partition
+from efbench.problems.logistic import LogisticProblem, QuadraticProblem
+from efbench.run.runner import run, run_batch, run_seeds
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "efbench" / "conf"
 ESTIMATORS = {
     "us": {"kind": "sgd", "sampling": "uniform", "batch": 1},
     "is": {"kind": "sgd", "sampling": "importance", "batch": 1},
@@ -343,7 +343,7 @@ def test_log_spaced_schedule_is_the_default(tmp_path):
 
 
 def test_problem_is_built_once_per_process():
-    from efbench.runner import build_setup
+    from efbench.run.runner import build_setup
 
     a, b = build_setup(cfg_of("seed=1")), build_setup(cfg_of("seed=2", "stepsize.multiplier=3"))
     assert a is b

@@ -6,7 +6,7 @@ from conftest import small_problem
 from reference import HalfImportance
 
 from efbench.errors import ConfigError
-from efbench.estimators import LSVRG, SGD, Sampler, make_estimator
+from efbench.methods.estimators import LSVRG, SGD, Sampler, make_estimator
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_make_estimator_validation(skewed):
 
 
 def test_samplings_give_their_smoothness_constant(skewed):
-    from efbench.samplers import Importance, Uniform
+    from efbench.methods.samplers import Importance, Uniform
 
     c = skewed.constants()
     assert Uniform().smoothness(skewed) == pytest.approx(c["L_US"], rel=1e-12)

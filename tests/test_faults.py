@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench import results, signals
+from efbench.analysis.collect import collect
+from efbench.engine import signals
 from efbench.errors import ConfigError
-from efbench.results import ERROR, SUMMARY, TRACE, status_of
-from efbench.runner import run
-from efbench.sweep import collect
+from efbench.run import results
+from efbench.run.results import ERROR, SUMMARY, TRACE, status_of
+from efbench.run.runner import run
 
 BASE = ("budget.iters=60", "log_every=20")
 
@@ -72,7 +73,7 @@ def test_a_trace_not_the_summarys_is_never_read_as_its_result(finished, tmp_path
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_run_dir_is_refused_before_any_step(finished, monkeypatch):
     out, before = finished
-    from efbench import runner
+    from efbench.run import runner
 
     def no_setup(*a):
         raise AssertionError("the problem was built for a run that cannot be written")
@@ -94,7 +95,7 @@ def test_a_read_only_run_dir_is_refused_before_any_step_even_as_root(finished, m
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(results.os, "posix_fallocate", refuse)  # the space claimed before the compute
-    from efbench import runner
+    from efbench.run import runner
 
     monkeypatch.setattr(runner, "build_setup", lambda *a: pytest.fail("built a problem"))
     with pytest.raises(results.WriteError, match="cannot write .*Permission denied"):
@@ -309,7 +310,7 @@ LONG_SWEEP = (
 
 @pytest.mark.parametrize("batch", [True, False])
 def test_sweep_subdirs_stay_within_name_limits_and_jobs_tag_their_logs(tmp_path, batch):
-    from efbench.cli import NAME_BYTES
+    from efbench.app.cli import NAME_BYTES
 
     root = tmp_path / "sweep"
     r = efbench(
@@ -337,7 +338,7 @@ def test_one_unwritable_run_folder_fails_only_its_own_run(tmp_path):
     """A batch of three seeds where seed 1's summary.json is a directory: seeds 0 and 2 are
     written (they were computed and thrown away before), seed 1's error names its folder,
     and seed 1's earlier trace is not replaced (no half-written pair)."""
-    from efbench.runner import run_seeds
+    from efbench.run.runner import run_seeds
 
     cfg = cfg_of("budget.iters=30", "log_every=10")
     blocked = tmp_path / "seed=1"
@@ -389,7 +390,7 @@ def test_a_stopped_batch_of_a_changed_config_keeps_every_finished_result(tmp_pat
 
     dirs = [tmp_path / "s0", tmp_path / "s1"]
     batch = [cfg_of(*BASE, f"seed={s}") for s in (0, 1)]
-    from efbench.runner import run_batch
+    from efbench.run.runner import run_batch
 
     run_batch(batch, dirs)
     before = [snapshot(d) for d in dirs]

@@ -8,12 +8,12 @@ import pytest
 from conftest import small_problem
 from test_cli import cfg_of, efbench
 
-from efbench import schema
-from efbench.compressors import sparse_bits
+from efbench.config import schema
+from efbench.core.compressors import sparse_bits
 from efbench.errors import ConfigError
-from efbench.fednl import FedNL, worker_hessians
-from efbench.problems import QuadraticProblem, solve
-from efbench.runner import run
+from efbench.methods.fednl import FedNL, worker_hessians
+from efbench.problems.logistic import QuadraticProblem, solve
+from efbench.run.runner import run
 
 
 @pytest.fixture(scope="module")

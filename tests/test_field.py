@@ -5,25 +5,23 @@ import pytest
 from conftest import small_problem, trajectory
 from test_cli import cfg_of
 
-from efbench.compressors import Identity, Natural, RandK, TopK
+from efbench.core.compressors import Identity, Natural, RandK, TopK
+from efbench.core.stepsize import Schedule
+from efbench.core.topology import adjacency, mixing_matrix, spectral_gap
 from efbench.errors import ConfigError
-from efbench.methods import (
-    CLAG,
+from efbench.methods.base import (
     DCDPSGD,
     DIANA,
     DPSGD,
-    EF21,
-    LAG,
     DeepSqueeze,
     DoubleSqueeze,
     EFSignSGD,
     MemSGD,
     Uncompressed,
 )
-from efbench.problems import solve
-from efbench.runner import run
-from efbench.stepsize import Schedule
-from efbench.topology import adjacency, mixing_matrix, spectral_gap
+from efbench.methods.threepc import CLAG, EF21, LAG
+from efbench.problems.logistic import solve
+from efbench.run.runner import run
 
 FULL = {"kind": "full"}
 SGD = {"kind": "sgd", "sampling": "uniform", "batch": 1}

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from efbench import headlines
-from efbench.network import simulated_time
-from efbench.sweep import profile
+from efbench.analysis.collect import profile
+from efbench.core.network import simulated_time
+from efbench.reports import headlines
 
 
 def _trace(arms: dict[str, tuple[np.ndarray, list[np.ndarray]]]) -> pd.DataFrame:

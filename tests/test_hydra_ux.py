@@ -19,9 +19,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from efbench import cli, engine
-from efbench.callbacks import sweep_error
-from efbench.runner import run_batch
+from efbench.app import cli
+from efbench.app.callbacks import sweep_error
+from efbench.engine import loop as engine
+from efbench.run.runner import run_batch
 
 EXE = Path(sys.executable).with_name("efbench")
 CONF = Path(str(importlib.resources.files("efbench.conf")))

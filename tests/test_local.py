@@ -1,4 +1,4 @@
-"""Local-step methods: Local-SGD / FedAvg, Scaffnew (ProxSkip) and GradSkip (efbench.local)."""
+"""Local-step methods: Local-SGD / FedAvg, Scaffnew (ProxSkip) and GradSkip (efbench.methods.local)."""
 
 import math
 
@@ -8,12 +8,12 @@ import pytest
 from conftest import small_problem, trajectory
 from test_cli import cfg_of
 
-from efbench import schema
+from efbench.config import schema
 from efbench.errors import ConfigError
-from efbench.local import GradSkip, LocalSGD, Scaffnew
-from efbench.methods import Uncompressed
-from efbench.problems import LogisticProblem, solve
-from efbench.runner import run
+from efbench.methods.base import Uncompressed
+from efbench.methods.local import GradSkip, LocalSGD, Scaffnew
+from efbench.problems.logistic import LogisticProblem, solve
+from efbench.run.runner import run
 
 FULL = {"kind": "full"}
 SGD = {"kind": "sgd", "sampling": "uniform", "batch": 1}

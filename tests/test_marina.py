@@ -1,4 +1,4 @@
-"""MARINA, VR-MARINA and PP-MARINA (Gorbunov et al. 2021): efbench.marina."""
+"""MARINA, VR-MARINA and PP-MARINA (Gorbunov et al. 2021): efbench.methods.marina."""
 
 import json
 import math
@@ -9,13 +9,13 @@ import pytest
 from conftest import small_problem, trajectory
 from test_cli import cfg_of, efbench
 
-from efbench.compressors import Identity, Natural, RandK, TopK, sparse_bits
+from efbench.config.schema import validate
+from efbench.core.compressors import Identity, Natural, RandK, TopK, sparse_bits
+from efbench.core.participation import Participation
 from efbench.errors import ConfigError
-from efbench.marina import MARINA, VRMARINA
-from efbench.methods import Uncompressed
-from efbench.participation import Participation
-from efbench.problems import solve
-from efbench.schema import validate
+from efbench.methods.base import Uncompressed
+from efbench.methods.marina import MARINA, VRMARINA
+from efbench.problems.logistic import solve
 
 N, M, D = 4, 25, 6
 RAND2 = {"compressor": RandK(k=2, scaled=True)}

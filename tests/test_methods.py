@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import small_problem, trajectory
 
-from efbench.compressors import HardThreshold, Identity, RandK, TopK
+from efbench.core.compressors import HardThreshold, Identity, RandK, TopK
 from efbench.errors import ConfigError
-from efbench.methods import CompressedGD, ErrorCompensated, Uncompressed
-from efbench.problems import solve
+from efbench.methods.base import CompressedGD, ErrorCompensated, Uncompressed
+from efbench.problems.logistic import solve
 
 FULL = {"kind": "full"}
 SGD_US = {"kind": "sgd", "sampling": "uniform", "batch": 1}

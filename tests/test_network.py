@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench.engine import Limits, execute
+from efbench.analysis.collect import collect, profile
+from efbench.config.build import build_method
+from efbench.core.network import COUNTS, Profile, simulated_time
+from efbench.engine.loop import Limits, execute
 from efbench.errors import ConfigError
-from efbench.methods import build_method
-from efbench.network import COUNTS, Profile, simulated_time
-from efbench.runner import build_setup, prepare_run, run
-from efbench.sweep import collect, profile
+from efbench.run.runner import build_setup, prepare_run, run
 
 # Two rounds of n = 4 workers. Round 1: messages of 100, 200, 0 and 50 bits, a 64-bit
 # broadcast, the slowest worker made 3 oracle calls. Round 2: every worker lazy, no
@@ -146,8 +146,8 @@ def test_collect_and_figures_take_a_network_from_the_command_line(tmp_path):
     section = res.stdout[res.stdout.index("\nnetwork:") :]
     for name in ("datacenter", "lan", "lan_high_latency", "mobile", "wan_slow"):
         assert re.search(rf"\n  {name}\*? ", section), name  # * marks the default
-    from efbench.plots import main as figures_main
-    from efbench.sweep import main as collect_main
+    from efbench.analysis.collect import main as collect_main
+    from efbench.analysis.plots import main as figures_main
 
     collect_main([str(tmp_path), "--network", "mobile", "-o", str(tmp_path / "all")])
     trace = pd.read_parquet(tmp_path / "all_trace.parquet")

@@ -9,17 +9,20 @@ import pytest
 from conftest import small_problem
 from test_cli import cfg_of, efbench
 
-from efbench import plots, schema, sweep
-from efbench.compressors import Identity, TopK
-from efbench.datasets import make_synthetic, partition
-from efbench.engine import RunSpec, choose_engine
+from efbench.analysis import collect as sweep
+from efbench.analysis import plots
+from efbench.config import schema
+from efbench.core.compressors import Identity, TopK
+from efbench.core.stepsize import Schedule
+from efbench.engine.loop import RunSpec, choose_engine
 from efbench.errors import ConfigError
-from efbench.methods import EF21, ErrorCompensated
-from efbench.nonconvex import NonconvexLogisticProblem, optimum_without_mu
-from efbench.problems import LogisticProblem
-from efbench.runner import Setup, build_setup, initial_point, run
-from efbench.samplers import Importance
-from efbench.stepsize import Schedule
+from efbench.methods.base import ErrorCompensated
+from efbench.methods.samplers import Importance
+from efbench.methods.threepc import EF21
+from efbench.problems.datasets import make_synthetic, partition
+from efbench.problems.logistic import LogisticProblem
+from efbench.problems.nonconvex import NonconvexLogisticProblem, optimum_without_mu
+from efbench.run.runner import Setup, build_setup, initial_point, run
 
 LAM = 0.3
 

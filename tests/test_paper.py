@@ -12,14 +12,15 @@ from scipy.special import expit
 from test_cli import cfg_of, efbench
 from test_engine import ESTIMATORS, _trace, tied_problem
 
-from efbench import blocks, paper
-from efbench.compressors import TopK
-from efbench.datasets import load_dataset, partition
-from efbench.engine import Limits, RunSpec, execute
+from efbench.core import blocks
+from efbench.core.compressors import TopK
+from efbench.core.stepsize import Schedule
+from efbench.engine.loop import Limits, RunSpec, execute
 from efbench.errors import ConfigError
-from efbench.methods import ErrorCompensated
-from efbench.runner import build_setup, run
-from efbench.stepsize import Schedule
+from efbench.methods.base import ErrorCompensated
+from efbench.problems.datasets import load_dataset, partition
+from efbench.reports import paper
+from efbench.run.runner import build_setup, run
 
 # ---- TopK keeping ties -------------------------------------------------------------------
 

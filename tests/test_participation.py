@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from efbench.core.participation import Participation
 from efbench.errors import ConfigError
-from efbench.participation import Participation
 
 
 def test_full_draws_nothing_and_takes_everyone():
@@ -54,7 +54,7 @@ def test_keys_added_later_keep_the_hash_of_earlier_results_at_their_neutral_valu
     from omegaconf import OmegaConf, open_dict
     from test_cli import cfg_of
 
-    from efbench.runner import config_hash
+    from efbench.run.runner import config_hash
 
     cfg = cfg_of("method=ef21")
     older = OmegaConf.create(OmegaConf.to_container(cfg))

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench import plots
+from efbench.analysis import plots
+from efbench.analysis.collect import collect, resample
 from efbench.errors import ConfigError
-from efbench.runner import run
-from efbench.sweep import collect, resample
+from efbench.run.runner import run
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +37,8 @@ def _fake_run(folder, config, choices=None, trace=None):
     folder.mkdir(parents=True)
     base = {
         "dataset": {"name": "a9a"},
-        "method": {"name": "ef21", "_target_": "efbench.methods.EF21"},
-        "compressor": {"_target_": "efbench.compressors.TopK", "k": 3},
+        "method": {"name": "ef21", "_target_": "efbench.methods.threepc.EF21"},
+        "compressor": {"_target_": "efbench.core.compressors.TopK", "k": 3},
         "stepsize": {"rule": "theory", "multiplier": 1.0},
         "participation": {"kind": "full"},
         "seed": 0,
@@ -510,7 +510,7 @@ def test_labels_show_what_tells_the_lines_apart(tmp_path):
     specs = {
         "a": {},
         "b": {"stepsize.multiplier": 2.0},
-        "c": {"method.name": "diana", "compressor": {"_target_": "efbench.compressors.RandK", "k": 10}},
+        "c": {"method.name": "diana", "compressor": {"_target_": "efbench.core.compressors.RandK", "k": 10}},
         "d": {"seed": 1, "dataset.name": "w8a"},
         "e": {"method.name": "ec_sgd", "method.estimator": {"kind": "sgd", "sampling": "importance"}},
         "f": {"method.name": "ec_sgd", "method.estimator": {"kind": "sgd", "sampling": "uniform"}},
@@ -519,7 +519,7 @@ def test_labels_show_what_tells_the_lines_apart(tmp_path):
         "i": {"stepsize": {"rule": "constant", "gamma": 0.05, "multiplier": 1.0}},
         "j": {
             "method.name": "sgd",
-            "compressor": {"_target_": "efbench.compressors.HardThreshold", "lam": 0.1},
+            "compressor": {"_target_": "efbench.core.compressors.HardThreshold", "lam": 0.1},
         },
     }
     for name, cfg in specs.items():
@@ -613,7 +613,7 @@ def test_figures_of_a_nonconvex_run_refuse_the_default_y_in_one_line(tmp_path, c
     and exits 2 (an empty curve used to raise IndexError), and draws grad_norm2 when asked."""
     from test_cli import cfg_of
 
-    from efbench.runner import run
+    from efbench.run.runner import run
 
     run(
         cfg_of("method=ef21", "compressor=topk", "problem.regularizer=nonconvex", "budget.iters=20"),

@@ -7,7 +7,7 @@ from conftest import small_problem
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from efbench.problems import LogisticProblem, optimum, solve, top_eigenpair
+from efbench.problems.logistic import LogisticProblem, optimum, solve, top_eigenpair
 
 
 def fd_grad(f, x, h=1e-6):
@@ -169,7 +169,7 @@ def test_optimum_is_cached(tmp_path, problem):
 def test_worker_grads_of_some_workers(rng):
     """The gradients of a subset of workers (L-SVRG refreshes) are those rows of the full
     result, on the dense, sparse and quadratic problems, at one point or one per worker."""
-    from efbench.problems import QuadraticProblem
+    from efbench.problems.logistic import QuadraticProblem
 
     for p in (
         small_problem(n=5, m=30, d=12, l2=0.01, seed=5),

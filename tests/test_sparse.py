@@ -14,16 +14,16 @@ import pytest
 import scipy.sparse as sp
 from test_cli import cfg_of
 
-from efbench import problems
-from efbench.datasets import MAX_DENSE_ENV, load_libsvm, partition
-from efbench.engine import Limits, RunSpec, execute
+from efbench.core.stepsize import Schedule
+from efbench.engine.loop import Limits, RunSpec, execute
 from efbench.errors import ConfigError
-from efbench.fednl import FedNL, worker_hessians
-from efbench.methods import ErrorCompensated
-from efbench.nonconvex import NonconvexLogisticProblem, optimum_without_mu
-from efbench.problems import LogisticProblem, solve
-from efbench.runner import run
-from efbench.stepsize import Schedule
+from efbench.methods.base import ErrorCompensated
+from efbench.methods.fednl import FedNL, worker_hessians
+from efbench.problems import logistic as problems
+from efbench.problems.datasets import MAX_DENSE_ENV, load_libsvm, partition
+from efbench.problems.logistic import LogisticProblem, solve
+from efbench.problems.nonconvex import NonconvexLogisticProblem, optimum_without_mu
+from efbench.run.runner import run
 
 RCV1_FEATURES = 47236
 
@@ -154,7 +154,7 @@ def test_engines_agree_bit_for_bit_on_sparse_only(monkeypatch, est, comp, params
     traces = []
     for problem in (dense, p):
         for engine in ("numpy", "numba"):
-            compressor = instantiate({"_target_": f"efbench.compressors.{comp}", **params})
+            compressor = instantiate({"_target_": f"efbench.core.compressors.{comp}", **params})
             method = ErrorCompensated(name="e", estimator=est, compressor=compressor)
             spec = RunSpec(method, Schedule(0.5, "c"), np.zeros(problem.d), 3)
             out = execute(
@@ -261,7 +261,7 @@ def test_cli_on_an_rcv1_shaped_file(tmp_path):
 def test_wide_metrics_do_not_depend_on_the_batch(monkeypatch, engine):
     """grad_norm2 and dist2 of a run are the same bits alone and in a batch of three, also
     for d > 8192, where numpy's batched reductions sum in another order."""
-    from efbench.compressors import TopK
+    from efbench.core.compressors import TopK
 
     _, p = pair(monkeypatch, n=3, m=20, d=9000, density=0.002, l2=1e-3)
     xstar = np.full(p.d, 0.01)

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 from test_cli import cfg_of, efbench
 
-from efbench import paper, plots
-from efbench.runner import run
-from efbench.sweep import collect
-from efbench.sweep import main as collect_main
+from efbench.analysis import plots
+from efbench.analysis.collect import collect
+from efbench.analysis.collect import main as collect_main
+from efbench.reports import paper
+from efbench.run.runner import run
 
 SWEEP = ["-m", "seed=0,1", "compressor=topk,ht", "budget.iters=60", "log_every=20", "progress=false"]
 
@@ -309,7 +310,7 @@ def _damage(path, how):
 def test_resume_reruns_a_finished_run_whose_files_are_damaged(how, name, tmp_path):
     from test_cli import cfg_of
 
-    from efbench.runner import run
+    from efbench.run.runner import run
 
     cfg = cfg_of("budget.iters=60", "log_every=20")
     first = run(cfg, tmp_path)
@@ -324,7 +325,7 @@ def test_resume_reruns_a_finished_run_whose_files_are_damaged(how, name, tmp_pat
 def test_collect_skips_and_counts_unreadable_runs(tmp_path, capsys):
     from test_cli import cfg_of
 
-    from efbench.runner import run
+    from efbench.run.runner import run
 
     for seed in range(3):
         run(cfg_of("budget.iters=40", "log_every=20", f"seed={seed}"), tmp_path / f"s{seed}")

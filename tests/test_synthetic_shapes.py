@@ -9,8 +9,10 @@ import scipy.sparse as sp
 import yaml
 from scipy.optimize import minimize
 
-from efbench import cache, schema
-from efbench.datasets import (
+from efbench import cache
+from efbench.config import schema
+from efbench.errors import ConfigError
+from efbench.problems.datasets import (
     LIBSVM_FILES,
     MIRROR_ENV,
     SYNTHETIC_OF,
@@ -22,10 +24,9 @@ from efbench.datasets import (
     partition,
     real_or_synthetic,
 )
-from efbench.errors import ConfigError
-from efbench.problems import LogisticProblem
+from efbench.problems.logistic import LogisticProblem
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+CONF = Path(__file__).resolve().parents[1] / "efbench" / "conf" / "dataset"
 
 
 def _cfg(*overrides):
@@ -254,7 +255,7 @@ def test_on_disk_finds_a_file_in_the_mirror_or_the_cache_without_network(tmp_pat
 def test_stand_ins_cache_their_constants_and_optimum(tmp_path):
     """The runner caches L, L_i and x* of a stand-in under data.dir (content-keyed, as for the
     LIBSVM files); the plain synthetic data are not cached."""
-    from efbench.runner import build_setup
+    from efbench.run.runner import build_setup
 
     small = ["dataset.n_workers=2", "dataset.m=40", "dataset.synthetic.features=50", f"data.dir={tmp_path}"]
     setup = build_setup(_cfg("dataset=epsilon_synth", *small))

@@ -10,13 +10,14 @@ import pytest
 from conftest import small_problem
 from test_cli import cfg_of
 
-from efbench.compressors import Identity, Natural, RandK
+from efbench.config.build import build_method
+from efbench.core.compressors import Identity, Natural, RandK
+from efbench.core.stepsize import theory_gamma
 from efbench.errors import ConfigError
-from efbench.methods import DIANA, build_method
-from efbench.problems import solve
-from efbench.stepsize import theory_gamma
+from efbench.methods.base import DIANA
+from efbench.problems.logistic import solve
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
+CONF = Path(__file__).resolve().parents[1] / "efbench" / "conf" / "method"
 FULL = {"kind": "full"}
 SGD = {"kind": "sgd", "sampling": "importance", "batch": 3}
 HAND = {"L": 2.0, "L_i_max": 2.5, "L_IS": 7.0, "d": 4, "n": 5}  # Rand-1 scaled of d = 4: omega = 3

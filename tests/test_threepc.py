@@ -12,16 +12,16 @@ from conftest import small_problem, trajectory
 from reference import ef21_gamma
 from test_cli import cfg_of, efbench
 
-from efbench.compressors import Identity, RandK, Sign, TopK
+from efbench.core.compressors import Identity, RandK, Sign, TopK
+from efbench.core.participation import Participation
 from efbench.errors import ConfigError
-from efbench.estimators import make_estimator
-from efbench.methods import CLAG, EF21, LAG
-from efbench.participation import Participation
-from efbench.problems import solve
-from efbench.runner import run
-from efbench.threepc import (
+from efbench.methods.estimators import make_estimator
+from efbench.methods.threepc import (
+    CLAG,
+    EF21,
     EF21BC,
     EF21HB,
+    LAG,
     MECHANISMS,
     V1,
     V2,
@@ -34,6 +34,8 @@ from efbench.threepc import (
     ThreePC,
     young,
 )
+from efbench.problems.logistic import solve
+from efbench.run.runner import run
 
 SGD = {"kind": "sgd", "sampling": "uniform", "batch": 2}
 C_HAND = {"L": 2.0, "L_tilde": 3.0, "d": 4, "n": 5}  # hand-computed constants (Top-1 of d = 4: alpha = 1/4)

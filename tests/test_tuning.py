@@ -1,4 +1,5 @@
-"""Targets read exactly (efbench.targets) and tuning as one batched sweep (efbench.tuning)."""
+"""Targets read exactly (efbench.analysis.targets) and tuning as one batched sweep
+(efbench.analysis.tuning)."""
 
 import json
 import math
@@ -8,10 +9,10 @@ import pandas as pd
 import pytest
 from test_cli import efbench
 
-from efbench import targets
+from efbench.analysis import targets
+from efbench.analysis.collect import collect
+from efbench.analysis.tuning import TuneSpec, mark, picks
 from efbench.errors import ConfigError
-from efbench.sweep import collect
-from efbench.tuning import TuneSpec, mark, picks
 
 # ---- targets ---------------------------------------------------------------------------------
 
@@ -183,7 +184,7 @@ def test_tuning_is_one_batched_sweep_and_collect_marks_the_best(tmp_path, mirror
     out = efbench(*args[:-1], "hydra.sweep.dir=sw", "tune.criterion=fast", cwd=tmp_path, env=env)
     assert out.returncode == 2 and "tune.criterion" in out.stderr and "Traceback" not in out.stderr
     # efbench-figures --tuned draws the picked runs only: one line, labelled with its multiplier
-    from efbench import plots
+    from efbench.analysis import plots
 
     plots.main([str(sw), "--tuned", "--x", "bits", "--out", str(tmp_path / "fig")])
     drawn = pd.read_csv(tmp_path / "fig" / "rel_gap_vs_bits.csv")

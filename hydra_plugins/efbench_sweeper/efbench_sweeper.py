@@ -1,7 +1,7 @@
 """The ``efbench`` sweeper (efbench's default): Hydra's basic sweeper, whose jobs are first
 grouped so that the jobs of a sweep that differ only in batchable keys (seed, stepsize,
-compressor parameters, ... : :data:`efbench.runner.BATCHABLE`) become one job running them
-as one batch (:func:`efbench.runner.run_batch`).
+compressor parameters, ... : :data:`efbench.run.runner.BATCHABLE`) become one job running them
+as one batch (:func:`efbench.run.runner.run_batch`).
 
 The grouped job carries its runs' own overrides in ``efbench_batch`` (a JSON list); it runs
 each in ``<sweep dir>/<that run's override_dirname>``, the directory the run would have had
@@ -9,7 +9,7 @@ alone, so resume and collection see no difference; the group's own Hydra folder 
 and ``.hydra``) is ``<sweep dir>/.batches/<n>``. Any launcher runs the grouped jobs (basic;
 joblib: groups spread over processes; cluster launchers: a group per cluster job).
 ``hydra.sweeper.batch=false`` launches every job on its own; ``hydra.sweeper.max_runs``
-caps the runs of one group. A ``tune`` block (``+tune=stepsize``, :mod:`efbench.tuning`) adds
+caps the runs of one group. A ``tune`` block (``+tune=stepsize``, :mod:`efbench.analysis.tuning`) adds
 the sweep ``<tune.key>=<tune.grid>`` (a sweep of that key given in the config or on the
 command line wins) and runs every job also on ``tune.select_seeds``. A sweep ends with a
 one-line tally of its runs by status (``not written``: a run that left no file, as on a full
@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 BATCH_KEY = "efbench_batch"
-# top-level leaves among efbench.runner.BATCHABLE; every other batchable key is dotted
+# top-level leaves among efbench.run.runner.BATCHABLE; every other batchable key is dotted
 # (a bare group name such as ``stepsize=constant`` changes the defaults list: not batchable)
 TOP_LEVEL = ("seed", "x0")
 
@@ -55,7 +55,7 @@ ConfigStore.instance().store(
 def batchable(line: str) -> bool:
     """Whether the override ``key=value`` sets a batchable key (never an added, deleted or
     group override)."""
-    from efbench.runner import BATCHABLE
+    from efbench.run.runner import BATCHABLE
 
     key, sep, _ = line.partition("=")
     if not sep or key.startswith(("+", "~")) or key.endswith("@"):
@@ -112,7 +112,7 @@ def planned_runs(jobs: List[List[str]], config: Any) -> List[Path]:
     them): a grouped job's runs, a ``seeds=[...]`` job's ``seed=<s>`` folders."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from efbench.cli import override_dirname
+    from efbench.app.cli import override_dirname
 
     hc, parser = config.hydra, OverridesParser.create()
     root = Path(hc.sweep.dir).absolute()
@@ -138,8 +138,8 @@ def planned_runs(jobs: List[List[str]], config: Any) -> List[Path]:
 
 def tally_runs(sweep_dir: Path, launched: Iterable[Path] = ()) -> Dict[str, int]:
     """Runs below ``sweep_dir``, and the runs ``launched``, by what their latest launch left
-    (:func:`efbench.results.status_of`; NOT_WRITTEN for a launched run that left no file)."""
-    from efbench.results import ATTEMPT, ERROR, SUMMARY, status_of
+    (:func:`efbench.run.results.status_of`; NOT_WRITTEN for a launched run that left no file)."""
+    from efbench.run.results import ATTEMPT, ERROR, SUMMARY, status_of
 
     dirs = {p.parent for name in (SUMMARY, ERROR, ATTEMPT) for p in sweep_dir.rglob(name)}
     written = [status_of(d) for d in dirs]
@@ -165,7 +165,7 @@ class EfbenchSweeper(BasicSweeper):
         sys.exit(2)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from efbench.signals import (
+        from efbench.engine.signals import (
             SWEEP_PID,
             SWEEP_SID,
             interrupted_by,
@@ -228,8 +228,8 @@ class EfbenchSweeper(BasicSweeper):
         return returns
 
     def _tune(self) -> Any:
+        from efbench.analysis.tuning import TuneSpec
         from efbench.errors import ConfigError
-        from efbench.tuning import TuneSpec
 
         block = self.config.get("tune") if self.config is not None else None
         try:

@@ -1,0 +1,1 @@
+"""Runs collected into frames, tuning picks, targets read exactly, figures."""

@@ -1,0 +1,1 @@
+"""The command-line entry points, help, Hydra callbacks and trackers."""

@@ -1,0 +1,505 @@
+"""The ``efbench`` command: a Hydra application around :func:`efbench.run.runner.run_batch`,
+with its ``--help`` generated from the config files (:func:`help_text`)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import textwrap
+from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+
+import hydra
+import hydra._internal.utils as hydra_utils
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from efbench.engine.signals import stop_when_parent_dies, sweep_worker
+from efbench.errors import EfbenchError
+
+log = logging.getLogger("efbench")
+# a joblib worker ends with its sweep, from its first job's import of this module on
+_ROLE = sweep_worker()
+if _ROLE == "orphan":
+    os._exit(128 + signal.SIGTERM)
+if _ROLE == "alive":
+    stop_when_parent_dies()
+# a log file on a full disk: its lines still reach the console, and the run's own one-line
+# error says the disk is full, without a logging traceback for every line after it
+logging.raiseExceptions = False
+BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
+
+
+# Hydra's words for a sweep override (key=a,b, key=range(...)) on a command line without -m
+SWEEP_WITHOUT_M = re.compile(r"(?:Ambiguous value for argument|Sweep parameters) '([^']*)'")
+
+
+def one_line(exc: Exception) -> str:
+    """A config error from Hydra or OmegaConf (composing the command line) as one line that
+    names the key or group and, where Hydra knows them, what it allows."""
+    if isinstance(exc, OverrideParseException):
+        key = exc.override.partition("=")[0].lstrip("+~")
+        return f"{key}: cannot parse the override {exc.override!r} (key=value, +key=value, ~key)"
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"{group or 'config'}: unknown value {name!r} (allowed: {', '.join(exc.options)})"
+    if isinstance(exc.__cause__, EfbenchError):  # raised while instantiating a callback
+        return str(exc.__cause__)
+    sweep = SWEEP_WITHOUT_M.search(str(exc))
+    if sweep:
+        key, _, value = sweep.group(1).partition("=")
+        key = key.lstrip("+~")
+        return (
+            f"{key}: {value!r} is a sweep: add -m to run one job per value "
+            f"(a list: {key}=[...]; a string with commas: quote it)"
+        )
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    key = getattr(cause, "full_key", None)
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if key and "not in struct" in str(cause):
+        return f"{key}: unknown key (efbench's keys: efbench --cfg job)"
+    return f"{key}: {text}" if key else text
+
+
+_hydra_report = hydra_utils.run_and_report
+
+
+def _output_dir() -> str:
+    """The folder this launch writes into (the sweep's, in a multirun), as far as it is known."""
+    from efbench.app.callbacks import OUTPUT
+
+    return OUTPUT[0] if OUTPUT else "the output folder"
+
+
+def _group_set_to_non_string(arg: str, groups: set[str]) -> bool:
+    """Whether the command-line item ``arg`` sets one of the config ``groups`` to a number or null."""
+    key, sep, value = arg.partition("=")
+    key = key.lstrip("+~")
+    if not sep or key not in groups:
+        return False
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return value in ("null", "")
+
+
+def _report_config_errors(func):
+    """Hydra's run_and_report, with the errors of composing a config (unknown group option,
+    unknown key, unparsable override, ...) given as one line with exit code 2."""
+
+    def composed():
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            sys.stderr.write(f"efbench: error: {one_line(exc)}\n")
+            sys.exit(2)
+        except ValueError as exc:  # Hydra's word for a group set to a number or null (compressor=5)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or "Config group override" not in str(exc):
+                raise
+            groups = {d.name for d in importlib.resources.files("efbench.conf").iterdir() if d.is_dir()}
+            group = next(
+                (a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if _group_set_to_non_string(a, groups)),
+                "",
+            )
+            sys.stderr.write(
+                f"efbench: error: {group or 'a config group'}: an option name, not a number or null "
+                "(efbench --help lists each group's options)\n"
+            )
+            sys.exit(2)
+        except OSError as exc:  # Hydra writing its record or log into a full or read-only folder
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or exc.errno is None:
+                raise
+            where = exc.filename or _output_dir()
+            sys.stderr.write(f"efbench: error: cannot write {where}: {exc.strerror}\n")
+            sys.exit(2)
+
+    return _hydra_report(composed)
+
+
+hydra_utils.run_and_report = _report_config_errors
+
+
+HELP_WIDTH = (80, 120)  # the help's line width: the terminal's, within these bounds
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+DEFAULT = re.compile(r"^\s*-\s+(?P<group>[\w/]+):\s*(?P<option>[\w-]+)\s*(?:#\s?(?P<comment>.*))?$")
+
+
+def _first_sentence(text: str) -> str:
+    """The leading comment of a config file (its ``# @package`` line aside), up to the end
+    of its first sentence: the option's description."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            lines.append(line.lstrip("#").strip())
+    words = " ".join(lines)
+    # a full stop, not the one of "et al.", "e.g.", "i.e.", "w.p." or "..."
+    end = re.search(r"(?<!\bal)(?<!e\.g)(?<!i\.e)(?<!w\.p)(?<!\.)\.(\s|$)", words)
+    return words[: end.start() + 1] if end else words
+
+
+def _top_keys(text: str) -> list[str]:
+    return [m["key"] for m in map(KEY.match, text.splitlines()) if m and not m["indent"]]
+
+
+def _is_sweep(group: dict[str, str], option: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether the experiment ``option`` sets hydra.sweeper.params, itself or through the
+    experiments its defaults list names."""
+    text = group.get(option, "")
+    if re.search(r"^\s+sweeper:\s*\n\s+params:", text, re.M):
+        return True
+    bases = re.findall(r"^\s*-\s+([\w-]+)\s*$", text, re.M)
+    return any(_is_sweep(group, b, seen | {option}) for b in bases if b not in seen | {option})
+
+
+def _settings(config_text: str) -> list[tuple[str, str, str]]:
+    """(dotted key, default, comment) of every setting of the primary config, its
+    ``defaults`` and ``hydra`` sections aside. A comment line indented under a key's own
+    comment continues it; other comment lines describe the key that follows them."""
+    rows: list[tuple[str, str, str]] = []
+    stack: list[tuple[int, str]] = []  # the enclosing keys and their indents
+    pending: list[str] = []
+    for line in config_text.splitlines():
+        m = KEY.match(line)
+        text = line.lstrip(" #")
+        if m:
+            while stack and stack[-1][0] >= len(m["indent"]):
+                stack.pop()
+            stack.append((len(m["indent"]), m["key"]))
+            if stack[0][1] not in ("defaults", "hydra"):
+                key = ".".join(k for _, k in stack)
+                rows.append((key, m["value"].strip(), m["comment"] or " ".join(pending)))
+            pending = []
+        elif line.lstrip().startswith("#"):
+            under = stack and len(line) - len(line.lstrip()) > stack[-1][0]
+            if under and rows and rows[-1][0] == ".".join(k for _, k in stack) and rows[-1][2]:
+                rows[-1] = (*rows[-1][:2], f"{rows[-1][2]} {text}")
+            else:
+                pending.append(text)
+        elif not line.strip():
+            pending = []
+    return rows
+
+
+def _columns(rows: list[tuple[str, str]], width: int, indent: int = 2, limit: int = 30) -> list[str]:
+    """Two columns: a name and its text, wrapped under the text's column."""
+    col = indent + min(limit, max((len(a) for a, _ in rows), default=0)) + 2
+    out = []
+    for left, text in rows:
+        head = " " * indent + left
+        head = head.ljust(col) if len(head) < col - 1 else head + "  "
+        wrapped = textwrap.wrap(text, max(20, width - len(head))) or [""]
+        out.append((head + wrapped[0]).rstrip())
+        rest = textwrap.wrap(" ".join(wrapped[1:]), max(20, width - col))
+        out += [" " * col + w for w in rest]
+    return out
+
+
+def help_text(width: int | None = None) -> str:
+    """``efbench --help``, generated from the config files (``efbench.conf``): every config
+    group with each option's description (its file's first comment sentence) and its
+    distinctive keys, the experiments (the sweeps marked), efbench's Hydra callbacks, and
+    every setting of ``config.yaml`` with its default and comment. A new option, key or
+    comment shows up by itself."""
+    width = width or min(max(shutil.get_terminal_size((100, 24)).columns, HELP_WIDTH[0]), HELP_WIDTH[1])
+    conf = importlib.resources.files("efbench.conf")
+    config_text = (conf / "config.yaml").read_text()
+    groups: dict[str, dict[str, str]] = {}
+    dirs = [(f"hydra/{d.name}", d) for d in (conf / "hydra").iterdir()] if (conf / "hydra").is_dir() else []
+    dirs += [(d.name, d) for d in conf.iterdir() if d.name != "hydra"]  # efbench's Hydra options, above
+    for name, sub in dirs:
+        if sub.is_dir():
+            files = sorted((f for f in sub.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+            if files:
+                groups[name] = {f.name[: -len(".yaml")]: f.read_text() for f in files}
+    defaults = {
+        m["group"]: (m["option"], m["comment"] or "")
+        for m in map(DEFAULT.match, config_text.splitlines())
+        if m and not m["group"].startswith("hydra/")
+    }
+    lines = [
+        "efbench: simulated distributed optimization with compressed and error-feedback methods",
+        "(a Hydra app). Each run writes trace.parquet and summary.json into its folder.",
+        "",
+        "== Usage ==",
+        *_columns(
+            [
+                ("efbench [group=option] [key=value] ...", "one run, into outputs/<date>/<time>_<choices>"),
+                ("efbench -m key=a,b [key=c,d] ...", "a sweep: a run per combination, into multirun/..."),
+                ("efbench -m +experiment=NAME", "an experiment config (those marked (sweep) need -m)"),
+                ("efbench [overrides] --cfg job", "the composed config, without running"),
+                ("efbench --hydra-help", "Hydra's flags (--cfg, --info, shell completion, ...)"),
+                ("efbench-collect DIR; efbench-figures DIR", "the table and figures of the runs under DIR"),
+                ("efbench -m ... hydra/callbacks=figures", "... and the sweep's figures drawn when it ends"),
+            ],
+            width,
+            limit=44,
+        ),
+        "",
+        "== Config groups: group=option (* the default), then group.key=value ==",
+    ]
+    for group, options in sorted(groups.items(), key=lambda g: (g[0].startswith("hydra/"), g[0])):
+        if group not in defaults and not group.startswith("hydra/"):  # presets: +group=option
+            lines += ["", f"+{group}=NAME:"]
+            if len(options) <= 5:  # a few presets (tune): each with its description
+                lines += _columns([(o, _first_sentence(t)) for o, t in options.items()], width)
+                continue
+            names = [f"{o}\xa0(sweep)" if _is_sweep(options, o) else o for o in options]  # kept whole
+            wrapped = textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ")
+            lines += [line.replace("\xa0", " ") for line in wrapped]
+            continue
+        default, comment = defaults.get(group, ("", ""))
+        lines += ["", f"{group}:" + (f" {comment}" if comment else "")]
+        keys = {
+            o: [k for k in _top_keys(t) if k not in ("_target_", "name", "defaults")]
+            for o, t in options.items()
+        }
+        counts = Counter(k for ks in keys.values() for k in ks)
+        rows = []
+        for option, text in options.items():
+            own = [k for k in keys[option] if counts[k] <= len(options) / 2]  # what sets it apart
+            own = [] if group.startswith("hydra/") else own  # a Hydra option's key is its package
+            about = " ".join([_first_sentence(text), f"[keys: {', '.join(own)}]" if own else ""])
+            rows.append((option + ("*" if option == default else ""), about.strip()))
+        lines += _columns(rows, width)
+    rows = [(f"{k}={v}" if v else f"{k}.*", c) for k, v, c in _settings(config_text) if v or c]
+    lines += ["", "== Settings: key=value (the default; efbench/conf/config.yaml) ==", *_columns(rows, width)]
+    return "\n".join(lines).replace("$", "$$")  # Hydra's template: $$ is a dollar sign
+
+
+OmegaConf.register_new_resolver("efbench_help", help_text, replace=True)
+
+
+NAME_BYTES = 200  # file systems allow 255 bytes per path component
+# tune.<key>=<value> items of an override dirname (a list value may hold commas): how a sweep
+# picks among its runs, not what a run computes, so not part of a run's folder
+TUNE_ITEM = re.compile(r"(?:^|,)tune\.[A-Za-z_]+=(?:\[[^\]]*\]|[^,]*)")
+
+
+def dirname_within_limits(name: str) -> str:
+    """A sweep subdirectory name: ``name`` (the job's overrides, readable, without the
+    ``tune.*`` settings) while it fits in NAME_BYTES, else its first part and a hash of the
+    whole, so that however many keys are swept the name is legal, readable and still one per
+    job."""
+    name = TUNE_ITEM.sub("", name).lstrip(",")
+    if len(name.encode()) <= NAME_BYTES:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    head = name.encode()[: NAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
+OmegaConf.register_new_resolver("efbench_dirname", dirname_within_limits, replace=True)
+
+
+def override_dirname(lines: list[str], hc: DictConfig) -> str:
+    """The sweep subdirectory a job with these overrides would get alone."""
+    spec = hc.job.config.override_dirname
+    parser = OverridesParser.create()
+    keep = sorted(
+        o.input_line for o in parser.parse_overrides(lines) if o.key_or_group not in spec.exclude_keys
+    )
+    return dirname_within_limits(spec.item_sep.join(keep).replace("=", spec.kv_sep))
+
+
+class JobTag(logging.Filter):
+    """Prefixes a sweep job's log lines with its number, so interleaved jobs stay apart."""
+
+    def __init__(self, tag: str):
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"{self.tag} {record.msg}"
+        return True
+
+
+def tag_job_logs(hc: DictConfig) -> str:
+    """Prefix this job's log lines with ``[job N]`` in a multirun; return that tag ("" alone)."""
+    for f in [f for f in log.filters if isinstance(f, JobTag)]:  # a worker runs many jobs
+        log.removeFilter(f)
+    if hc.mode != RunMode.MULTIRUN:
+        return ""
+    tag = f"[job {hc.job.num}]"
+    log.addFilter(JobTag(tag))
+    return tag
+
+
+def anchor_data_dir(cfg: DictConfig, launch_dir: str | Path) -> None:
+    """Make ``data.dir`` absolute: a relative one (the default ``data``, a relative
+    $EFBENCH_DATA_DIR or ``data.dir=...``) is taken from the directory efbench was launched
+    from, not from the job's folder, so that runs with ``hydra.job.chdir=true`` share one
+    cache instead of each parsing and solving its dataset again. (``data.dir`` is left out
+    of the config hash, so resuming is unaffected.) A value that is not a string is left
+    for the schema to refuse."""
+    from efbench.problems.datasets import data_dir
+
+    if cfg.data.dir is None or isinstance(cfg.data.dir, str):
+        cfg.data.dir = str(Path(launch_dir) / data_dir(cfg))
+
+
+def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], list[Path]]:
+    """The runs of a grouped job: this job's config with each run's own overrides applied,
+    each in the directory it would have had as a job of its own."""
+    runs = json.loads(cfg[BATCH_KEY])
+    common = [line for line in hc.overrides.task if not line.lstrip("+").startswith(BATCH_KEY + "=")]
+    base = cfg.copy()
+    with open_dict(base):
+        del base[BATCH_KEY]
+    parser = OverridesParser.create()
+    cfgs, dirs = [], []
+    for lines in runs:
+        c = base.copy()
+        for o in parser.parse_overrides(lines):
+            OmegaConf.update(c, o.key_or_group, o.value(), merge=False)
+        cfgs.append(c)
+        # from the launch directory: with hydra.job.chdir=true this job runs in .batches/<n>
+        dirs.append(Path(hc.runtime.cwd) / hc.sweep.dir / override_dirname([*common, *lines], hc))
+    return cfgs, dirs
+
+
+OmegaConf.register_new_resolver("efbench_pid", lambda: str(os.getpid()), replace=True)
+ATTEMPT_LOG = "attempt.log"  # the log of the latest launch that left a folder's result as it was
+
+
+def settle_record(hc: DictConfig, run_dirs: list[Path], before: dict[Path, object], clean: bool) -> None:
+    """Put this launch's Hydra record and log where they belong, once its runs are written.
+
+    Hydra writes them before efbench runs (efbench/conf/config.yaml): the record into
+    ``.hydra/attempt-<pid>/``, the log into ``.efbench-<pid>.log``. They become the folder's
+    ``.hydra/`` and are added to ``efbench.log`` when this launch wrote a finished result, or
+    when no finished result is there (a new folder, a failed first launch). A launch that
+    failed or was stopped beside the finished result of an earlier launch leaves that
+    result's record as it was: its own record is dropped (``error.json`` or ``attempt.json``
+    holds its config) and its log is ``attempt.log``. A launch that found its runs finished
+    (skipped) adds its log to ``efbench.log`` and keeps the record."""
+    from efbench.run import results
+
+    job_dir = Path(hc.runtime.output_dir)
+    held = [d for d in run_dirs if results.holds_result(d)]
+    new = any(results.identity(d) != before.get(d) for d in held)
+    keep_record = not new and bool(held)
+    subdir = hc.get("output_subdir")
+    attempt = job_dir / subdir if subdir else None
+    if new:  # the attempt it was the log of is gone with it (results.commit)
+        (job_dir / ATTEMPT_LOG).unlink(missing_ok=True)
+    if attempt is not None and attempt.name.startswith("attempt-") and attempt.is_dir():
+        with suppress(OSError):
+            if keep_record:
+                shutil.rmtree(attempt)
+            else:
+                for f in attempt.iterdir():
+                    os.replace(f, attempt.parent / f.name)
+                attempt.rmdir()
+    own_log = job_dir / f".{hc.job.name}-{os.getpid()}.log"
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == own_log.absolute()
+    ]
+    if not own_log.exists():
+        return
+    for h in handlers:
+        h.close()  # reopened (appending) at the next line it writes, under the name below
+    target = job_dir / (ATTEMPT_LOG if keep_record and not clean else f"{hc.job.name}.log")
+    with suppress(OSError):
+        if target.name == ATTEMPT_LOG or not target.exists():
+            os.replace(own_log, target)
+        else:
+            with open(target, "ab") as out:
+                out.write(own_log.read_bytes())
+            own_log.unlink()
+        for h in handlers:
+            h.baseFilename = str(target.absolute())
+
+
+@hydra.main(config_path="pkg://efbench.conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Run one configuration (or a sweep's group of runs); in a multirun a failing job is
+    recorded and the sweep goes on."""
+    # imported here: Hydra's launchers pickle this function by value (efbench.app.cli.main is its
+    # decorated wrapper), and with it the globals it names; an Event does not pickle
+    from efbench.engine.signals import busy, terminate_like_interrupt
+
+    terminate_like_interrupt()
+    hc = HydraConfig.get()
+    tag = tag_job_logs(hc)
+    worker = sweep_worker()  # a launcher's worker process
+    if worker == "orphan":  # its sweep was stopped before this job began: nobody to compute for
+        os._exit(128 + signal.SIGTERM)
+    try:
+        busy.set()
+        return _main(cfg, hc, tag, worker is not None)
+    finally:
+        busy.clear()
+
+
+def _main(cfg: DictConfig, hc: DictConfig, tag: str, worker: bool) -> float | None:
+    from efbench.config.schema import check_seeds
+    from efbench.engine.signals import interrupted_by, worker_done
+    from efbench.run import results
+    from efbench.run.runner import run_batch, run_seeds
+
+    job_dir = Path(hc.runtime.output_dir)
+    dirs, before, clean = [job_dir], {}, False
+    try:
+        anchor_data_dir(cfg, hc.runtime.cwd)
+        choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+        if cfg.get(BATCH_KEY):
+            cfgs, dirs = batch_configs(cfg, hc)
+            before = {d: results.identity(d) for d in dirs}
+            summaries = run_batch(cfgs, dirs, [choices] * len(cfgs), progress_label=tag)
+        elif cfg.get("seeds"):
+            seeds = OmegaConf.to_container(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds
+            check_seeds(seeds)
+            dirs = [job_dir / f"seed={s}" for s in seeds]
+            before = {d: results.identity(d) for d in dirs}
+            summaries = run_seeds(cfg, seeds, job_dir, choices, progress_label=tag)
+        else:
+            before = {job_dir: results.identity(job_dir)}
+            summaries = run_batch([cfg], dirs, [choices], progress_label=tag)
+        clean = all(s.get("skipped") or s.get("status") in results.FINISHED for s in summaries)
+    except EfbenchError as exc:
+        log.error("efbench: error: %s", exc)
+        settle_record(hc, dirs, before, clean)
+        if hc.mode == RunMode.MULTIRUN:
+            return None
+        sys.exit(2)
+    except (KeyboardInterrupt, SystemError) as exc:  # numba wraps a signal's exception in SystemError
+        stop = interrupted_by(exc)
+        if stop is None:
+            settle_record(hc, dirs, before, clean)
+            raise
+        if not worker and hc.mode != RunMode.MULTIRUN:
+            log.error("efbench: %s", stop)
+        settle_record(hc, dirs, before, clean)
+        if worker:  # its runs are written: tell the sweeping process, which ends the sweep
+            logging.shutdown()
+            worker_done(stop.exit_code)
+        if hc.mode == RunMode.MULTIRUN:
+            raise stop from None  # the sweeper stops the sweep and reports
+        sys.exit(stop.exit_code)
+    except BaseException:
+        settle_record(hc, dirs, before, clean)
+        raise
+    for d in dirs:
+        log.info("results in %s", d)
+    settle_record(hc, dirs, before, clean)
+    gaps = [s["final"]["gap"] for s in summaries if "final" in s]
+    return float(sum(gaps) / len(gaps)) if gaps else None

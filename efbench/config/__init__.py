@@ -1,0 +1,1 @@
+"""The code that reads a Hydra config: the schema every key is checked against."""

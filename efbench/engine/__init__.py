@@ -1,0 +1,1 @@
+"""The loop that advances a batch of runs, its compiled path, and signals."""

@@ -1,0 +1,1 @@
+"""The methods: the Method base, estimators and samplers, one module per family."""

@@ -1,0 +1,559 @@
+"""Distributed methods (SPEC.md section 4) as init/step pairs over explicit state.
+
+All n workers are simulated at once as (n, d) arrays. ``step`` advances one round and
+returns a :class:`Round` with the exact bits each worker sent, the server's broadcast,
+the coordinates sent and the gradient-oracle calls. The server broadcasts the dense
+aggregate (``float_bits * d`` downlink bits per round) unless a method says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from efbench.core import blocks
+from efbench.core.compressors import Compressor, HardThreshold, Identity, Sign, TopK
+from efbench.core.participation import Participation
+from efbench.core.stepsize import Schedule
+from efbench.core.topology import mixing_matrix, spectral_gap
+from efbench.errors import ConfigError, check_choice, check_positive
+from efbench.methods.estimators import LSVRG, make_estimator
+from efbench.problems.logistic import LogisticProblem
+
+EC_FORMS = ("scaled", "plain")
+
+
+@dataclass
+class Round:
+    bits_up: np.ndarray  # (n,) bits each worker sent this round
+    bits_down: int  # bits the server broadcast
+    nnz: np.ndarray  # (n,) coordinates each worker sent
+    calls: Any  # oracle calls per worker: scalar or (n,)
+    skipped: Any = 0  # workers that sent nothing this round (lazy aggregation)
+    link_bits: np.ndarray | None = None  # (n,) one neighbour's copy (gossip); None: bits_up
+
+
+@dataclass
+class State:
+    """Everything a run carries from one step to the next; ``init`` returns it and ``step``
+    returns it updated, so one method object serves any number of runs."""
+
+    x: np.ndarray
+    estimator: Any = None  # the estimator bound to the problem (sampler tables), from init
+    est: Any = None  # the estimator's own state
+    e: np.ndarray | None = None  # error-feedback memory (n, d), where the method keeps one
+    extra: dict = field(default_factory=dict)  # the method's other arrays and init-time constants
+
+
+@dataclass(frozen=True)
+class FusedSpec:
+    """What the compiled step of :mod:`efbench.engine.fused` needs from a method: its compressor
+    code and parameters, its sampler tables, and the L-SVRG coin."""
+
+    comp: int
+    lam: float
+    k: int
+    scaled: bool
+    cdf: np.ndarray
+    weights: np.ndarray
+    lsvrg: bool
+    coin: int
+    p: float
+    float_bits: int
+    index_bits: bool
+
+    def shape(self) -> tuple:
+        """What must be equal for runs to share one kernel call (not lam, k, p)."""
+        return (
+            self.comp,
+            self.scaled,
+            self.lsvrg,
+            self.coin,
+            self.float_bits,
+            self.index_bits,
+            self.cdf.size,
+        )
+
+
+@dataclass(kw_only=True)
+class Method:
+    """Common configuration: a gradient estimator block and a compressor."""
+
+    name: str
+    estimator: dict = field(default_factory=lambda: {"kind": "full"})
+    compressor: Compressor = field(default_factory=Identity)
+    participation: Participation = field(default_factory=Participation)
+    ec_form: str = "scaled"
+    compressed: ClassVar[bool] = True
+    partial: ClassVar[bool] = False  # its analysis covers partial participation
+    accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased", "absolute")
+
+    def __post_init__(self) -> None:
+        check_choice("method.ec_form", self.ec_form, EC_FORMS)
+        if not self.compressed:
+            self.compressor = Identity(float_bits=self.compressor.float_bits)
+        if not (self.participation.full or self.partial):
+            raise ConfigError(
+                "participation",
+                f"the analysis of method {self.name!r} does not cover partial participation",
+                ("full",),
+            )
+        if self.compressor.kind not in self.accepts:
+            raise ConfigError(
+                "compressor",
+                f"method {self.name!r} does not take a {self.compressor.kind} "
+                f"compressor ({type(self.compressor).__name__})",
+                self.accepts,
+            )
+
+    metrics: ClassVar[tuple[str, ...]] = ()  # trace columns of this method beyond the common ones
+    collective: ClassVar[str] = "ps"  # how its messages travel (core.network): ps | allreduce | gossip
+
+    def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> State:
+        est = make_estimator(self.estimator, problem)
+        return State(x=x0.copy(), estimator=est, est=est.init(problem, x0, rng))
+
+    def info(self, state: State) -> dict[str, float]:
+        """Method constants worth printing and storing with the run (from its initial state)."""
+        return {}
+
+    def measure(self, problem: LogisticProblem, state: State, fstar: float) -> dict[str, float]:
+        """The values of the declared ``metrics`` that come from the state."""
+        return {}
+
+    def check_shape(self, d: int, n: int) -> None:
+        """Check the settings against the problem's dimension d and worker count n before any
+        data are read (:func:`efbench.config.schema.validate`); raise ConfigError naming the key. A
+        method with such a limit overrides it."""
+
+    def unfused(self) -> str | None:
+        """Why the compiled step cannot run this method, from its settings alone (None: it
+        can, on a logistic problem): what ``engine=numba`` checks before any data are read."""
+        return f"{self.name} has no compiled step"
+
+    def fuse(self, problem: LogisticProblem) -> FusedSpec | str:
+        """How the compiled step runs this method, or why it cannot."""
+        return self.unfused() or f"{self.name} has no compiled step"
+
+    def theory(self, constants: dict, base: tuple[float, str]) -> tuple[float, str]:
+        """The stepsize its paper's theory gives, with its formula, from the problem's
+        ``constants`` (L, mu, L_tilde, n, d, ...) and ``base``: the estimator's rule
+        (1/L for full gradients, 1/(L + L_S/(n tau)) for SGD; SPEC.md section 5). A formula
+        names its source in brackets: paper and theorem, and "derived" or "borrowed" where
+        the constant is not the theorem's own. Methods without a rule of their own take
+        ``base``, whose bracket says where it is borrowed from."""
+        return base
+
+    def schedule(self, default: Schedule, constants: dict) -> Schedule:
+        """The stepsize schedule: the configured one unless the method prescribes its own."""
+        return default
+
+    def downlink(self, d: int) -> int:
+        return self.compressor.float_bits * d
+
+    def compress_step(self, gamma: float, u: np.ndarray, rng) -> tuple[np.ndarray, Any]:
+        """v = gamma C(u / gamma) (``scaled``, lambda in gradient units) or C(u) (``plain``,
+        lambda in x units): the two EC forms of SPEC.md section 4."""
+        scaled = self.ec_form == "scaled"
+        msg = self.compressor.compress_scaled(u, gamma, rng) if scaled else self.compressor(u, rng)
+        return msg.values, msg
+
+    def step(
+        self, problem: LogisticProblem, state: State, gamma: float, rng: np.random.Generator
+    ) -> tuple[State, Round]:
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class Uncompressed(Method):
+    """GD / SGD baseline: x^{k+1} = x^k - gamma (1/n) sum_i g_i^k, dense messages."""
+
+    compressed: ClassVar[bool] = False
+    collective: ClassVar[str] = "allreduce"  # dense gradients are summed in transit
+
+    def step(self, problem, state, gamma, rng):
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
+        state.x -= gamma * problem.worker_mean(g)
+        msg_bits = self.compressor.dense(g)
+        return state, Round(msg_bits, self.downlink(problem.d), np.full(g.shape[:-1], problem.d), calls)
+
+
+@dataclass(kw_only=True)
+class CompressedGD(Method):
+    """CGD: x^{k+1} = x^k - (1/n) sum_i gamma C(g_i^k), no error feedback. Known to diverge
+    with biased compressors (Beznosikov et al. 2020): shown, not hidden."""
+
+    def step(self, problem, state, gamma, rng):
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
+        v, msg = self.compress_step(gamma, gamma * g, rng)
+        state.x -= problem.worker_mean(v)
+        return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
+
+
+@dataclass(kw_only=True)
+class ErrorCompensated(Method):
+    """Error-compensated SGD family (Stich & Karimireddy 2019; Danilova & Gorbunov 2022):
+
+        v_i^k     = gamma C(e_i^k / gamma + g_i^k)     (ec_form=scaled)
+                  = C(e_i^k + gamma g_i^k)             (ec_form=plain)
+        e_i^{k+1} = e_i^k + gamma g_i^k - v_i^k
+        x^{k+1}   = x^k - (1/n) sum_i v_i^k,   e_i^0 = 0
+
+    With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG.
+    """
+
+    metrics: ClassVar[tuple[str, ...]] = ("err2",)
+
+    def init(self, problem, x0, rng):
+        state = super().init(problem, x0, rng)
+        state.e = np.zeros((problem.n, problem.d))
+        return state
+
+    def measure(self, problem, state, fstar):
+        return {"err2": _mean_sq_norm(state.e)}
+
+    def step(self, problem, state, gamma, rng):
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
+        u = state.e
+        u += gamma * g  # e + gamma g, in place: e is rebuilt from it below
+        v, msg = self.compress_step(gamma, u, rng)
+        u -= v
+        state.x -= problem.worker_mean(v)
+        return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
+
+    def unfused(self):
+        kind = self.estimator.get("kind", "full")
+        if type(self) is not ErrorCompensated:
+            return f"{self.name} has no compiled step"
+        if kind not in ("sgd", "lsvrg"):
+            return f"the {kind} estimator has no compiled step (stochastic or L-SVRG only)"
+        if self.estimator.get("batch", 1) != 1:
+            return f"sampling.batch={self.estimator.get('batch')} has no compiled step (batch 1 only)"
+        if type(self.compressor) not in FUSED_COMPRESSORS:
+            return (
+                f"the {type(self.compressor).__name__} compressor has no compiled step (identity, ht, topk)"
+            )
+        return None
+
+    def fuse(self, problem):
+        why = self.unfused()
+        if why is not None:
+            return why
+        if type(problem) is not LogisticProblem:  # the kernel's gradients are the logistic loss's
+            return f"the {type(problem).__name__} has no compiled step"
+        est = make_estimator(self.estimator, problem)
+        comp = self.compressor
+        code = comp.code if isinstance(comp, TopK) else FUSED_COMPRESSORS[type(comp)]  # its tie rule
+        s, empty = est.sampler, np.zeros(0)
+        lsvrg = isinstance(est, LSVRG)
+        coin = (2 if est.coin == "per_worker" else 1) if lsvrg else 0
+        return FusedSpec(
+            code,
+            float(getattr(comp, "lam", 0.0)),
+            int(getattr(comp, "k", 1)),
+            self.ec_form == "scaled",
+            empty if s.flat_cdf is None else s.flat_cdf,
+            empty if s.flat_weights is None else s.flat_weights,
+            lsvrg,
+            coin,
+            est.p if lsvrg else 0.0,
+            comp.float_bits,
+            comp.index_bits,
+        )
+
+
+FUSED_COMPRESSORS = {Identity: blocks.IDENTITY, HardThreshold: blocks.THRESHOLD, TopK: blocks.TOPK}
+
+
+def _mean_sq_norm(V: np.ndarray) -> float:
+    """(1/n) sum_i ||V_i||^2 for V (n, d) (:func:`efbench.core.blocks.mean_sq_norm`)."""
+    return float(blocks.mean_sq_norm(np.ascontiguousarray(V)))
+
+
+def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:
+    return np.full(problem.n, method.compressor.float_bits * problem.d, dtype=np.int64)
+
+
+@dataclass(kw_only=True)
+class DIANA(Method):
+    """DIANA (Mishchenko et al. 2019; Horvath et al. 2019), unbiased compressors Q only:
+
+        Delta_i = g_i^k - h_i^k,  g^k = h^k + (1/n) sum_i Q(Delta_i),
+        h_i^{k+1} = h_i^k + alpha Q(Delta_i),  x^{k+1} = x^k - gamma g^k,
+
+    alpha = 1/(1 + omega) by default (any alpha in (0, 1/(1 + omega)]); the theory stepsize
+    is 1/((1 + 6 omega/n) L_max) (:meth:`theory`).
+    """
+
+    alpha: float | None = None
+    accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
+
+    def check_shape(self, d: int, n: int) -> None:
+        """alpha in (0, 1/(1 + omega)], omega the compressor's at dimension d."""
+        self._alpha(d)
+
+    def _alpha(self, d: int) -> tuple[float, float]:
+        """alpha (1/(1 + omega) unless set) and omega at dimension d, alpha checked."""
+        omega = self.compressor.omega(d)
+        a = 1.0 / (1.0 + omega) if self.alpha is None else float(self.alpha)
+        if not 0.0 < a <= 1.0 / (1.0 + omega) + 1e-12:
+            raise ConfigError(
+                "method.alpha",
+                f"must be in (0, 1/(1+omega)] = (0, {1 / (1 + omega):.4g}]"
+                f" for this compressor, got {self.alpha}",
+            )
+        return a, omega
+
+    def init(self, problem, x0, rng):
+        a, omega = self._alpha(problem.d)
+        state = super().init(problem, x0, rng)
+        state.extra.update(h=np.zeros((problem.n, problem.d)), hbar=np.zeros(problem.d), alpha=a, omega=omega)
+        return state
+
+    def info(self, state):
+        return {"alpha": state.extra["alpha"], "omega": state.extra["omega"]}
+
+    def theory(self, constants, base):
+        """gamma = 1/((1 + 6 omega/n) L), L = L_max = max_i L_i: the unified theorem of
+        Gorbunov, Hanzely & Richtarik (AISTATS 2020, Theorem 4.1: gamma <= min(1/mu,
+        1/(A + C M)) for any M > B/rho) with DIANA's parameters
+
+            E||g^k - grad f(x*)||^2 <= 2 A D_f(x^k, x*) + B sigma^k + D_1,
+            E sigma^{k+1}           <= (1 - rho) sigma^k + 2 C D_f(x^k, x*) + D_2,
+            A = (1 + 2 omega/n) L,  B = 2 omega/n,  rho = alpha,  C = alpha L,
+
+        sigma^k = (1/n) sum_i ||h_i^k - grad f_i(x*)||^2, at M = 2 B/rho = 4 omega/(n alpha):
+        A + C M = (1 + 6 omega/n) L for every alpha <= 1/(1 + omega). A and B follow from
+        E||Q(v) - v||^2 <= omega ||v||^2 and ||grad f_i(x) - grad f_i(x*)||^2 <= 2 L
+        D_{f_i}(x, x*), which asks every f_i to be convex and L-smooth: L is L_max, not the
+        smoothness of f; rho and C from alpha (1 + omega) <= 1. A stochastic estimator with
+        bounded variance sigma_i^2 (the logistic sample gradients are bounded) adds D_1 =
+        (1 + omega) sigma^2/n and D_2 = alpha sigma^2, a neighbourhood of x*, and leaves A, B,
+        rho, C: the same stepsize (the paper's DIANA with stochastic gradients), not the
+        estimator's rule ``base``. omega = 0 (identity) is gradient descent's 1/L_max."""
+        omega = self.compressor.omega(constants["d"])
+        L = constants["L_i_max"]
+        return 1.0 / ((1.0 + 6.0 * omega / constants["n"]) * L), (
+            f"1/((1 + 6 omega/n) L_max) [Gorbunov et al. 2020, Thm 4.1 with DIANA's A, B, rho, C, "
+            f"M = 2B/rho], omega={omega:.4g}, n={constants['n']}, L_max={L:.6g}"
+        )
+
+    def step(self, problem, state, gamma, rng):
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
+        h, hbar = state.extra["h"], state.extra["hbar"]
+        msg = self.compressor(g - h, rng)
+        qbar = problem.worker_mean(msg.values)
+        state.x -= gamma * (hbar + qbar)
+        alpha = state.extra["alpha"]
+        h += alpha * msg.values
+        hbar += alpha * qbar
+        return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
+
+
+@dataclass(kw_only=True)
+class MemSGD(ErrorCompensated):
+    """Mem-SGD (Stich, Cordonnier & Jaggi 2018), per worker:
+
+        v_t = comp(m_t + eta_t g_t),  m_{t+1} = m_t + eta_t g_t - v_t,  x_{t+1} = x_t - mean_i v_t,
+
+    with eta_t = a / (mu (b + t)) (b = a L / mu by default, so eta_0 = 1/L) and the weighted
+    average xbar_T = sum_t w_t x_t / sum_t w_t, w_t = (b + t)^2, reported beside x_T.
+    """
+
+    a: float = 2.0
+    b: float | None = None
+    accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive")
+
+    def __post_init__(self) -> None:
+        self.ec_form = "plain"
+        super().__post_init__()
+        check_positive("method.a", self.a)
+        if self.b is not None:
+            check_positive("method.b", self.b)
+
+    metrics: ClassVar[tuple[str, ...]] = ("err2", "gap_avg")
+
+    def shift(self, constants: dict) -> float:
+        """b: a L / mu unless set."""
+        return self.a * constants["L"] / constants["mu"] if self.b is None else float(self.b)
+
+    def schedule(self, default, constants):
+        """eta_t = a/(mu (b + t)) times stepsize.multiplier (1 by default: the paper's schedule;
+        a tuning sweep scales it as it scales every other method's stepsize)."""
+        b = self.shift(constants)
+        mult = default.multiplier
+        return Schedule(
+            mult * self.a / (constants["mu"] * b),
+            (f"{mult:g} * " if mult != 1.0 else "")
+            + f"a/(mu (b + k)) [the schedule shape of Stich, Cordonnier & Jaggi 2018; a, b set here], "
+            f"a={self.a:g}, b={b:.6g}",
+            "inv",
+            b,
+            mult,
+        )
+
+    def init(self, problem, x0, rng):
+        state = super().init(problem, x0, rng)
+        state.extra.update(x_avg=x0.copy(), ratio=1.0, t=0, b=self.shift(problem.constants()))
+        return state
+
+    def measure(self, problem, state, fstar):
+        return {
+            **super().measure(problem, state, fstar),
+            "gap_avg": problem.loss(state.extra["x_avg"]) - fstar,
+        }
+
+    def step(self, problem, state, gamma, rng):
+        ex = state.extra
+        t, b = ex["t"], ex["b"]
+        # the running weighted mean of x_t moves by w_t / W_t, W_t = sum_{s <= t} w_s; its
+        # inverse W_t / w_t = 1 + (W_{t-1} / w_{t-1}) (w_{t-1} / w_t) takes weight ratios
+        # only, so (b + t)^2 neither overflows (a huge b) nor vanishes (a tiny one)
+        ex["ratio"] = 1.0 if t == 0 else 1.0 + ex["ratio"] * ((b + t - 1) / (b + t)) ** 2
+        ex["x_avg"] += (state.x - ex["x_avg"]) / ex["ratio"]
+        ex["t"] += 1
+        return super().step(problem, state, gamma, rng)
+
+
+@dataclass(kw_only=True)
+class EFSignSGD(ErrorCompensated):
+    """EF-signSGD (Karimireddy et al. 2019): p_i = gamma g_i + e_i, v_i = (||p_i||_1/d) sign(p_i),
+    e_i = p_i - v_i, x -= mean_i v_i. The compressor is always the scaled sign."""
+
+    def __post_init__(self) -> None:
+        self.compressor = Sign(float_bits=self.compressor.float_bits)
+        self.ec_form = "plain"
+        super().__post_init__()
+
+
+@dataclass(kw_only=True)
+class DoubleSqueeze(Method):
+    """DoubleSqueeze (Tang et al. 2019): error-compensated compression on the workers and
+    again on the server before the broadcast; downlink bits are the server message's.
+
+        v_i = C(e_i + gamma g_i),  e_i <- e_i + gamma g_i - v_i
+        u   = C(e_s + (1/n) sum_i v_i),  e_s <- e_s + (1/n) sum_i v_i - u,   x -= u
+    (``ec_form=scaled`` compresses in gradient units: gamma C(. / gamma)).
+    """
+
+    metrics: ClassVar[tuple[str, ...]] = ("err2",)
+
+    def measure(self, problem, state, fstar):
+        return {"err2": _mean_sq_norm(state.e)}
+
+    def init(self, problem, x0, rng):
+        state = super().init(problem, x0, rng)
+        state.e = np.zeros((problem.n, problem.d))
+        state.extra["e_server"] = np.zeros((1, problem.d))
+        return state
+
+    def step(self, problem, state, gamma, rng):
+        g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
+        u = state.e
+        u += gamma * g
+        v, msg = self.compress_step(gamma, u, rng)
+        u -= v
+        es = state.extra["e_server"]
+        es += problem.worker_mean(v)
+        w, down = self.compress_step(gamma, es, rng)
+        es -= w
+        state.x -= w[0]
+        return state, Round(msg.bits, int(down.bits[0]), msg.nnz, calls)
+
+
+@dataclass(kw_only=True)
+class Decentralized(Method):
+    """Common part of the decentralized methods: node models X (n, d) on a graph with mixing
+    matrix W; ``state.x`` is their average, on which the metrics are evaluated. Every
+    message goes to each neighbour: a node's bits are deg_i times its message."""
+
+    topology: str = "ring"
+    metrics: ClassVar[tuple[str, ...]] = ("consensus",)
+    collective: ClassVar[str] = "gossip"
+
+    def init(self, problem, x0, rng):
+        state = super().init(problem, x0, rng)
+        W = mixing_matrix(self.topology, problem.n)
+        deg = (np.count_nonzero(W, axis=1) - (np.diag(W) != 0)).astype(np.int64)
+        state.extra.update(X=np.tile(x0, (problem.n, 1)), W=W, deg=deg)
+        return state
+
+    def info(self, state):
+        return {"spectral_gap": spectral_gap(state.extra["W"]), "max_degree": int(state.extra["deg"].max())}
+
+    def measure(self, problem, state, fstar):
+        """consensus = (1/n) sum_i ||x_i - xbar||^2."""
+        return {"consensus": _mean_sq_norm(state.extra["X"] - state.x)}
+
+    def downlink(self, d):
+        return 0
+
+    def finish(self, problem, state, msg_bits, nnz, calls):
+        state.x = state.extra["X"].mean(axis=0)
+        link = np.broadcast_to(msg_bits, (problem.n,))
+        return state, Round(state.extra["deg"] * msg_bits, 0, nnz, calls, link_bits=link)
+
+
+@dataclass(kw_only=True)
+class DPSGD(Decentralized):
+    """D-PSGD (Lian et al. 2017): X^{k+1} = W X^k - gamma G(X^k), models sent uncompressed."""
+
+    compressed: ClassVar[bool] = False
+
+    def step(self, problem, state, gamma, rng):
+        X = state.extra["X"]
+        G, state.est, calls = state.estimator(problem, state.est, X, rng)
+        state.extra["X"] = state.extra["W"] @ X - gamma * G
+        dense = _dense_message(self, problem)
+        return self.finish(problem, state, dense, np.full(problem.n, problem.d), calls)
+
+
+@dataclass(kw_only=True)
+class DCDPSGD(Decentralized):
+    """DCD-PSGD (Tang et al. 2018): Z = W X - gamma G(X) - X; each node broadcasts C(Z_i),
+    and all copies move by it: X^{k+1} = X^k + C(Z). Unbiased compressors."""
+
+    accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
+
+    def step(self, problem, state, gamma, rng):
+        X = state.extra["X"]
+        G, state.est, calls = state.estimator(problem, state.est, X, rng)
+        msg = self.compressor(state.extra["W"] @ X - gamma * G - X, rng)
+        X += msg.values
+        return self.finish(problem, state, msg.bits, msg.nnz, calls)
+
+
+@dataclass(kw_only=True)
+class DeepSqueeze(Decentralized):
+    """DeepSqueeze (Tang et al. 2019): error-compensated compression of the models,
+
+    V = X - gamma G(X),  C_i = C(V_i + delta_i),  delta_i <- V_i + delta_i - C_i,
+    X^{k+1} = V + eta (W - I) C.
+    """
+
+    eta: float = 0.05
+    metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("method.eta", self.eta)
+
+    def measure(self, problem, state, fstar):
+        return {**super().measure(problem, state, fstar), "err2": _mean_sq_norm(state.e)}
+
+    def init(self, problem, x0, rng):
+        state = super().init(problem, x0, rng)
+        state.e = np.zeros((problem.n, problem.d))
+        return state
+
+    def step(self, problem, state, gamma, rng):
+        X = state.extra["X"]
+        G, state.est, calls = state.estimator(problem, state.est, X, rng)
+        V = X - gamma * G
+        u = V + state.e
+        msg = self.compressor(u, rng)
+        state.e = u - msg.values
+        state.extra["X"] = V + self.eta * (state.extra["W"] @ msg.values - msg.values)
+        return self.finish(problem, state, msg.bits, msg.nnz, calls)

@@ -1,0 +1,1 @@
+"""The problems (logistic regression, its nonconvex term) and their data sources."""

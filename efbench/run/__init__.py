@@ -1,0 +1,1 @@
+"""A run from claim to commit: the runner, its results on disk, provenance."""

@@ -1,0 +1,625 @@
+"""Runs from configs: build the problem once, the runs of a batch, execute, write results.
+
+Results in the run directory, each written atomically (temporary file + rename):
+``trace.parquet`` (SPEC.md section 5 metrics at step 0, every ``log_every`` steps or at
+log-spaced steps, and the last step) and ``summary.json`` (status, final metrics, constants, stepsize, timing,
+resolved config and its hash). A run whose summary says completed or diverged for the
+same config hash is skipped when launched again, which makes sweeps resumable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from efbench.config import legacy, schema
+from efbench.config.build import build_method
+from efbench.core.network import Profile, measured_c_grad, simulated_time
+from efbench.core.stepsize import make_schedule
+from efbench.engine.loop import Limits, Outcome, RunSpec, divergence, execute, signals
+from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
+from efbench.methods.samplers import BUILTIN as BUILTIN_SAMPLINGS
+from efbench.methods.samplers import sampling_of
+from efbench.problems.datasets import data_dir, load_dataset, partition
+from efbench.problems.logistic import LogisticProblem, QuadraticProblem, load_spectra, optimum
+from efbench.problems.nonconvex import NonconvexLogisticProblem, optimum_without_mu
+from efbench.run import results
+from efbench.run.provenance import provenance
+
+log = logging.getLogger("efbench")
+
+# Keys that do not change a run's result: excluded from the config hash used to resume.
+# (tune: how a sweep picks among runs, not what a run computes)
+VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds", "tune")
+_NAMED_CACHES: set[str] = set()  # the data caches this process has named in its log
+# Keys a run of a batch may set for itself: they change neither the problem, nor array
+# shapes, nor the code path (efbench.engine.loop runs such runs together).
+BATCHABLE = (
+    "seed",
+    "stepsize",
+    "compressor.lam",
+    "compressor.k",
+    "compressor.s",
+    "compressor.delta",
+    "method.estimator.p",
+    "method.zeta",
+    "method.alpha",
+    "method.eta",
+    "method.a",
+    "method.b",
+    "x0",
+    "dataset.x0_shift",
+    "network",  # simulated time only: any network.<key>
+)
+X0_CHOICES = ("zero", "shift")
+SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
+L2_MODES = ("relative", "absolute")
+REGULARIZERS = ("l2", "nonconvex")
+
+
+@dataclass
+class Setup:
+    problem: LogisticProblem
+    constants: dict[str, float]
+    xstar: np.ndarray
+    fstar: float
+
+
+@functools.cache
+def keep_large_allocations_on_heap() -> bool:
+    """Raise glibc's mmap threshold so the (n, d) temporaries of each step reuse heap memory.
+
+    By default glibc serves blocks over ~128 KiB to a few MiB with fresh mmap pages and
+    unmaps them on free, so every step of a gisette-sized run pays page faults for each
+    temporary: this alone halves the iteration rate there. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
+
+
+# keys added after results existed, hashed only when set to something else than the value
+# that reproduces the earlier behaviour, so finished runs keep their hash and resume
+NEUTRAL = {
+    "participation": {"kind": "full"},
+    "problem.regularizer": "l2",
+    "problem.lam_nc": 0.1,
+    "diverge_level": 10,  # finished_before judges an earlier result by this rule again
+}
+
+
+def _hash_without(cfg: DictConfig, keys: tuple[str, ...]) -> str:
+    """Hash of the resolved config without Hydra's own node, the dotted ``keys`` and the
+    NEUTRAL keys at their neutral value."""
+    try:
+        c = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an invalid config (schema.validate says why): hashed as written
+        c = OmegaConf.to_container(cfg, resolve=False)
+    c.pop("hydra", None)
+
+    def at(key: str) -> Any:  # the value at a dotted key (None where a group is not one)
+        node = c
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    for node in c.values():  # a class is hashed by its name before the layered package
+        if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+            node["_target_"] = legacy.as_before(node["_target_"])
+    neutral = [k for k, v in NEUTRAL.items() if at(k) == v]
+    if at("problem.regularizer") in ("l2", None):  # lam_nc is unused then
+        neutral.append("problem.lam_nc")
+    for key in (*keys, *neutral):
+        *head, last = key.split(".")
+        node = c
+        for h in head:
+            node = node.get(h) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config (without Hydra's own node and volatile keys)."""
+    return _hash_without(cfg, VOLATILE_KEYS)
+
+
+# the problems this process has built, by the config that defines them (a sweep's jobs in
+# one process, e.g. a joblib worker, share them); the newest few are kept
+_SETUPS: dict[str, Setup] = {}
+SETUPS_KEPT = 2
+
+
+def build_setup(cfg: DictConfig) -> Setup:
+    """Load and split the data, fix l2, compute the constants and (cached) x*, f*; once per
+    process for the same data and problem settings. Logs each one-off cost as it is paid."""
+    key = json.dumps(
+        OmegaConf.to_container(
+            OmegaConf.create({"dataset": cfg.dataset, "data": cfg.data, "problem": cfg.problem}), resolve=True
+        ),
+        sort_keys=True,
+        default=str,
+    )
+    if key in _SETUPS:
+        log.info("problem: the one built earlier in this process")
+        return _SETUPS[key]
+    setup = _build_setup(cfg)
+    while len(_SETUPS) >= SETUPS_KEPT:
+        _SETUPS.pop(next(iter(_SETUPS)))
+    _SETUPS[key] = setup
+    return setup
+
+
+def _build_setup(cfg: DictConfig) -> Setup:
+    check_choice("dataset.source", cfg.dataset.source, SOURCES)
+    if cfg.dataset.source == "counterexample":
+        problem = QuadraticProblem.counterexample()
+        constants = problem.constants()
+        constants["f_star"] = 0.0
+        return Setup(problem, constants, np.zeros(problem.d), 0.0)
+    cache_dir = data_dir(cfg)
+    # the LIBSVM files and their synthetic stand-ins are worth caching constants and x* for
+    cached = cfg.dataset.source == "libsvm" or cfg.dataset.get("synthetic_of") is not None
+    if cached and str(cache_dir.absolute()) not in _NAMED_CACHES:
+        _NAMED_CACHES.add(str(cache_dir.absolute()))
+        log.info("data cache: %s", cache_dir.absolute())
+    t0 = time.perf_counter()
+    X, y = load_dataset(cfg)
+    n, m = int(cfg.dataset.n_workers), int(cfg.dataset.m)
+    A, Y = partition(X, y, n, m, cfg.data.split, int(cfg.data.seed), float(cfg.data.alpha))
+    schema.check_loaded(cfg, A)  # degenerate data (L = 0), and a file's d against the keys bounded by it
+    regularizer = cfg.problem.regularizer
+    check_choice("problem.regularizer", regularizer, REGULARIZERS)
+    if regularizer == "nonconvex":
+        lam = check_positive("problem.lam_nc", cfg.problem.lam_nc)
+        problem = NonconvexLogisticProblem(A, Y, 0.0, lam=lam)
+    else:
+        problem = LogisticProblem(A, Y, 0.0)
+    t1 = time.perf_counter()
+    log.info(
+        "data: %s, %d workers x %d rows x %d features, %s, in %.2f s",
+        cfg.dataset.name,
+        n,
+        m,
+        problem.d,
+        "sparse" if problem.csr is not None else "dense",
+        t1 - t0,
+    )
+    cache = cache_dir / "cache" if cached else None
+    load_spectra(problem, cache)
+    if regularizer == "nonconvex":  # no x*, no f*: gap, rel_gap and dist2 are NaN, grad_norm2 is the metric
+        constants = {**problem.constants(), "f_star": math.nan}
+        log.info(
+            "problem: logistic loss + lam_nc sum_j x_j^2/(1 + x_j^2), lam_nc=%g (problem.l2 unused): "
+            "nonconvex, no mu, x* and f* unknown (gap, rel_gap, dist2 are NaN; see grad_norm2)",
+            problem.lam,
+        )
+        return Setup(problem, constants, np.full(problem.d, math.nan), math.nan)
+    mode = cfg.problem.l2_mode
+    check_choice("problem.l2_mode", mode, L2_MODES)
+    l2 = check_positive("problem.l2", cfg.problem.l2, allow_zero=True)
+    problem.l2 = l2 * problem.data_smoothness if mode == "relative" else l2
+    # l2 = 0: convex, mu = 0 (kappa = inf), and x* may not exist (efbench.problems.nonconvex)
+    constants = problem.constants()
+    t2 = time.perf_counter()
+    if problem.l2 > 0:
+        xstar, fstar = optimum(problem, cache)
+    else:
+        xstar, fstar, what = optimum_without_mu(problem, cache)
+        log.info("x*: %s", what)
+    constants["f_star"] = fstar
+    log.info(
+        "constants in %.2f s, x* in %.2f s%s",
+        t2 - t1,
+        time.perf_counter() - t2,
+        " (cached on disk)" if cache is not None else "",
+    )
+    return Setup(problem, constants, xstar, fstar)
+
+
+def initial_point(cfg: DictConfig, setup: Setup) -> np.ndarray:
+    check_choice("x0", cfg.x0, X0_CHOICES)
+    if cfg.x0 == "zero":
+        return np.zeros(setup.problem.d)
+    if not np.all(np.isfinite(setup.xstar)):
+        raise ConfigError("x0", "shift starts from x* + x0_shift, and this problem has no x*", ("zero",))
+    return setup.xstar + float(cfg.dataset.x0_shift)
+
+
+def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
+    """Build one run's method, schedule and start (its settings are validated: schema)."""
+    p = setup.problem
+    method = build_method(cfg, p.d, p.n)
+    constants = setup.constants
+    sampling = method.estimator.get("sampling", "uniform")
+    if method.estimator.get("kind", "full") != "full" and sampling not in BUILTIN_SAMPLINGS:
+        constants = {**constants, "L_S": sampling_of(sampling).smoothness(p)}
+    schedule = method.schedule(
+        make_schedule(
+            OmegaConf.to_container(cfg.stepsize, resolve=True),
+            constants,
+            method.estimator,
+            lambda base: method.theory(constants, base),
+        ),
+        constants,
+    )
+    net = Profile.from_config(cfg.network) if "network" in cfg else Profile()
+    return RunSpec(method, schedule, initial_point(cfg, setup), int(cfg.seed), net)
+
+
+def limits_of(cfg: DictConfig) -> Limits:
+    iters, bits, epochs = (math.inf if v is None else v for v in (cfg.budget.get(k) for k in schema.BUDGETS))
+    return Limits(
+        iters,
+        bits,
+        epochs,
+        cfg.log_every,
+        float(cfg.diverge_factor),
+        float(cfg.log_per_decade),
+        float(cfg.diverge_level),
+    )
+
+
+def result_bytes(lim: Limits) -> int:
+    """More disk than a run's result takes (summary, and a trace of 64 float columns at every
+    log point; parquet compresses), reserved before it computes (:func:`results.reserve`)."""
+    steps = lim.iters if math.isfinite(lim.iters) else 1e8  # a bits or epochs budget: unknown
+    rows = steps / lim.log_every if lim.log_every else lim.log_per_decade * math.log10(steps + 1) + 10
+    return (64 << 10) + int(min(rows + 2, 1e6)) * 64 * 8
+
+
+def group_key(cfg: DictConfig) -> str:
+    """Hash of the config without the keys a run of a batch may set for itself (BATCHABLE):
+    runs with equal keys share a problem, shapes and code path, so they can run together."""
+    return _hash_without(cfg, (*VOLATILE_KEYS, *BATCHABLE))
+
+
+def diverged_by_now(out_dir: Path, cfg: DictConfig) -> bool:
+    """Whether the divergence rule of this version (:func:`efbench.engine.loop.divergence`) finds
+    the completed run in ``out_dir`` diverged: results written before its sustained test
+    existed keep their config hash (NEUTRAL) and are judged again, from their trace."""
+    try:
+        trace = pd.read_parquet(out_dir / results.TRACE, columns=["step", "f"])
+    except Exception:  # unreadable: verified() has said so already
+        return False
+    step, f = trace["step"].to_numpy(), trace["f"].to_numpy(float)
+    return len(f) > 0 and divergence(step, f, float(f[0]), limits_of(cfg), final=True)[0] is not None
+
+
+def finished_before(out_dir: Path, chash: str, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a finished run of the same config in ``out_dir``, if any (a completed
+    one that the current divergence rule finds diverged is run again)."""
+    prev = results.read_summary(out_dir)
+    if prev and prev.get("status") in results.FINISHED and prev.get("config_hash") == chash:
+        if prev["status"] == "completed" and diverged_by_now(out_dir, cfg):
+            log.info("rerunning %s: completed, but diverged by the current rule (diverge_level)", out_dir)
+            return None
+        if results.verified(out_dir, prev):
+            log.info("skipping %s: already %s (config %s)", out_dir, prev["status"], chash)
+            # this launch found the result whole: an earlier launch's failure or stopped attempt
+            # (of another config, never resumed from) is no longer what the folder last saw
+            for name in (results.ERROR, results.ATTEMPT, results.ATTEMPT_TRACE):
+                (out_dir / name).unlink(missing_ok=True)
+            prev["skipped"] = True
+            return prev
+        log.info("rerunning %s: its trace is missing, unreadable or not the summary's", out_dir)
+    return None
+
+
+def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> dict[str, Any]:
+    """The summary of a run that has not finished yet: its resolved config and hash. The
+    ``sampling`` choice is the sampling the method uses (ec_sgd_us / ec_sgd_is fix their
+    own; full-gradient methods sample nothing), not the group's unused default."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an invalid config (schema.validate says why): as written
+        config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra", None)
+    choices = dict(choices or {})
+    if "sampling" in choices:
+        est = config.get("method", {}).get("estimator", {})
+        est = est if isinstance(est, dict) else {}  # an invalid one (schema.validate says why)
+        choices["sampling"] = est.get("sampling", "none") if est.get("kind", "full") != "full" else "none"
+    return {
+        "status": "running",
+        "config_hash": chash,
+        "choices": choices,
+        "config": config,
+        "provenance": provenance(),
+    }
+
+
+def final_summary(summary: dict[str, Any], out: Outcome) -> dict[str, Any]:
+    row = out.last()
+    summary.update(
+        trace_rows=len(out),
+        status=out.status,
+        steps=out.steps,
+        engine=out.engine,
+        wall_time=out.wall,
+        step_time=out.step_time,
+        log_time=out.log_time,
+        iters_per_sec=out.steps / out.step_time if out.step_time > 0 else math.nan,
+        wall_iters_per_sec=out.steps / out.wall if out.wall > 0 else math.nan,
+        final={
+            key: row[key]
+            for key in (
+                "f",
+                "gap",
+                "rel_gap",
+                "grad_norm2",
+                "dist2",
+                "bits_up_mean",
+                "bits_down",
+                "nnz_mean",
+                "epochs",
+            )
+        },
+    )
+    return summary
+
+
+def run_batch(
+    cfgs: list[DictConfig],
+    out_dirs: list[str | Path],
+    choices: list[dict[str, str] | None] | None = None,
+    progress_label: str = "",
+) -> list[dict[str, Any]]:
+    """Execute the runs ``cfgs`` (equal but for BATCHABLE keys) in one batch, each writing its
+    results into its own directory; skip those already finished with the same config.
+
+    A run whose own settings are invalid is recorded with ``status=error`` and the others
+    go on; the first such error is raised once the batch is written. ``progress_label``
+    starts the progress bar's label (a sweep's ``[job N]``)."""
+    keep_large_allocations_on_heap()
+    dirs = [Path(d) for d in out_dirs]
+    choices = choices or [None] * len(cfgs)
+    summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
+    todo, locks = [], []
+    invalid: dict[int, ConfigError] = {}
+    unwritable: list[results.WriteError] = []
+    try:
+        for i, cfg in enumerate(cfgs):
+            chash = config_hash(cfg)
+            try:
+                fd = results.lock(dirs[i])
+            except results.WriteError as exc:  # this run's folder alone: the others go on
+                log.error("run %s: %s", dirs[i], exc)
+                summaries[i] = {"status": "error", "config_hash": chash, "error": str(exc)}
+                unwritable.append(exc)
+                continue
+            if fd is None:
+                log.warning("skipping %s: another launch is computing it", dirs[i])
+                summaries[i] = {"status": "running", "config_hash": chash, "skipped": True}
+                continue
+            locks.append(fd)
+            try:  # every key's type and range first, before anything is built or printed
+                schema.validate(cfg, choices[i])
+            except ConfigError as exc:
+                invalid[i] = exc
+            summaries[i] = None if i in invalid else finished_before(dirs[i], chash, cfg)
+            if summaries[i] is None:
+                summaries[i] = new_summary(cfg, chash, choices[i])
+                todo.append(i)
+        if todo:
+            _run_claimed(cfgs, dirs, summaries, todo, invalid, progress_label)
+    finally:
+        for fd in locks:
+            os.close(fd)
+    if unwritable:
+        raise unwritable[0]
+    return summaries
+
+
+def _run_claimed(
+    cfgs: list[DictConfig],
+    dirs: list[Path],
+    summaries: list[dict[str, Any]],
+    todo: list[int],
+    invalid: dict[int, ConfigError],
+    progress_label: str = "",
+) -> None:
+    """The body of :func:`run_batch` for the runs ``todo``, whose directories it holds."""
+    errors: list[Exception] = []
+
+    def fail(i: int, exc: Exception) -> None:
+        summaries[i].update(status="error", error=str(exc))
+        errors.append(exc)
+        if isinstance(exc, results.WriteError):
+            return
+        try:
+            results.record_error(dirs[i], summaries[i])
+        except results.WriteError as write_exc:
+            log.error("run %s: %s", dirs[i], write_exc)
+
+    for i, exc in invalid.items():
+        if len(todo) > 1:  # a single run's error is reported once, by the caller
+            log.error("run %s: %s", dirs[i], exc)
+        fail(i, exc)
+    todo = [i for i in todo if i not in invalid]
+    if not todo:
+        raise errors[0]
+    try:
+        if len({group_key(cfgs[i]) for i in todo}) > 1:
+            raise ConfigError("batch", "the runs of a batch may differ only in " + ", ".join(BATCHABLE))
+        base = cfgs[todo[0]]
+        lim = limits_of(base)
+        for i in todo:  # a folder that cannot hold its result fails only its own run, now
+            try:
+                results.reserve(dirs[i], result_bytes(lim))
+            except results.WriteError as exc:
+                if len(todo) > 1:  # a single run's error is reported once, by the caller
+                    log.error("run %s: %s", dirs[i], exc)
+                fail(i, exc)
+        todo = [i for i in todo if summaries[i]["status"] != "error"]
+        if not todo:
+            raise errors[0]
+        setup = build_setup(base)
+    except Exception as exc:
+        for i in todo:
+            fail(i, exc)
+        raise
+    c = setup.constants
+    log.info(
+        "problem: n=%d m=%d d=%d  l2=%.3e  L=%.6g  mu=%.3e  L_US=%.6g  L_IS=%.6g  max L_i=%.6g  f*=%.12g",
+        c["n"],
+        c["m"],
+        c["d"],
+        c["l2"],
+        c["L"],
+        c["mu"],
+        c["L_US"],
+        c["L_IS"],
+        c["L_i_max"],
+        c["f_star"],
+    )
+    specs, ready = [], []
+    for i in todo:
+        try:
+            spec = prepare_run(cfgs[i], setup)
+        except EfbenchError as exc:
+            if len(todo) > 1:  # a single run's error is reported once, by the caller
+                log.error("run %s: %s", dirs[i], exc)
+            fail(i, exc)
+            continue
+        log.info(
+            "run %s: method=%s compressor=%s seed=%d gamma0=%.6g (%s)",
+            dirs[i],
+            spec.method.name,
+            type(spec.method.compressor).__name__,
+            spec.seed,
+            spec.schedule.gamma0,
+            spec.schedule.formula,
+        )
+        specs.append(spec)
+        ready.append(i)
+    if ready:
+        try:
+            outs = execute(
+                setup.problem,
+                setup.fstar,
+                setup.xstar,
+                specs,
+                lim,
+                str(base.engine),
+                bool(base.progress) and sys.stderr.isatty(),  # a bar is noise in a log file or pipe
+                f"{progress_label} {specs[0].method.name}".strip(),
+            )
+        except EfbenchError as exc:
+            for i in ready:
+                fail(i, exc)
+            raise
+        log.info("engine: %s, %d run(s)", outs[0].engine, len(outs))
+        with signals.deferred() as pending:  # a signal now waits until every result is written
+            for i, spec, out in zip(ready, specs, outs, strict=True):
+                summ = summaries[i]
+                summ.update(
+                    constants={**c, **out.info},
+                    gamma0=spec.schedule.gamma0,
+                    stepsize_formula=spec.schedule.formula,
+                    batch_size=len(outs),
+                    n_workers=setup.problem.n,
+                    collective=spec.network.collective_of(spec.method.collective),
+                )
+                comp, d = spec.method.compressor, setup.problem.d
+                if not spec.method.compressed:  # also a run through the Python API, for its label
+                    summ["choices"]["compressor"] = "dense"  # the group's setting was not used
+                if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
+                    summ["compressor_omega"] = float(comp.omega(d))
+                if comp.kind in ("contractive", "identity"):  # E||C(x) - x||^2 <= (1 - delta) ||x||^2
+                    summ["compressor_delta"] = float(comp.contraction(d))
+                if comp.kind == "absolute":  # ||C(x) - x||^2 <= Delta^2
+                    summ["compressor_Delta"] = float(comp.Delta(d))
+                if spec.network.c_grad == "measured":  # the run's own seconds per call, every round
+                    n = setup.problem.n
+                    measured = measured_c_grad(out.step_time, out.last()["epochs"] * setup.problem.m, n)
+                    summ["c_grad_measured"] = measured
+                    prof = replace(spec.network, c_grad=measured)
+                    out.columns["time_sim"] = simulated_time(prof, summ["collective"], n, out.columns)
+                final_summary(summ, out)
+                row = out.last()
+                log.info(
+                    "%s after %d steps: f-f*=%.3e  rel=%.3e  ||grad||^2=%.3e  bits/worker=%.4g  "
+                    "(%.0f it/s stepping, %.0f it/s wall)",
+                    out.status,
+                    out.steps,
+                    row["gap"],
+                    row["rel_gap"],
+                    row["grad_norm2"],
+                    row["bits_up_mean"],
+                    summ["iters_per_sec"],
+                    summ["wall_iters_per_sec"],
+                )
+                buf = io.BytesIO()
+                pd.DataFrame(out.columns).to_parquet(buf, index=False)
+                try:
+                    path = results.commit(dirs[i], buf.getvalue(), summ)
+                    if path.name == results.ATTEMPT:
+                        log.warning(
+                            "run %s: the finished result there is kept; this %s run's steps are in %s",
+                            dirs[i],
+                            summ["status"],
+                            path.name,
+                        )
+                except results.WriteError as exc:  # this run's folder alone: the others are still written
+                    log.error("run %s: %s", dirs[i], exc)
+                    fail(i, exc)
+        stop = outs[0].stopped_by or pending()
+        if stop is not None:
+            stopped = [d for d, o in zip(ready, outs, strict=True) if o.status == "interrupted"]
+            where = dirs[stopped[0]] if len(stopped) == 1 else f"{len(stopped)} run directories"
+            raise signals.Interrupted(stop, f"the steps taken so far are written as interrupted in {where}")
+    if errors:
+        raise errors[0]
+
+
+def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """Execute the run described by ``cfg`` (a batch of one) and write its results into ``out_dir``."""
+    return run_batch([cfg], [out_dir], [choices])[0]
+
+
+def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """The config of one seed of ``seeds=[...]``: ``seed=<s>``, no ``seeds``."""
+    c = cfg.copy()
+    with_flag = OmegaConf.is_struct(c)
+    OmegaConf.set_struct(c, False)
+    c.seed = seed
+    c.seeds = None
+    OmegaConf.set_struct(c, with_flag)
+    return c
+
+
+def run_seeds(
+    cfg: DictConfig,
+    seeds: object,
+    out_dir: str | Path,
+    choices: dict[str, str] | None = None,
+    progress_label: str = "",
+) -> list[dict[str, Any]]:
+    """``seeds=[...]``: those seeds in one batch, results in ``out_dir/seed=<s>``."""
+    schema.check_seeds(seeds)
+    out = Path(out_dir)
+    return run_batch(
+        [seed_config(cfg, s) for s in seeds],
+        [out / f"seed={s}" for s in seeds],
+        [choices] * len(seeds),
+        progress_label,
+    )
