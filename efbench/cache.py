@@ -11,7 +11,7 @@ check of the values passes (x* has a small gradient, an eigenvalue goes with its
 eigenvector: checks that cost a pass or two over the data, not what the cache saves).
 
 Anything else but a missing file is rebuilt: recomputed and rewritten atomically
-(:func:`efbench.run.results.atomic_write_bytes`), with one warning naming the file and what
+(:func:`efbench.files.atomic_write_bytes`), with one warning naming the file and what
 was wrong with it; a file written before the caches were verified (no META) is one of
 these. Where the cache cannot be written (a read-only folder, ``cache`` a plain file, a
 full disk) the values are computed without it and one warning a folder says so. A cache
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from efbench.run.results import atomic_write_bytes
+from efbench.files import atomic_write_bytes
 
 FORMAT = 1  # the layout of META; a file of another format is rebuilt
 META = "__meta__"

@@ -36,7 +36,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 from test_cli import efbench
 
-from efbench.config import schema
+from efbench.config import identity, schema
 from efbench.core.compressors import Identity
 from efbench.engine.loop import execute
 from efbench.errors import ConfigError, EfbenchError
@@ -356,7 +356,7 @@ def _judged(line: Line, cfg: DictConfig, choices: dict[str, str], value: object)
         text = str(exc)
         if line.item.startswith("~") or type(value) is not type(line.default):  # its structure
             try:  # recorded as a refused run is: its config's hash and its summary
-                runner.new_summary(cfg, runner.config_hash(cfg), choices)
+                runner.new_summary(cfg, identity.config_hash(cfg), choices)
             except Exception as record:
                 return Verdict("traceback", f"recording: {type(record).__name__}: {record}")
         return Verdict("clean" if len(text.splitlines()) == 1 else "late", text)

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
+from efbench import files
+from efbench.config.identity import config_hash
 from efbench.errors import ConfigError, DataError
-from efbench.run import results
-from efbench.run.runner import config_hash, run
+from efbench.run.runner import run
 
 METRICS = [
     "step",
@@ -170,14 +171,14 @@ def test_missing_data_offline(tmp_path):
 
 def test_atomic_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     target = tmp_path / "x.npz"
-    results.atomic_write_bytes(target, b"old")
+    files.atomic_write_bytes(target, b"old")
 
     def boom(*a):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
-        results.atomic_write_bytes(target, b"new")
+        files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.npz"]
 
 

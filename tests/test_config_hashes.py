@@ -17,7 +17,7 @@ from pathlib import Path
 
 from test_cli import cfg_of
 
-from efbench.run.runner import config_hash
+from efbench.config.identity import config_hash
 
 PINNED = Path(__file__).with_name("data") / "config_hashes.json"
 GROUPS = ("method", "compressor", "dataset", "sampling", "stepsize", "network", "topology", "participation")

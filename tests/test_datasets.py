@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import yaml
 
 from efbench.errors import ConfigError, DataError
+from efbench.problems import datasets
 from efbench.problems.datasets import (
     LIBSVM_FILES,
     MAX_DENSE_ENV,
@@ -23,7 +24,6 @@ from efbench.problems.datasets import (
     make_synthetic,
     partition,
 )
-from efbench.problems import datasets
 from efbench.problems.logistic import LogisticProblem
 
 
@@ -183,7 +183,7 @@ def test_results_are_written_with_the_umask_mode(tmp_path):
     """Atomic writes give what a plain open would (0644 under umask 022), not mkstemp's 0600."""
     import os
 
-    from efbench.run.results import atomic_write_bytes
+    from efbench.files import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -310,7 +310,7 @@ LONG_SWEEP = (
 
 @pytest.mark.parametrize("batch", [True, False])
 def test_sweep_subdirs_stay_within_name_limits_and_jobs_tag_their_logs(tmp_path, batch):
-    from efbench.app.cli import NAME_BYTES
+    from efbench.config.identity import NAME_BYTES
 
     root = tmp_path / "sweep"
     r = efbench(

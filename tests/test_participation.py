@@ -54,7 +54,7 @@ def test_keys_added_later_keep_the_hash_of_earlier_results_at_their_neutral_valu
     from omegaconf import OmegaConf, open_dict
     from test_cli import cfg_of
 
-    from efbench.run.runner import config_hash
+    from efbench.config.identity import config_hash
 
     cfg = cfg_of("method=ef21")
     older = OmegaConf.create(OmegaConf.to_container(cfg))

@@ -11,7 +11,8 @@ from test_cli import efbench
 
 from efbench.analysis import targets
 from efbench.analysis.collect import collect
-from efbench.analysis.tuning import TuneSpec, mark, picks
+from efbench.analysis.tuning import mark, picks
+from efbench.config.tune import TuneSpec
 from efbench.errors import ConfigError
 
 # ---- targets ---------------------------------------------------------------------------------

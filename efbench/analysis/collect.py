@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from efbench.analysis.tuning import TuneSpec, describe, mark, picks
+from efbench.analysis.tuning import describe, mark, picks
+from efbench.config.tune import TuneSpec
 from efbench.core.network import COUNTS, Profile, simulated_time
 from efbench.errors import ConfigError
 from efbench.run.results import ERROR, UNREADABLE, verified

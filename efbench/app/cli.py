@@ -3,9 +3,7 @@ with its ``--help`` generated from the config files (:func:`help_text`)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
-import json
 import logging
 import os
 import re
@@ -20,12 +18,12 @@ from pathlib import Path
 import hydra
 import hydra._internal.utils as hydra_utils
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from efbench.config.identity import BATCH_KEY, batch_configs, dirname_within_limits
 from efbench.engine.signals import stop_when_parent_dies, sweep_worker
 from efbench.errors import EfbenchError
 
@@ -39,7 +37,6 @@ if _ROLE == "alive":
 # a log file on a full disk: its lines still reach the console, and the run's own one-line
 # error says the disk is full, without a logging traceback for every line after it
 logging.raiseExceptions = False
-BATCH_KEY = "efbench_batch"  # set by the efbench sweeper (hydra_plugins/efbench_sweeper)
 
 
 # Hydra's words for a sweep override (key=a,b, key=range(...)) on a command line without -m
@@ -286,36 +283,7 @@ def help_text(width: int | None = None) -> str:
 OmegaConf.register_new_resolver("efbench_help", help_text, replace=True)
 
 
-NAME_BYTES = 200  # file systems allow 255 bytes per path component
-# tune.<key>=<value> items of an override dirname (a list value may hold commas): how a sweep
-# picks among its runs, not what a run computes, so not part of a run's folder
-TUNE_ITEM = re.compile(r"(?:^|,)tune\.[A-Za-z_]+=(?:\[[^\]]*\]|[^,]*)")
-
-
-def dirname_within_limits(name: str) -> str:
-    """A sweep subdirectory name: ``name`` (the job's overrides, readable, without the
-    ``tune.*`` settings) while it fits in NAME_BYTES, else its first part and a hash of the
-    whole, so that however many keys are swept the name is legal, readable and still one per
-    job."""
-    name = TUNE_ITEM.sub("", name).lstrip(",")
-    if len(name.encode()) <= NAME_BYTES:
-        return name
-    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-    head = name.encode()[: NAME_BYTES - len(digest) - 1].decode(errors="ignore")
-    return f"{head}~{digest}"
-
-
 OmegaConf.register_new_resolver("efbench_dirname", dirname_within_limits, replace=True)
-
-
-def override_dirname(lines: list[str], hc: DictConfig) -> str:
-    """The sweep subdirectory a job with these overrides would get alone."""
-    spec = hc.job.config.override_dirname
-    parser = OverridesParser.create()
-    keep = sorted(
-        o.input_line for o in parser.parse_overrides(lines) if o.key_or_group not in spec.exclude_keys
-    )
-    return dirname_within_limits(spec.item_sep.join(keep).replace("=", spec.kv_sep))
 
 
 class JobTag(logging.Filter):
@@ -352,26 +320,6 @@ def anchor_data_dir(cfg: DictConfig, launch_dir: str | Path) -> None:
 
     if cfg.data.dir is None or isinstance(cfg.data.dir, str):
         cfg.data.dir = str(Path(launch_dir) / data_dir(cfg))
-
-
-def batch_configs(cfg: DictConfig, hc: DictConfig) -> tuple[list[DictConfig], list[Path]]:
-    """The runs of a grouped job: this job's config with each run's own overrides applied,
-    each in the directory it would have had as a job of its own."""
-    runs = json.loads(cfg[BATCH_KEY])
-    common = [line for line in hc.overrides.task if not line.lstrip("+").startswith(BATCH_KEY + "=")]
-    base = cfg.copy()
-    with open_dict(base):
-        del base[BATCH_KEY]
-    parser = OverridesParser.create()
-    cfgs, dirs = [], []
-    for lines in runs:
-        c = base.copy()
-        for o in parser.parse_overrides(lines):
-            OmegaConf.update(c, o.key_or_group, o.value(), merge=False)
-        cfgs.append(c)
-        # from the launch directory: with hydra.job.chdir=true this job runs in .batches/<n>
-        dirs.append(Path(hc.runtime.cwd) / hc.sweep.dir / override_dirname([*common, *lines], hc))
-    return cfgs, dirs
 
 
 OmegaConf.register_new_resolver("efbench_pid", lambda: str(os.getpid()), replace=True)

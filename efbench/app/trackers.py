@@ -111,7 +111,7 @@ def trace_rows(trace: pd.DataFrame) -> list[tuple[int, dict[str, float]]]:
 def job_run_dirs(config: DictConfig) -> list[Path]:
     """The run directories a Hydra job writes: its output directory, its ``seed=<s>/``
     subdirectories (``seeds=[...]``), or the directories of a batched group's runs."""
-    from efbench.app.cli import BATCH_KEY, batch_configs
+    from efbench.config.identity import BATCH_KEY, batch_configs
 
     hc = config.hydra
     if config.get(BATCH_KEY):

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from omegaconf import DictConfig, OmegaConf
 
+from efbench.config.identity import BATCH_KEY
 from efbench.config.legacy import current
 from efbench.errors import ConfigError
 
@@ -210,7 +211,7 @@ ESTIMATOR = {
     "p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
     "coin": Choice("shared", "per_worker"),
 }
-# the types of the tune block's keys (efbench.analysis.tuning.TuneSpec checks what they mean together)
+# the types of the tune block's keys (efbench.config.tune.TuneSpec checks what they mean together)
 TUNE = {
     "key": STR,
     "grid": Rule("any", text="a list of at least two finite numbers"),
@@ -264,7 +265,7 @@ SYNTHETIC_KEYS = {
 }
 BUDGETS = ("iters", "bits", "epochs")  # budget.<key>: a run stops at the first it reaches
 # Hydra's own, the sweeper's, experiments' tables
-NOT_KEYS = ("hydra", "efbench_batch", "paper")
+NOT_KEYS = ("hydra", BATCH_KEY, "paper")
 
 
 def _rule_of(name: str, hint: Any) -> Rule:
@@ -457,7 +458,7 @@ def _tune(c: dict, choices: Mapping[str, str]) -> None:
     seeds null or distinct integers >= 0; then what its keys mean together (TuneSpec)."""
     if "tune" not in c:
         return
-    from efbench.analysis.tuning import TuneSpec
+    from efbench.config.tune import TuneSpec
 
     tune = c["tune"]
     grid = tune.get("grid")

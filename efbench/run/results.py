@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from efbench.errors import EfbenchError
+from efbench.files import atomic_write_bytes, write_temp
 
 FINISHED = ("completed", "diverged", "stalled")  # the statuses of a run whose result is whole
 UNREADABLE = "unreadable"  # a summary or trace that cannot be read or does not verify
@@ -43,48 +43,6 @@ class WriteError(EfbenchError):
 
     def __init__(self, path: Path, exc: OSError):
         super().__init__(f"cannot write {path}: {exc.strerror or exc}")
-
-
-def _umask() -> int:
-    """The process umask, read from /proc where it can be (reading it with os.umask means
-    setting it, for a moment, for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_temp(path: Path, payload: bytes) -> str:
-    """``payload`` in a temporary file beside ``path``, flushed to disk, with the mode a plain
-    ``open`` would give (0644 under the usual umask 022: a shared results folder stays
-    readable; mkstemp alone would leave 0600); returns its name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_temp(path, payload)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json(summary: dict[str, Any]) -> bytes:
@@ -193,8 +151,8 @@ def commit(out_dir: Path, trace: bytes, summary: dict[str, Any]) -> Path:
                 raise IsADirectoryError(
                     errno.EISDIR, "a directory stands where the result goes", str(out_dir / name)
                 )
-        temps.append(_write_temp(out_dir / names[0], trace))
-        temps.append(_write_temp(out_dir / names[1], _json(summary)))
+        temps.append(write_temp(out_dir / names[0], trace))
+        temps.append(write_temp(out_dir / names[1], _json(summary)))
         os.replace(temps[0], out_dir / names[0])
         os.replace(temps[1], out_dir / names[1])
     except OSError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -27,11 +26,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from efbench.config import legacy, schema
+from efbench.config import schema
 from efbench.config.build import build_method
+from efbench.config.identity import BATCHABLE, config_hash, group_key
 from efbench.core.network import Profile, measured_c_grad, simulated_time
 from efbench.core.stepsize import make_schedule
-from efbench.engine.loop import Limits, Outcome, RunSpec, divergence, execute, signals
+from efbench.engine import signals
+from efbench.engine.loop import Limits, Outcome, RunSpec, divergence, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.methods.samplers import sampling_of
@@ -43,29 +44,7 @@ from efbench.run.provenance import provenance
 
 log = logging.getLogger("efbench")
 
-# Keys that do not change a run's result: excluded from the config hash used to resume.
-# (tune: how a sweep picks among runs, not what a run computes)
-VOLATILE_KEYS = ("progress", "data.dir", "data.mirror", "seeds", "tune")
 _NAMED_CACHES: set[str] = set()  # the data caches this process has named in its log
-# Keys a run of a batch may set for itself: they change neither the problem, nor array
-# shapes, nor the code path (efbench.engine.loop runs such runs together).
-BATCHABLE = (
-    "seed",
-    "stepsize",
-    "compressor.lam",
-    "compressor.k",
-    "compressor.s",
-    "compressor.delta",
-    "method.estimator.p",
-    "method.zeta",
-    "method.alpha",
-    "method.eta",
-    "method.a",
-    "method.b",
-    "x0",
-    "dataset.x0_shift",
-    "network",  # simulated time only: any network.<key>
-)
 X0_CHOICES = ("zero", "shift")
 SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
 L2_MODES = ("relative", "absolute")
@@ -94,52 +73,6 @@ def keep_large_allocations_on_heap() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
-
-
-# keys added after results existed, hashed only when set to something else than the value
-# that reproduces the earlier behaviour, so finished runs keep their hash and resume
-NEUTRAL = {
-    "participation": {"kind": "full"},
-    "problem.regularizer": "l2",
-    "problem.lam_nc": 0.1,
-    "diverge_level": 10,  # finished_before judges an earlier result by this rule again
-}
-
-
-def _hash_without(cfg: DictConfig, keys: tuple[str, ...]) -> str:
-    """Hash of the resolved config without Hydra's own node, the dotted ``keys`` and the
-    NEUTRAL keys at their neutral value."""
-    try:
-        c = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an invalid config (schema.validate says why): hashed as written
-        c = OmegaConf.to_container(cfg, resolve=False)
-    c.pop("hydra", None)
-
-    def at(key: str) -> Any:  # the value at a dotted key (None where a group is not one)
-        node = c
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
-
-    for node in c.values():  # a class is hashed by its name before the layered package
-        if isinstance(node, dict) and isinstance(node.get("_target_"), str):
-            node["_target_"] = legacy.as_before(node["_target_"])
-    neutral = [k for k, v in NEUTRAL.items() if at(k) == v]
-    if at("problem.regularizer") in ("l2", None):  # lam_nc is unused then
-        neutral.append("problem.lam_nc")
-    for key in (*keys, *neutral):
-        *head, last = key.split(".")
-        node = c
-        for h in head:
-            node = node.get(h) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved config (without Hydra's own node and volatile keys)."""
-    return _hash_without(cfg, VOLATILE_KEYS)
 
 
 # the problems this process has built, by the config that defines them (a sweep's jobs in
@@ -284,12 +217,6 @@ def result_bytes(lim: Limits) -> int:
     steps = lim.iters if math.isfinite(lim.iters) else 1e8  # a bits or epochs budget: unknown
     rows = steps / lim.log_every if lim.log_every else lim.log_per_decade * math.log10(steps + 1) + 10
     return (64 << 10) + int(min(rows + 2, 1e6)) * 64 * 8
-
-
-def group_key(cfg: DictConfig) -> str:
-    """Hash of the config without the keys a run of a batch may set for itself (BATCHABLE):
-    runs with equal keys share a problem, shapes and code path, so they can run together."""
-    return _hash_without(cfg, (*VOLATILE_KEYS, *BATCHABLE))
 
 
 def diverged_by_now(out_dir: Path, cfg: DictConfig) -> bool:

@@ -1,6 +1,6 @@
 """The ``efbench`` sweeper (efbench's default): Hydra's basic sweeper, whose jobs are first
 grouped so that the jobs of a sweep that differ only in batchable keys (seed, stepsize,
-compressor parameters, ... : :data:`efbench.run.runner.BATCHABLE`) become one job running them
+compressor parameters, ... : :data:`efbench.config.identity.BATCHABLE`) become one job running them
 as one batch (:func:`efbench.run.runner.run_batch`).
 
 The grouped job carries its runs' own overrides in ``efbench_batch`` (a JSON list); it runs
@@ -31,11 +31,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf
 
+from efbench.config.identity import BATCH_KEY, batchable
+
 log = logging.getLogger(__name__)
-BATCH_KEY = "efbench_batch"
-# top-level leaves among efbench.run.runner.BATCHABLE; every other batchable key is dotted
-# (a bare group name such as ``stepsize=constant`` changes the defaults list: not batchable)
-TOP_LEVEL = ("seed", "x0")
 
 
 @dataclass
@@ -50,19 +48,6 @@ class EfbenchSweeperConf:
 ConfigStore.instance().store(
     group="hydra/sweeper", name="efbench", node=EfbenchSweeperConf, provider="efbench"
 )
-
-
-def batchable(line: str) -> bool:
-    """Whether the override ``key=value`` sets a batchable key (never an added, deleted or
-    group override)."""
-    from efbench.run.runner import BATCHABLE
-
-    key, sep, _ = line.partition("=")
-    if not sep or key.startswith(("+", "~")) or key.endswith("@"):
-        return False
-    if "." not in key and key not in TOP_LEVEL:
-        return False
-    return any(key == b or key.startswith(b + ".") for b in BATCHABLE)
 
 
 def quoted(text: str) -> str:
@@ -112,7 +97,7 @@ def planned_runs(jobs: List[List[str]], config: Any) -> List[Path]:
     them): a grouped job's runs, a ``seeds=[...]`` job's ``seed=<s>`` folders."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from efbench.app.cli import override_dirname
+    from efbench.config.identity import override_dirname
 
     hc, parser = config.hydra, OverridesParser.create()
     root = Path(hc.sweep.dir).absolute()
@@ -228,7 +213,7 @@ class EfbenchSweeper(BasicSweeper):
         return returns
 
     def _tune(self) -> Any:
-        from efbench.analysis.tuning import TuneSpec
+        from efbench.config.tune import TuneSpec
         from efbench.errors import ConfigError
 
         block = self.config.get("tune") if self.config is not None else None
