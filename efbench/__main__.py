@@ -1,5 +1,5 @@
 """``python -m efbench`` is the ``efbench`` command."""
 
-from efbench.app.cli import main
+from efbench.app.entry import efbench
 
-main()
+efbench()

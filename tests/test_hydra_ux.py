@@ -289,3 +289,48 @@ def test_bad_sweeper_launcher_and_tune_settings_are_one_line(tmp_path, setting, 
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode == 2 and lines == [lines[0]] and lines[0].startswith(f"efbench: error: {key}:"), lines
     assert not (tmp_path / "sw").exists()
+
+
+def test_efbench_patches_nothing_in_hydra_and_its_sweeper_is_found_without_importing_it():
+    """Hydra's plugin scan finds the efbench sweeper by itself (no edit of
+    ``hydra_plugins.__path__``), and importing the CLI leaves Hydra's functions as they are."""
+    code = (
+        "from hydra.core.plugins import Plugins\n"
+        "from hydra.plugins.sweeper import Sweeper\n"
+        "found = [c.__name__ for c in Plugins.instance().discover(Sweeper)]\n"
+        "import hydra._internal.utils as u\n"
+        "before = dict(vars(u))\n"
+        "import efbench.app.cli\n"
+        "changed = [k for k, v in vars(u).items() if before.get(k) is not v]\n"
+        "print(found, changed)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['BasicSweeper', 'EfbenchSweeper'] []"
+
+
+def test_hydra_full_error_set_by_the_user_gives_hydras_traceback(tmp_path):
+    r = subprocess.run(
+        [str(EXE), "nosuchkey=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    assert r.returncode == 1 and "Traceback" in r.stderr and "nosuchkey" in r.stderr
+    r = subprocess.run([str(EXE), "nosuchkey=1"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nosuchkey" in r.stderr
+
+
+def test_the_one_private_hydra_class_used_is_checked_on_the_supported_hydra():
+    """The efbench sweeper (hydra_plugins/efbench_sweeper) is the one place that builds on a
+    private Hydra class (BasicSweeper, whose job list it groups); pyproject.toml pins hydra-core
+    to the releases it is tested on. A new Hydra release: run the sweep tests, then widen both."""
+    import hydra
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from hydra_plugins.efbench_sweeper.efbench_sweeper import EfbenchSweeper
+
+    assert hydra.__version__.startswith("1.3.") and issubclass(EfbenchSweeper, BasicSweeper)
+    for name in ("split_arguments", "setup", "sweep"):
+        assert callable(getattr(BasicSweeper, name))

@@ -16,7 +16,6 @@ from contextlib import suppress
 from pathlib import Path
 
 import hydra
-import hydra._internal.utils as hydra_utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
@@ -70,9 +69,6 @@ def one_line(exc: Exception) -> str:
     return f"{key}: {text}" if key else text
 
 
-_hydra_report = hydra_utils.run_and_report
-
-
 def _output_dir() -> str:
     """The folder this launch writes into (the sweep's, in a multirun), as far as it is known."""
     from efbench.app.callbacks import OUTPUT
@@ -93,42 +89,25 @@ def _group_set_to_non_string(arg: str, groups: set[str]) -> bool:
         return value in ("null", "")
 
 
-def _report_config_errors(func):
-    """Hydra's run_and_report, with the errors of composing a config (unknown group option,
-    unknown key, unparsable override, ...) given as one line with exit code 2."""
-
-    def composed():
-        try:
-            return func()
-        except (HydraException, OmegaConfBaseException) as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            sys.stderr.write(f"efbench: error: {one_line(exc)}\n")
-            sys.exit(2)
-        except ValueError as exc:  # Hydra's word for a group set to a number or null (compressor=5)
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or "Config group override" not in str(exc):
-                raise
-            groups = {d.name for d in importlib.resources.files("efbench.conf").iterdir() if d.is_dir()}
-            group = next(
-                (a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if _group_set_to_non_string(a, groups)),
-                "",
-            )
-            sys.stderr.write(
-                f"efbench: error: {group or 'a config group'}: an option name, not a number or null "
-                "(efbench --help lists each group's options)\n"
-            )
-            sys.exit(2)
-        except OSError as exc:  # Hydra writing its record or log into a full or read-only folder
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or exc.errno is None:
-                raise
-            where = exc.filename or _output_dir()
-            sys.stderr.write(f"efbench: error: cannot write {where}: {exc.strerror}\n")
-            sys.exit(2)
-
-    return _hydra_report(composed)
-
-
-hydra_utils.run_and_report = _report_config_errors
+def config_error_line(exc: BaseException) -> str | None:
+    """The one line naming the key for an error of composing or launching a config (unknown
+    group option, unknown key, unparsable override, a group set to a number, Hydra's record
+    or log written into a full or read-only folder); None for any other error."""
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return one_line(exc)
+    if isinstance(exc, ValueError) and "Config group override" in str(exc):  # compressor=5
+        groups = {d.name for d in importlib.resources.files("efbench.conf").iterdir() if d.is_dir()}
+        group = next(
+            (a.split("=")[0].lstrip("+~") for a in sys.argv[1:] if _group_set_to_non_string(a, groups)),
+            "",
+        )
+        return (
+            f"{group or 'a config group'}: an option name, not a number or null "
+            "(efbench --help lists each group's options)"
+        )
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot write {exc.filename or _output_dir()}: {exc.strerror}"
+    return None
 
 
 HELP_WIDTH = (80, 120)  # the help's line width: the terminal's, within these bounds

@@ -7,25 +7,50 @@ command cannot write or read is one line naming it, with exit code 2."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Callable
 
 
-def _run(command: str, target: str) -> object:
+def _run(command: str, target: str, explain: Callable[[Exception], str | None] | None = None) -> object:
     module, _, func = target.partition(":")
     try:
         return getattr(importlib.import_module(module), func)()
     except KeyboardInterrupt:
         sys.stderr.write(f"{command}: interrupted\n")
         sys.exit(130)
-    # an output folder it cannot make or write (read-only, full), a file it cannot read
-    except OSError as exc:
-        text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    except Exception as exc:
+        text = explain(exc) if explain else None
+        # an output folder it cannot make or write (read-only, full), a file it cannot read
+        if text is None and isinstance(exc, OSError):
+            text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        if text is None:
+            raise
         sys.stderr.write(f"{command}: error: {text}\n")
         sys.exit(2)
 
 
+def _config_error(exc: Exception) -> str | None:
+    from efbench.app.cli import config_error_line
+
+    return config_error_line(exc)
+
+
 def efbench() -> object:
-    return _run("efbench", "efbench.app.cli:main")
+    """``efbench``: Hydra is asked (by its documented ``HYDRA_FULL_ERROR``) to raise the
+    errors of composing and launching a config rather than print them, and each is reported
+    here as one line naming the key, with exit code 2
+    (:func:`efbench.app.cli.config_error_line`); a user who set HYDRA_FULL_ERROR=1 gets
+    Hydra's full traceback."""
+    wanted = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return _run("efbench", "efbench.app.cli:main", None if wanted == "1" else _config_error)
+    finally:
+        if wanted is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = wanted
 
 
 def collect() -> object:
