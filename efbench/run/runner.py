@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +356,38 @@ def run_batch(
     return summaries
 
 
+@dataclass
+class _Claimed:
+    """The runs of a batch whose directories this process holds, and what has failed."""
+
+    cfgs: list[DictConfig]
+    dirs: list[Path]
+    summaries: list[dict[str, Any]]
+    todo: list[int]
+    errors: list[Exception] = field(default_factory=list)
+
+    def fail(self, i: int, exc: Exception, say: bool = False) -> None:
+        """Run ``i`` failed with ``exc``: recorded in its summary and its folder's error.json
+        (``say``: logged too, where the batch has other runs; a single run's error is
+        reported once, by the caller)."""
+        if say and len(self.todo) > 1:
+            log.error("run %s: %s", self.dirs[i], exc)
+        self.summaries[i].update(status="error", error=str(exc))
+        self.errors.append(exc)
+        if isinstance(exc, results.WriteError):
+            return
+        try:
+            results.record_error(self.dirs[i], self.summaries[i])
+        except results.WriteError as write_exc:
+            log.error("run %s: %s", self.dirs[i], write_exc)
+
+    def keep_unfailed(self) -> None:
+        """Drop the failed runs from ``todo``; none left: raise the first error."""
+        self.todo = [i for i in self.todo if self.summaries[i]["status"] != "error"]
+        if not self.todo:
+            raise self.errors[0]
+
+
 def _run_claimed(
     cfgs: list[DictConfig],
     dirs: list[Path],
@@ -364,47 +396,53 @@ def _run_claimed(
     invalid: dict[int, ConfigError],
     progress_label: str = "",
 ) -> None:
-    """The body of :func:`run_batch` for the runs ``todo``, whose directories it holds."""
-    errors: list[Exception] = []
-
-    def fail(i: int, exc: Exception) -> None:
-        summaries[i].update(status="error", error=str(exc))
-        errors.append(exc)
-        if isinstance(exc, results.WriteError):
-            return
-        try:
-            results.record_error(dirs[i], summaries[i])
-        except results.WriteError as write_exc:
-            log.error("run %s: %s", dirs[i], write_exc)
-
+    """The body of :func:`run_batch` for the runs ``todo``, whose directories it holds:
+    validated, reserved, built, executed, committed."""
+    batch = _Claimed(cfgs, dirs, summaries, todo)
     for i, exc in invalid.items():
-        if len(todo) > 1:  # a single run's error is reported once, by the caller
-            log.error("run %s: %s", dirs[i], exc)
-        fail(i, exc)
-    todo = [i for i in todo if i not in invalid]
-    if not todo:
-        raise errors[0]
+        batch.fail(i, exc, say=True)
+    batch.keep_unfailed()
     try:
-        if len({group_key(cfgs[i]) for i in todo}) > 1:
+        base, lim = cfgs[batch.todo[0]], limits_of(cfgs[batch.todo[0]])
+        if len({group_key(cfgs[i]) for i in batch.todo}) > 1:
             raise ConfigError("batch", "the runs of a batch may differ only in " + ", ".join(BATCHABLE))
-        base = cfgs[todo[0]]
-        lim = limits_of(base)
-        for i in todo:  # a folder that cannot hold its result fails only its own run, now
+        for i in batch.todo:  # a folder that cannot hold its result fails only its own run, now
             try:
                 results.reserve(dirs[i], result_bytes(lim))
             except results.WriteError as exc:
-                if len(todo) > 1:  # a single run's error is reported once, by the caller
-                    log.error("run %s: %s", dirs[i], exc)
-                fail(i, exc)
-        todo = [i for i in todo if summaries[i]["status"] != "error"]
-        if not todo:
-            raise errors[0]
+                batch.fail(i, exc, say=True)
+        batch.keep_unfailed()
         setup = build_setup(base)
     except Exception as exc:
-        for i in todo:
-            fail(i, exc)
+        for i in batch.todo:
+            batch.fail(i, exc)
         raise
-    c = setup.constants
+    _log_problem(setup.constants)
+    specs, ready = [], []
+    for i in batch.todo:
+        try:
+            specs.append(prepare_run(cfgs[i], setup))
+            ready.append(i)
+        except EfbenchError as exc:
+            batch.fail(i, exc, say=True)
+            continue
+        spec = specs[-1]
+        log.info(
+            "run %s: method=%s compressor=%s seed=%d gamma0=%.6g (%s)",
+            dirs[i],
+            spec.method.name,
+            type(spec.method.compressor).__name__,
+            spec.seed,
+            spec.schedule.gamma0,
+            spec.schedule.formula,
+        )
+    if ready:
+        _execute_and_commit(batch, setup, specs, ready, lim, base, progress_label)
+    if batch.errors:
+        raise batch.errors[0]
+
+
+def _log_problem(c: dict[str, float]) -> None:
     log.info(
         "problem: n=%d m=%d d=%d  l2=%.3e  L=%.6g  mu=%.3e  L_US=%.6g  L_IS=%.6g  max L_i=%.6g  f*=%.12g",
         c["n"],
@@ -418,104 +456,104 @@ def _run_claimed(
         c["L_i_max"],
         c["f_star"],
     )
-    specs, ready = [], []
-    for i in todo:
-        try:
-            spec = prepare_run(cfgs[i], setup)
-        except EfbenchError as exc:
-            if len(todo) > 1:  # a single run's error is reported once, by the caller
-                log.error("run %s: %s", dirs[i], exc)
-            fail(i, exc)
-            continue
-        log.info(
-            "run %s: method=%s compressor=%s seed=%d gamma0=%.6g (%s)",
-            dirs[i],
-            spec.method.name,
-            type(spec.method.compressor).__name__,
-            spec.seed,
-            spec.schedule.gamma0,
-            spec.schedule.formula,
+
+
+def _execute_and_commit(
+    batch: _Claimed,
+    setup: Setup,
+    specs: list[RunSpec],
+    ready: list[int],
+    lim: Limits,
+    base: DictConfig,
+    progress_label: str,
+) -> None:
+    """Step the prepared runs together, then write each one's result; a signal received
+    meanwhile waits until every result is written, then stops the process."""
+    try:
+        outs = execute(
+            setup.problem,
+            setup.fstar,
+            setup.xstar,
+            specs,
+            lim,
+            str(base.engine),
+            bool(base.progress) and sys.stderr.isatty(),  # a bar is noise in a log file or pipe
+            f"{progress_label} {specs[0].method.name}".strip(),
         )
-        specs.append(spec)
-        ready.append(i)
-    if ready:
-        try:
-            outs = execute(
-                setup.problem,
-                setup.fstar,
-                setup.xstar,
-                specs,
-                lim,
-                str(base.engine),
-                bool(base.progress) and sys.stderr.isatty(),  # a bar is noise in a log file or pipe
-                f"{progress_label} {specs[0].method.name}".strip(),
-            )
-        except EfbenchError as exc:
-            for i in ready:
-                fail(i, exc)
-            raise
-        log.info("engine: %s, %d run(s)", outs[0].engine, len(outs))
-        with signals.deferred() as pending:  # a signal now waits until every result is written
-            for i, spec, out in zip(ready, specs, outs, strict=True):
-                summ = summaries[i]
-                summ.update(
-                    constants={**c, **out.info},
-                    gamma0=spec.schedule.gamma0,
-                    stepsize_formula=spec.schedule.formula,
-                    batch_size=len(outs),
-                    n_workers=setup.problem.n,
-                    collective=spec.network.collective_of(spec.method.collective),
-                )
-                comp, d = spec.method.compressor, setup.problem.d
-                if not spec.method.compressed:  # also a run through the Python API, for its label
-                    summ["choices"]["compressor"] = "dense"  # the group's setting was not used
-                if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
-                    summ["compressor_omega"] = float(comp.omega(d))
-                if comp.kind in ("contractive", "identity"):  # E||C(x) - x||^2 <= (1 - delta) ||x||^2
-                    summ["compressor_delta"] = float(comp.contraction(d))
-                if comp.kind == "absolute":  # ||C(x) - x||^2 <= Delta^2
-                    summ["compressor_Delta"] = float(comp.Delta(d))
-                if spec.network.c_grad == "measured":  # the run's own seconds per call, every round
-                    n = setup.problem.n
-                    measured = measured_c_grad(out.step_time, out.last()["epochs"] * setup.problem.m, n)
-                    summ["c_grad_measured"] = measured
-                    prof = replace(spec.network, c_grad=measured)
-                    out.columns["time_sim"] = simulated_time(prof, summ["collective"], n, out.columns)
-                final_summary(summ, out)
-                row = out.last()
-                log.info(
-                    "%s after %d steps: f-f*=%.3e  rel=%.3e  ||grad||^2=%.3e  bits/worker=%.4g  "
-                    "(%.0f it/s stepping, %.0f it/s wall)",
-                    out.status,
-                    out.steps,
-                    row["gap"],
-                    row["rel_gap"],
-                    row["grad_norm2"],
-                    row["bits_up_mean"],
-                    summ["iters_per_sec"],
-                    summ["wall_iters_per_sec"],
-                )
-                buf = io.BytesIO()
-                pd.DataFrame(out.columns).to_parquet(buf, index=False)
-                try:
-                    path = results.commit(dirs[i], buf.getvalue(), summ)
-                    if path.name == results.ATTEMPT:
-                        log.warning(
-                            "run %s: the finished result there is kept; this %s run's steps are in %s",
-                            dirs[i],
-                            summ["status"],
-                            path.name,
-                        )
-                except results.WriteError as exc:  # this run's folder alone: the others are still written
-                    log.error("run %s: %s", dirs[i], exc)
-                    fail(i, exc)
-        stop = outs[0].stopped_by or pending()
-        if stop is not None:
-            stopped = [d for d, o in zip(ready, outs, strict=True) if o.status == "interrupted"]
-            where = dirs[stopped[0]] if len(stopped) == 1 else f"{len(stopped)} run directories"
-            raise signals.Interrupted(stop, f"the steps taken so far are written as interrupted in {where}")
-    if errors:
-        raise errors[0]
+    except EfbenchError as exc:
+        for i in ready:
+            batch.fail(i, exc)
+        raise
+    log.info("engine: %s, %d run(s)", outs[0].engine, len(outs))
+    with signals.deferred() as pending:  # a signal now waits until every result is written
+        for i, spec, out in zip(ready, specs, outs, strict=True):
+            summ = batch.summaries[i]
+            _describe(summ, spec, out, setup, len(outs))
+            final_summary(summ, out)
+            _log_outcome(summ, out)
+            buf = io.BytesIO()
+            pd.DataFrame(out.columns).to_parquet(buf, index=False)
+            try:
+                path = results.commit(batch.dirs[i], buf.getvalue(), summ)
+                if path.name == results.ATTEMPT:
+                    log.warning(
+                        "run %s: the finished result there is kept; this %s run's steps are in %s",
+                        batch.dirs[i],
+                        summ["status"],
+                        path.name,
+                    )
+            except results.WriteError as exc:  # this run's folder alone: the others are still written
+                log.error("run %s: %s", batch.dirs[i], exc)
+                batch.fail(i, exc)
+    stop = outs[0].stopped_by or pending()
+    if stop is not None:
+        stopped = [d for d, o in zip(ready, outs, strict=True) if o.status == "interrupted"]
+        where = batch.dirs[stopped[0]] if len(stopped) == 1 else f"{len(stopped)} run directories"
+        raise signals.Interrupted(stop, f"the steps taken so far are written as interrupted in {where}")
+
+
+def _describe(summ: dict[str, Any], spec: RunSpec, out: Outcome, setup: Setup, batch_size: int) -> None:
+    """What a run's summary says beyond its trace: constants, stepsize, the compressor's
+    constant, and simulated time re-timed by the run's own measured gradient cost."""
+    summ.update(
+        constants={**setup.constants, **out.info},
+        gamma0=spec.schedule.gamma0,
+        stepsize_formula=spec.schedule.formula,
+        batch_size=batch_size,
+        n_workers=setup.problem.n,
+        collective=spec.network.collective_of(spec.method.collective),
+    )
+    comp, d = spec.method.compressor, setup.problem.d
+    if not spec.method.compressed:  # also a run through the Python API, for its label
+        summ["choices"]["compressor"] = "dense"  # the group's setting was not used
+    if comp.kind in ("unbiased", "identity"):  # E||C(x) - x||^2 <= omega ||x||^2
+        summ["compressor_omega"] = float(comp.omega(d))
+    if comp.kind in ("contractive", "identity"):  # E||C(x) - x||^2 <= (1 - delta) ||x||^2
+        summ["compressor_delta"] = float(comp.contraction(d))
+    if comp.kind == "absolute":  # ||C(x) - x||^2 <= Delta^2
+        summ["compressor_Delta"] = float(comp.Delta(d))
+    if spec.network.c_grad == "measured":  # the run's own seconds per call, every round
+        n = setup.problem.n
+        measured = measured_c_grad(out.step_time, out.last()["epochs"] * setup.problem.m, n)
+        summ["c_grad_measured"] = measured
+        prof = replace(spec.network, c_grad=measured)
+        out.columns["time_sim"] = simulated_time(prof, summ["collective"], n, out.columns)
+
+
+def _log_outcome(summ: dict[str, Any], out: Outcome) -> None:
+    row = out.last()
+    log.info(
+        "%s after %d steps: f-f*=%.3e  rel=%.3e  ||grad||^2=%.3e  bits/worker=%.4g  "
+        "(%.0f it/s stepping, %.0f it/s wall)",
+        out.status,
+        out.steps,
+        row["gap"],
+        row["rel_gap"],
+        row["grad_norm2"],
+        row["bits_up_mean"],
+        summ["iters_per_sec"],
+        summ["wall_iters_per_sec"],
+    )
 
 
 def run(cfg: DictConfig, out_dir: str | Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
