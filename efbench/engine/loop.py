@@ -308,59 +308,90 @@ def execute(
     desc: str = "",
 ) -> list[Outcome]:
     """Run every run of the batch to its budget (or divergence); return their outcomes."""
-    specs = choose_engine(engine, runs, problem)
-    R, n, m = len(runs), problem.n, problem.m
-    rngs = [np.random.default_rng(r.seed) for r in runs]
-    states = [r.method.init(problem, r.x0, g) for r, g in zip(runs, rngs, strict=True)]
-    infos = [r.method.info(s) for r, s in zip(runs, states, strict=True)]
-    fused = None if specs is None else FusedBatch(problem, specs, runs, states)
-    counters = Counters(R, n, m)
-    f0 = np.array([problem.loss(r.x0) for r in runs])
-    traces: list[list[dict[str, np.ndarray]]] = [[] for _ in runs]  # column blocks per run
-    status = ["completed"] * R
-    below = [0] * R  # each run's last logged step with f <= diverge_level f(x0): divergence()
-    steps = np.zeros(R, dtype=np.int64)
-    step_time = np.zeros(R)
-    live = list(range(R))  # runs that may take more steps
-    t_start = time.perf_counter()
-    log_time = 0.0
+    batch = _Batch(problem, fstar, xstar, runs, lim, choose_engine(engine, runs, problem))
+    bar = tqdm(
+        total=None if math.isinf(lim.iters) else int(lim.iters) * len(runs),
+        disable=not progress,
+        mininterval=0.5,
+        delay=1.0,
+        desc=desc,
+        unit="it",
+        leave=False,
+    )
+    with signals.deferred() as pending, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        stopped_by = batch.step_all(bar, pending)
+    bar.close()
+    return batch.finish(stopped_by)
 
-    def who(r: int) -> str:
-        return f"run {r + 1} of {R} (seed {runs[r].seed}): " if R > 1 else ""
 
-    def diverged(r: int, step: int, fk: float) -> None:
-        status[r], steps[r] = "diverged", step
+class _Batch:
+    """The runs of one :func:`execute` call as they step: their states, counters, traces and
+    statuses, advanced together from one log point to the next."""
+
+    def __init__(
+        self,
+        problem: LogisticProblem,
+        fstar: float,
+        xstar: np.ndarray,
+        runs: list[RunSpec],
+        lim: Limits,
+        specs: list | None,
+    ):
+        self.problem, self.fstar, self.xstar, self.runs, self.lim = problem, fstar, xstar, runs, lim
+        R = len(runs)
+        self.rngs = [np.random.default_rng(r.seed) for r in runs]
+        self.states = [r.method.init(problem, r.x0, g) for r, g in zip(runs, self.rngs, strict=True)]
+        self.infos = [r.method.info(s) for r, s in zip(runs, self.states, strict=True)]
+        self.fused = None if specs is None else FusedBatch(problem, specs, runs, self.states)
+        self.counters = Counters(R, problem.n, problem.m)
+        self.f0 = np.array([problem.loss(r.x0) for r in runs])
+        self.traces: list[list[dict[str, np.ndarray]]] = [[] for _ in runs]  # column blocks per run
+        self.status = ["completed"] * R
+        self.below = [0] * R  # each run's last logged step with f <= diverge_level f(x0): divergence()
+        self.steps = np.zeros(R, dtype=np.int64)
+        self.step_time = np.zeros(R)
+        self.t_start = time.perf_counter()
+        self.log_time = 0.0
+
+    def who(self, r: int) -> str:
+        R = len(self.runs)
+        return f"run {r + 1} of {R} (seed {self.runs[r].seed}): " if R > 1 else ""
+
+    def diverged(self, r: int, step: int, fk: float) -> None:
+        lim, f0 = self.lim, self.f0
+        self.status[r], self.steps[r] = "diverged", step
         why = (
             f"f = {fk:.4g} is not below diverge_factor = {lim.diverge_factor:g} times f(x0)"
             if not fk <= lim.diverge_factor * f0[r]
             else f"f above diverge_level = {lim.diverge_level:g} times f(x0) = {f0[r]:.4g} at "
-            f"every log point after step {below[r]}"
+            f"every log point after step {self.below[r]}"
         )
-        log.info("%sdiverged at step %d: %s", who(r), step, why)
+        log.info("%sdiverged at step %d: %s", self.who(r), step, why)
 
-    def now(r: int) -> Points:
-        measured = runs[r].method.measure(problem, states[r], fstar)
-        return counters.point(r, int(steps[r]), states[r].x, measured, time.perf_counter() - t_start)
+    def now(self, r: int) -> Points:
+        measured = self.runs[r].method.measure(self.problem, self.states[r], self.fstar)
+        x, elapsed = self.states[r].x, time.perf_counter() - self.t_start
+        return self.counters.point(r, int(self.steps[r]), x, measured, elapsed)
 
-    def record(pts: Points) -> None:
+    def record(self, pts: Points) -> None:
         """Append a row for each point, evaluating f and grad f at all points at once; a run
         found diverged at a point (:func:`divergence`) stops there (rows after it are
         dropped, its steps end there). The rows are built as columns over all points, then
         cut per run."""
-        nonlocal log_time
         t0 = time.perf_counter()
+        problem, n, f0 = self.problem, self.problem.n, self.f0
         finite = np.all(np.isfinite(pts.X), axis=1)
         f, G = problem.loss_grad_many(np.where(finite[:, None], pts.X, 0.0))
         f = np.where(finite, f, math.inf)
-        gap = f - fstar
-        D = pts.X - xstar
+        gap = f - self.fstar
+        D = pts.X - self.xstar
         k = pts.step
         common = {
             "step": k,
-            "epochs": pts.calls / m,
+            "epochs": pts.calls / problem.m,
             "f": f,
             "gap": gap,
-            "rel_gap": gap / (f0[pts.run] - fstar),
+            "rel_gap": gap / (f0[pts.run] - self.fstar),
             "grad_norm2": np.where(finite, blocks.row_sq_norms(G), math.inf),
             "dist2": blocks.row_sq_norms(D),
             "bits_up_mean": pts.bits_sum / n,
@@ -371,14 +402,14 @@ def execute(
         skipped_frac = np.divide(pts.skipped, pts.rounds * n, out=np.zeros(k.size), where=pts.rounds > 0)
         counts = dict(zip(network.COUNTS, pts.net.T, strict=True))
         for r in dict.fromkeys(pts.run.tolist()):  # each run's points, in order
-            if status[r] == "diverged":
+            if self.status[r] == "diverged":
                 continue
             idx = np.flatnonzero(pts.run == r)
-            at, below[r] = divergence(k[idx], f[idx], f0[r], lim, below[r])
-            if status[r] == "completed" and at is not None:
+            at, self.below[r] = divergence(k[idx], f[idx], f0[r], self.lim, self.below[r])
+            if self.status[r] == "completed" and at is not None:
                 idx = idx[: at + 1]
-                diverged(r, int(k[idx[-1]]), float(f[idx[-1]]))
-            run = runs[r]
+                self.diverged(r, int(k[idx[-1]]), float(f[idx[-1]]))
+            run = self.runs[r]
             cols = {name: v[idx] for name, v in common.items()}
             for name in run.method.metrics:
                 cols[name] = (skipped_frac if name == "skipped_frac" else pts.measured[name])[idx]
@@ -392,23 +423,17 @@ def execute(
             )
             cols["gamma"] = run.schedule.at(np.maximum(k[idx] - 1, 0))
             cols["time"] = pts.time[idx]
-            traces[r].append(cols)
-        log_time += time.perf_counter() - t0
+            self.traces[r].append(cols)
+        self.log_time += time.perf_counter() - t0
 
-    waiting = [now(r) for r in live]  # step 0: evaluated with the first log points
-    bar = tqdm(
-        total=None if math.isinf(lim.iters) else int(lim.iters) * R,
-        disable=not progress,
-        mininterval=0.5,
-        delay=1.0,
-        desc=desc,
-        unit="it",
-        leave=False,
-    )
-    k, at = 0, lim.next_log(0)
-    chunk = 16  # steps per call, then as many as take CHUNK_SECONDS: a signal is answered soon
-    stopped_by = None
-    with signals.deferred() as pending, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    def step_all(self, bar: tqdm, pending: Callable[[], int | None]) -> int | None:
+        """Advance the live runs in calls of about CHUNK_SECONDS until each has reached its
+        budget, diverged or stalled, or a signal has come (returned: its number)."""
+        lim, fused = self.lim, self.fused
+        live = list(range(len(self.runs)))  # runs that may take more steps
+        waiting = [self.now(r) for r in live]  # step 0: evaluated with the first log points
+        k, at = 0, lim.next_log(0)
+        chunk = 16  # steps per call, then as many as take CHUNK_SECONDS: a signal is answered soon
         while live and k < lim.iters:
             # the compiled step runs to the chunk's end, keeping the log points on its way;
             # the numpy engine stops at the next log point
@@ -421,69 +446,89 @@ def execute(
                 marks.append(T)  # the last step: its row comes with the others
             t0 = time.perf_counter()
             if fused is not None:
-                took, snaps = fused.advance(live, T, rngs, counters, lim, step_time, marks)
+                took, snaps = fused.advance(live, T, self.rngs, self.counters, lim, self.step_time, marks)
             else:
-                took = _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time)
+                took = _numpy_advance(
+                    self.problem,
+                    self.runs,
+                    self.states,
+                    self.rngs,
+                    live,
+                    k,
+                    T,
+                    self.counters,
+                    lim,
+                    self.step_time,
+                )
             chunk = max(1, int(signals.CHUNK_SECONDS * T / max(time.perf_counter() - t0, 1e-9)))
-            steps[live] += took
+            self.steps[live] += took
             for r, t in zip(live, took, strict=True):
-                if t < T and counters.stalled(r, lim):
-                    status[r] = "stalled"
-                    log.warning(
-                        "%sstalled at step %d: no uplink bits in its last %d steps, so budget.bits "
-                        "= %g is not reached (a bits-only run stops when silent as long as it ran "
-                        "before, and at least %d steps)",
-                        who(r),
-                        steps[r],
-                        counters.silent[r],
-                        lim.bits,
-                        STALL_STEPS,
-                    )
+                if t < T and self.counters.stalled(r, lim):
+                    self.stalled(r)
             if fused is not None:
                 # the wall clock at a point inside the call, by its share of the call's steps
-                points = [snaps(k, t0 - t_start, time.perf_counter() - t0)]
+                points = [snaps(k, t0 - self.t_start, time.perf_counter() - t0)]
             else:
-                points = [now(r) for t, r in enumerate(live) if marks and took[t] == T]
+                points = [self.now(r) for t, r in enumerate(live) if marks and took[t] == T]
             k += T
             if waiting or any(p.run.size for p in points):
-                record(Points.concat(waiting + points))
+                self.record(Points.concat(waiting + points))
                 waiting = []
-            live = [r for r, t in zip(live, took, strict=True) if t == T and status[r] == "completed"]
+            live = [r for r, t in zip(live, took, strict=True) if t == T and self.status[r] == "completed"]
             bar.update(int(took.sum()))
             stopped_by = pending()
             if stopped_by is not None:
                 for r in live:
-                    status[r] = "interrupted"
-                break
-    bar.close()
-    if waiting:  # no step was taken
-        record(Points.concat(waiting))
-    last = [r for r in range(R) if traces[r][-1]["step"][-1] != steps[r]]
-    if last:
-        record(Points.concat([now(r) for r in last]))
-    for r in range(R):  # a run at its budget's end: (b) of divergence() applies before DIVERGE_FROM
-        end = traces[r][-1]
-        if (
-            status[r] == "completed"
-            and divergence(end["step"][-1:], end["f"][-1:], f0[r], lim, below[r], True)[0] == 0
-        ):
-            diverged(r, int(steps[r]), float(end["f"][-1]))
-    wall = time.perf_counter() - t_start
-    name = "numpy" if fused is None else "numba"
-    return [
-        Outcome(
-            status[r],
-            int(steps[r]),
-            {name: np.concatenate([block[name] for block in traces[r]]) for name in traces[r][0]},
-            float(step_time[r]),
-            wall,
-            name,
-            infos[r],
-            stopped_by,
-            log_time / R,
+                    self.status[r] = "interrupted"
+                return stopped_by
+        if waiting:  # no step was taken
+            self.record(Points.concat(waiting))
+        return None
+
+    def stalled(self, r: int) -> None:
+        self.status[r] = "stalled"
+        log.warning(
+            "%sstalled at step %d: no uplink bits in its last %d steps, so budget.bits "
+            "= %g is not reached (a bits-only run stops when silent as long as it ran "
+            "before, and at least %d steps)",
+            self.who(r),
+            self.steps[r],
+            self.counters.silent[r],
+            self.lim.bits,
+            STALL_STEPS,
         )
-        for r in range(R)
-    ]
+
+    def finish(self, stopped_by: int | None) -> list[Outcome]:
+        """Each run's last point recorded where it is not yet, the end-of-budget divergence
+        rule applied, and the outcomes."""
+        R, traces, steps = len(self.runs), self.traces, self.steps
+        last = [r for r in range(R) if traces[r][-1]["step"][-1] != steps[r]]
+        if last:
+            self.record(Points.concat([self.now(r) for r in last]))
+        for r in range(R):  # a run at its budget's end: (b) of divergence() applies before DIVERGE_FROM
+            end = traces[r][-1]
+            if (
+                self.status[r] == "completed"
+                and divergence(end["step"][-1:], end["f"][-1:], self.f0[r], self.lim, self.below[r], True)[0]
+                == 0
+            ):
+                self.diverged(r, int(steps[r]), float(end["f"][-1]))
+        wall = time.perf_counter() - self.t_start
+        name = "numpy" if self.fused is None else "numba"
+        return [
+            Outcome(
+                self.status[r],
+                int(steps[r]),
+                {name: np.concatenate([block[name] for block in traces[r]]) for name in traces[r][0]},
+                float(self.step_time[r]),
+                wall,
+                name,
+                self.infos[r],
+                stopped_by,
+                self.log_time / R,
+            )
+            for r in range(R)
+        ]
 
 
 def _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_time) -> np.ndarray:
