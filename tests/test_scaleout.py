@@ -305,7 +305,7 @@ def test_optuna_sweeper_minimizes_the_final_gap(tmp_path):
 
 def test_a_tracker_that_is_not_installed_is_one_line(tmp_path):
     """hydra/callbacks=mlflow without mlflow: one line naming the extra, exit 2, no run."""
-    code = "import sys; sys.modules['mlflow'] = None; from efbench.app.cli import main; main()"
+    code = "import sys; sys.modules['mlflow'] = None; from efbench.app.entry import efbench; efbench()"
     argv = ["hydra/callbacks=mlflow", *QUICK, f"hydra.run.dir={tmp_path / 'run'}"]
     r = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and not (tmp_path / "run" / "summary.json").exists()
