@@ -565,7 +565,7 @@ def test_mem_sgd_average_survives_huge_and_tiny_shifts():
         with np.errstate(over="ignore"):
             w = (b + np.arange(30.0)) ** 2
         expected = xs[:30].mean(axis=0) if np.isinf(w).any() else w @ xs[:30] / w.sum()
-        np.testing.assert_allclose(state.extra["x_avg"], expected, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(state.x_avg, expected, rtol=1e-12, atol=1e-15)
 
 
 def test_end_to_end_one_line_exit_2(tmp_path):

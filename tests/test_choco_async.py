@@ -47,10 +47,10 @@ def test_choco_identity_gossips_the_half_step(setup, topo, gamma_c):
         half = X - eta * p.worker_grads(X)
         X = half + gamma_c * (W - np.eye(p.n)) @ half
         state, _ = m.step(p, state, eta, rng)
-        np.testing.assert_allclose(state.extra["X_hat"], half, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(state.extra["X"], X, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state.X_hat, half, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state.X, X, rtol=1e-12, atol=1e-14)
         if gamma_c == 1.0:
-            np.testing.assert_allclose(state.extra["X"], W @ half, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(state.X, W @ half, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(state.x, X.mean(axis=0), rtol=1e-12, atol=1e-14)
 
 
@@ -80,8 +80,8 @@ def test_choco_step_is_algorithm_2_with_topk(setup):
             [sum(W[i, j] * (X_hat[j] - X_hat[i]) for j in range(p.n)) for i in range(p.n)]
         )
         state, _ = m.step(p, state, eta, rng)
-        np.testing.assert_allclose(state.extra["X_hat"], X_hat, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(state.extra["X"], X, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state.X_hat, X_hat, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state.X, X, rtol=1e-12, atol=1e-14)
     assert m.measure(p, state, fs)["err2"] == pytest.approx(np.mean(np.sum((X - X_hat) ** 2, axis=1)))
 
 
@@ -94,11 +94,11 @@ def test_choco_gossip_keeps_the_average_of_the_local_steps(setup, comp):
     rng = np.random.default_rng(1)
     state = m.init(p, np.zeros(p.d), rng)
     for _ in range(40):
-        X = state.extra["X"].copy()
+        X = state.X.copy()
         expected = (X - eta * p.worker_grads(X)).mean(axis=0)
         state, _ = m.step(p, state, eta, rng)
         np.testing.assert_allclose(state.x, expected, rtol=1e-12, atol=1e-13)
-    assert np.ptp(state.extra["X"], axis=0).max() > 1e-3  # the nodes do differ
+    assert np.ptp(state.X, axis=0).max() > 1e-3  # the nodes do differ
 
 
 def test_choco_converges_with_topk_on_a_ring(setup):
@@ -144,12 +144,12 @@ def test_choco_theory_consensus_step_on_hand_computed_constants(setup):
         state = ChocoSGD(name="c", estimator=FULL, topology=topo, compressor=comp).init(
             p, np.zeros(p.d), None
         )
-        assert state.extra["gamma_c"] == pytest.approx(want, rel=1e-12), (topo, comp)
+        assert state.gamma_c == pytest.approx(want, rel=1e-12), (topo, comp)
     state = ChocoSGD(name="c", topology="ring", compressor=TopK(k=3), consensus_step=0.25).init(
         p, np.zeros(p.d), None
     )
     info = ChocoSGD(name="c", topology="ring", compressor=TopK(k=3)).info(state)
-    assert state.extra["gamma_c"] == 0.25 and info["beta"] == pytest.approx(4 / 3) and info["delta"] == 0.5
+    assert state.gamma_c == 0.25 and info["beta"] == pytest.approx(4 / 3) and info["delta"] == 0.5
 
 
 def test_choco_scales_an_unbiased_compressor_down(setup):
@@ -157,7 +157,7 @@ def test_choco_scales_an_unbiased_compressor_down(setup):
     p, fs, c = setup
     m = ChocoSGD(name="c", estimator=FULL, topology="ring", compressor=Natural(), consensus_step=0.3)
     _, _, state = trajectory(m, p, 0.5 / c["L"], 1)
-    q = state.extra["X_hat"] * (1 + 1 / 8)
+    q = state.X_hat * (1 + 1 / 8)
     np.testing.assert_allclose(np.log2(np.abs(q)), np.round(np.log2(np.abs(q))), atol=1e-12)
 
 
@@ -177,11 +177,11 @@ def events(method, p, steps, gamma=0.1, seed=0):
     state = method.init(p, np.zeros(p.d), rng)
     workers, delays, clocks = [], [], []
     for _ in range(steps):
-        before = state.extra["delay_sum"]
+        before = state.delay_sum
         state, rnd = method.step(p, state, gamma, rng)
         (i,) = np.flatnonzero(rnd.calls)
         workers.append(int(i))
-        delays.append(state.extra["delay_sum"] - before)
+        delays.append(state.delay_sum - before)
         clocks.append(method.measure(p, state, 0.0)["clock"])
     return workers, delays, clocks, state
 
@@ -222,7 +222,7 @@ def test_async_heterogeneous_schedule_and_iterates_match_a_hand_replay():
     assert workers == [0, 0, 1, 0, 2, 0, 1, 0, 0, 1, 2]
     assert delays == [0, 0, 2, 1, 4, 1, 3, 1, 0, 2, 5]
     assert clocks == [1.0, 2, 2, 3, 3, 4, 4, 5, 6, 6, 6]
-    assert m.delay_bound(3) == 5 == state.extra["delay_bound"]
+    assert m.delay_bound(3) == 5 == state.delay_bound
     xs = [np.zeros(p.d)]
     for i, dk in zip(workers, delays, strict=True):
         k = len(xs) - 1

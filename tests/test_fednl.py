@@ -80,7 +80,7 @@ def test_topk_converges_linearly_with_the_theory_alpha(setup):
     for option in (1, 2):
         m = FedNL(name="f", hessian_compressor="topk", alpha=None, option=option)
         x, _, errs, state = trajectory(m, p, 30)
-        assert state.extra["alpha"] == pytest.approx(1 - np.sqrt(1 - 8 / 64))
+        assert state.alpha == pytest.approx(1 - np.sqrt(1 - 8 / 64))
         dist = np.linalg.norm(x - xs, axis=1)
         assert dist[15] < 1e-10, (option, dist)
         head = dist[: np.argmax(dist < 1e-12)]
@@ -119,9 +119,9 @@ def test_option_1_projects_and_option_2_shifts_the_learned_hessian(setup):
     for option in (1, 2):
         m = FedNL(name="f", hessian_compressor="identity", option=option)
         state = m.init(p, x0, rng)  # H_i^0 = grad^2 f_i(x0)
-        state.extra["first"] = False
-        state.extra["H"] = H.copy()
-        state.extra["H_i"] += 0.01 * np.eye(p.d)  # so l_i = ||0.01 I||_F = 0.01 sqrt(d) for every i
+        state.first = False
+        state.H = H.copy()
+        state.H_i += 0.01 * np.eye(p.d)  # so l_i = ||0.01 I||_F = 0.01 sqrt(d) for every i
         state, _ = m.step(p, state, 1.0, rng)
         eff = np.maximum(lam, p.l2) if option == 1 else lam + 0.01 * np.sqrt(p.d)
         np.testing.assert_allclose(state.x, x0 - Q @ ((Q.T @ g) / eff), rtol=1e-10)
@@ -188,7 +188,7 @@ def test_topk_message_is_the_k_largest_upper_triangle_entries(setup):
     rng = np.random.default_rng(0)
     state = m.init(p, np.zeros(p.d), rng)
     state, _ = m.step(p, state, 1.0, rng)
-    H1 = state.extra["H_i"].copy()
+    H1 = state.H_i.copy()
     D = worker_hessians(p, state.x) - H1
     state, _ = m.step(p, state, 1.0, rng)
     iu = np.triu_indices(p.d)
@@ -198,8 +198,8 @@ def test_topk_message_is_the_k_largest_upper_triangle_entries(setup):
         S = np.zeros((p.d, p.d))
         S[iu[0][keep], iu[1][keep]] = v[keep]
         S[iu[1][keep], iu[0][keep]] = v[keep]
-        np.testing.assert_array_equal(state.extra["H_i"][i], H1[i] + 0.5 * S)
-    np.testing.assert_allclose(state.extra["H"], state.extra["H_i"].mean(axis=0), rtol=1e-13, atol=1e-16)
+        np.testing.assert_array_equal(state.H_i[i], H1[i] + 0.5 * S)
+    np.testing.assert_allclose(state.H, state.H_i.mean(axis=0), rtol=1e-13, atol=1e-16)
 
 
 def test_run_prescribes_unit_newton_steps_and_writes_exact_bits(tmp_path):

@@ -110,7 +110,7 @@ def test_dcd_psgd_identity_equals_d_psgd(setup):
             DCDPSGD(name="dcd", estimator=SGD, topology=topo, compressor=Identity()), p, 0.3, 50, seed=1
         )
         np.testing.assert_allclose(a[0], b[0], rtol=1e-11, atol=1e-13)
-        np.testing.assert_allclose(a[2].extra["X"], b[2].extra["X"], rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(a[2].X, b[2].X, rtol=1e-11, atol=1e-13)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_decentralized_methods_converge_and_count_edge_bits(setup, topo):
         deg = adjacency(topo, p.n).sum(axis=1)
         per_msg = {"d": 32 * p.d, "dcd": 9 * p.d, "deep": min(3 * (32 + 3), 6 + 3 * 32)}[m.name]
         assert rounds[-1].bits_up.tolist() == (deg * per_msg).tolist()
-        X = state.extra["X"]
+        X = state.X
         np.testing.assert_allclose(state.x, X.mean(axis=0))
 
 

@@ -81,8 +81,8 @@ def test_local_gd_stops_in_a_neighbourhood_of_x_star_scaffnew_and_gradskip_reach
     for method in (Scaffnew(name="s", estimator=FULL), GradSkip(name="g", estimator=FULL)):
         xk, rounds, state = trajectory(method, p, method.theory(c, None)[0], 1000)
         assert np.linalg.norm(p.grad(xk[-1])) <= 1e-12
-        np.testing.assert_allclose(state.extra["X"], np.tile(xk[-1], (4, 1)), atol=1e-10)
-        np.testing.assert_allclose(state.extra["h"], p.worker_grads(xk[-1]), atol=1e-11)
+        np.testing.assert_allclose(state.X, np.tile(xk[-1], (4, 1)), atol=1e-10)
+        np.testing.assert_allclose(state.h, p.worker_grads(xk[-1]), atol=1e-11)
         assert np.abs(p.worker_grads(xs)).max() > 1e-2  # the shifts are far from 0
 
 
@@ -107,7 +107,7 @@ def test_scaffnew_with_p_one_is_gd(setup):
     xk, rounds, state = trajectory(Scaffnew(name="s", estimator=FULL, p=1.0), p, gamma, 30)
     np.testing.assert_allclose(xk, gd, **TIGHT)
     G = p.worker_grads(xk[-2])
-    np.testing.assert_allclose(state.extra["h"], G - G.mean(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(state.h, G - G.mean(axis=0), rtol=1e-9, atol=1e-12)
     assert all(r.skipped == 0 for r in rounds)
 
 
@@ -121,9 +121,9 @@ def test_scaffnew_control_variates_keep_summing_to_zero(setup):
     worst = 0.0
     for _ in range(300):
         state, _ = m.step(p, state, 0.5 / c["L_US"], rng)
-        h = state.extra["h"]
+        h = state.h
         worst = max(worst, np.abs(h.sum(axis=0)).max() / max(np.abs(h).max(), 1e-300))
-    assert np.abs(state.extra["h"]).max() > 1e-3 and worst <= 1e-13
+    assert np.abs(state.h).max() > 1e-3 and worst <= 1e-13
 
 
 def test_scaffnew_counts_communication_rounds_only(setup):
@@ -169,7 +169,7 @@ def test_gradskip_with_q_one_is_scaffnew_step_by_step(hetero):
         a = trajectory(Scaffnew(name="s", estimator=FULL, p=0.3), p, 2.0, 200, seed=seed)
         b = trajectory(GradSkip(name="g", estimator=FULL, p=0.3, q=1.0), p, 2.0, 200, seed=seed)
         np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[2].extra["h"], b[2].extra["h"])
+        np.testing.assert_array_equal(a[2].h, b[2].h)
         assert counts(a[1], "skipped").tolist() == counts(b[1], "skipped").tolist()
 
 
@@ -199,12 +199,12 @@ def test_gradskip_is_its_algorithm_with_every_gradient_recomputed(hetero):
     method = GradSkip(name="g", estimator=FULL, p=0.2)
     rng = np.random.default_rng(4)
     state = method.init(p, np.zeros(p.d), rng)
-    state.extra["q"] = q
+    state.q = q
     for _ in range(150):
         state, _ = method.step(p, state, 2.0, rng)
     X, h = gradskip_reference(p, q, 0.2, 2.0, 150, seed=4)
-    np.testing.assert_allclose(state.extra["X"], X, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(state.extra["h"], h, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(state.X, X, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(state.h, h, rtol=1e-10, atol=1e-13)
 
 
 class Counting(LogisticProblem):
@@ -229,7 +229,7 @@ def test_gradskip_computes_and_counts_only_the_gradients_it_needs(hetero):
     method = GradSkip(name="g", estimator=FULL, p=0.2)
     rng = np.random.default_rng(5)
     state = method.init(p, np.zeros(p.d), rng)
-    state.extra["q"] = q
+    state.q = q
     rounds = []
     for _ in range(300):
         state, rnd = method.step(p, state, 1.0, rng)
@@ -255,7 +255,7 @@ def test_gradskip_reaches_x_star_with_fewer_gradients_than_scaffnew(hetero):
     b = trajectory(m, p, m.theory(c, None)[0], 800)
     for xk in (a[0], b[0]):
         assert np.linalg.norm(xk[-1] - xs) <= 1e-8
-    q = b[2].extra["q"]
+    q = b[2].q
     assert q[-1] == 1.0 and (np.diff(q) > 0).all()  # q_i grows with L_i: the worst worker never skips
     grads = np.stack(counts(b[1], "calls")).sum(axis=0) / p.m
     assert grads[-1] == 800 and grads[0] < 0.5 * 800  # Scaffnew: 800 for every worker
@@ -306,8 +306,8 @@ def test_gradskip_default_q_is_the_papers_choice(hetero):
     p, _, c = hetero
     state = GradSkip(name="g", estimator=FULL).init(p, np.zeros(p.d), np.random.default_rng(0))
     L_i, mu, p2 = p.worker_smoothness + p.l2, c["mu"], c["mu"] / c["L_i_max"]
-    np.testing.assert_allclose(state.extra["q"], (1 - mu / L_i) / (1 - p2), rtol=1e-12)
-    assert state.extra["p"] == pytest.approx(math.sqrt(p2))
+    np.testing.assert_allclose(state.q, (1 - mu / L_i) / (1 - p2), rtol=1e-12)
+    assert state.p == pytest.approx(math.sqrt(p2))
 
 
 @pytest.mark.parametrize(

@@ -46,9 +46,9 @@ def test_identity_compressor_keeps_the_exact_gradient_so_it_is_gd(setup, p_sync)
     gamma = 0.9 / c["L"]
     gd = trajectory(Uncompressed(name="gd"), p, gamma, 60)[0]
     xs, _, state = trajectory(MARINA(name="marina", compressor=Identity(), p=p_sync), p, gamma, 60, seed=4)
-    assert 0 < state.extra["syncs"] < state.extra["coins"]  # both kinds of round were taken
+    assert 0 < state.syncs < state.coins  # both kinds of round were taken
     np.testing.assert_allclose(xs, gd, rtol=1e-11, atol=1e-13)
-    np.testing.assert_allclose(state.extra["g"], p.grad(xs[-2]), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(state.g, p.grad(xs[-2]), rtol=1e-10, atol=1e-13)
 
 
 def test_sync_probability_one_is_gd_bit_for_bit(setup):
@@ -67,19 +67,19 @@ def test_estimator_error_moves_by_zero_mean_noise(setup, name):
     p, _, c = setup
     method = variant(name, p=0.05, **RAND2)
     _, _, state = trajectory(method, p, 0.5 * method.theory(c, (0, ""))[0], 15, seed=3)
-    ex = state.extra
     if name == "pp":  # a sampled worker that sat out the last round recomputes grad f_i(x^k)
-        assert not ex["fresh"].all()
-    before = ex["g"] - p.grad(ex["x_prev"])
+        assert not state.fresh.all()
+    before = state.g - p.grad(state.x_prev)
     at = p.grad(state.x)
-    saved = {k: ex[k].copy() for k in ("g", "prev", "fresh")}
+    saved = {k: getattr(state, k).copy() for k in ("g", "prev", "fresh")}
     rng = np.random.default_rng(7)
     draws = 4000
     noise = np.empty((draws, D))
     for t in range(draws):
-        ex.update({k: v.copy() for k, v in saved.items()})
+        for k, v in saved.items():
+            setattr(state, k, v.copy())
         method.compressed_round(p, state, rng)
-        noise[t] = ex["g"] - at - before
+        noise[t] = state.g - at - before
     se = noise.std(axis=0) / math.sqrt(draws)
     assert np.all(se > 1e-6)  # the noise is there ...
     assert np.all(np.abs(noise.mean(axis=0)) < 5 * se)  # ... with mean zero
@@ -113,9 +113,9 @@ def test_exact_bits_of_sync_and_compressed_rounds(setup):
     state = method.init(p, np.zeros(D), rng)
     seen = set()
     for k in range(20):
-        before = state.extra["syncs"]
+        before = state.syncs
         state, rnd = method.step(p, state, 0.1, rng)
-        dense = k == 0 or state.extra["syncs"] > before
+        dense = k == 0 or state.syncs > before
         seen.add(dense)
         assert rnd.bits_up.tolist() == [192 if dense else 70] * N
         assert rnd.nnz.tolist() == [D if dense else 2] * N
@@ -131,9 +131,9 @@ def test_vr_marina_oracle_calls(setup):
     state = method.init(p, np.zeros(D), rng)
     seen = set()
     for k in range(30):
-        before = state.extra["syncs"]
+        before = state.syncs
         state, rnd = method.step(p, state, 0.1, rng)
-        dense = k == 0 or state.extra["syncs"] > before
+        dense = k == 0 or state.syncs > before
         seen.add(dense)
         assert rnd.calls == (M if dense else 2 * 3)
         assert rnd.bits_up.tolist() == [192 if dense else 70] * N
@@ -151,9 +151,9 @@ def test_pp_marina_sends_from_exactly_r_workers(setup):
     last = np.ones(N, dtype=bool)  # who evaluated grad f_i at the previous point
     compressed = 0
     for k in range(60):
-        before = state.extra["syncs"]
+        before = state.syncs
         state, rnd = method.step(p, state, 0.1, rng)
-        if k == 0 or state.extra["syncs"] > before:
+        if k == 0 or state.syncs > before:
             assert rnd.bits_up.tolist() == [192] * N and rnd.skipped == 0
             last = np.ones(N, dtype=bool)
             continue

@@ -175,7 +175,7 @@ def test_lag_sends_the_gradient_itself_and_ties_at_zeta_one(problem):
         x_before = state.x.copy()
         state, rnd = lag.step(p, state, gamma, rng)
         spoke = rnd.bits_up > 0
-        np.testing.assert_array_equal(state.extra["g"][spoke], p.worker_grads(x_before)[spoke])
+        np.testing.assert_array_equal(state.g[spoke], p.worker_grads(x_before)[spoke])
         assert set(rnd.bits_up[~spoke].tolist()) <= {0} and set(rnd.bits_up[spoke].tolist()) <= {32 * p.d}
         xs.append(state.x.copy())
         sent.append(spoke)
@@ -478,14 +478,14 @@ def test_ef21_pp_only_participants_update_and_send(setup):
     state, _ = m.step(p, state, 0.3, rng)
     counts = np.zeros(p.n)
     for _ in range(200):
-        g_before, x_before = state.extra["g"].copy(), state.x.copy()
+        g_before, x_before = state.g.copy(), state.x.copy()
         state, rnd = m.step(p, state, 0.3, rng)
         took = rnd.bits_up > 0
         assert took.sum() == 2 and rnd.skipped == p.n - 2
         counts += took
         expected = g_before[took] + C(p.worker_grads(x_before)[took] - g_before[took], None).values
-        np.testing.assert_array_equal(state.extra["g"][took], expected)
-        np.testing.assert_array_equal(state.extra["g"][~took], g_before[~took])
+        np.testing.assert_array_equal(state.g[took], expected)
+        np.testing.assert_array_equal(state.g[~took], g_before[~took])
         assert rnd.bits_up[took].tolist() == [2 * (32 + 3)] * 2
         assert np.array_equal(rnd.calls, np.where(took, p.m, 0)) and not rnd.nnz[~took].any()
     assert np.all(np.abs(counts / 200 - 0.5) < 0.15)  # p_i = 2/4
@@ -507,13 +507,13 @@ def test_ef21_bc_identity_downlink_is_ef21_and_server_contracts(setup):
     state = m.init(p, np.zeros(p.d), rng)
     state, _ = m.step(p, state, 0.3, rng)
     for _ in range(100):
-        server, x_before = state.extra["server"].copy(), state.x.copy()
+        server, x_before = state.server.copy(), state.x.copy()
         state, rnd = m.step(p, state, 0.3, rng)
-        gt = p.worker_mean(state.extra["g"])
+        gt = p.worker_mean(state.g)
         b = TopK(k=2)((gt - server)[None, :], None).values[0]  # the broadcast b^{t+1}
-        np.testing.assert_array_equal(state.extra["server"], server + b)
-        np.testing.assert_array_equal(state.x, x_before - 0.3 * state.extra["server"])
-        err = np.sum((state.extra["server"] - gt) ** 2)
+        np.testing.assert_array_equal(state.server, server + b)
+        np.testing.assert_array_equal(state.x, x_before - 0.3 * state.server)
+        err = np.sum((state.server - gt) ** 2)
         assert err <= (1 - 2 / p.d) * np.sum((gt - server) ** 2) * (1 + 1e-12) + 1e-30
         assert rnd.bits_down == 2 * (32 + 3)
 
@@ -532,8 +532,8 @@ def test_ef21_hb_with_zero_momentum_is_ef21_and_keeps_its_recursion(setup):
     for _ in range(100):
         x_before = state.x.copy()
         state, _ = m.step(p, state, 0.3, rng)
-        v = state.extra["v"]
-        np.testing.assert_array_equal(v, 0.7 * v_prev + p.worker_mean(state.extra["g"]))
+        v = state.v
+        np.testing.assert_array_equal(v, 0.7 * v_prev + p.worker_mean(state.g))
         np.testing.assert_array_equal(state.x, x_before - 0.3 * v)
         v_prev = v.copy()
 

@@ -4,11 +4,13 @@ so is a key the run needs that is missing, a group of keys replaced by a value, 
 key the chosen data or method would not use.
 
 The keys of the ``method`` and ``compressor`` groups are the fields of the class their
-``_target_`` names (a dataclass), typed by its annotations, so a new method or
-compressor brings its keys with it. Ranges that depend on the data's shape (K <= d, ...)
-are checked against the shape the config and the LIBSVM table give before any data are
-read; a LIBSVM file not in the table has them checked once it is read, and the data
-themselves are checked before anything is computed from them (:func:`check_loaded`).
+``_target_`` names (a dataclass), each with the rule declared on it
+(:func:`efbench.core.rules.ruled`; a bool or str field may go by its annotation), so a new
+method or compressor brings its keys and their rules with it. Ranges that depend on the
+data's shape (K <= d, ...) are checked against the shape the config and the LIBSVM table
+give before any data are read; a LIBSVM file not in the table has them checked once it is
+read, and the data themselves are checked before anything is computed from them
+(:func:`check_loaded`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -31,86 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from efbench.config.identity import BATCH_KEY
 from efbench.config.legacy import current
+from efbench.core.rules import BOOL, POSITIVE, PROB, STR, TINY, Choice, Int, Num, Rule, rule_of
 from efbench.errors import ConfigError
 
-# The smallest normal float: a positive number below it (a subnormal) has a reciprocal that
-# overflows and products that vanish, so 1e-320 would reach a run as infinity or zero.
-TINY = sys.float_info.min
 EPS = sys.float_info.epsilon
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one key takes: a kind (int, num, bool, str, choice, any), bounds, null."""
-
-    kind: str
-    lo: float = -math.inf
-    lo_open: bool = False
-    hi: float = math.inf
-    choices: tuple = ()
-    null: bool = False
-    text: str = ""
-
-    def allowed(self) -> str:
-        if self.text:
-            return self.text
-        if self.kind == "choice":
-            out = ", ".join(str(c) for c in self.choices)
-        elif self.kind == "bool":
-            out = "true, false"
-        elif self.kind in ("int", "num"):
-            noun = "an integer" if self.kind == "int" else "a number"
-            parts = []
-            if self.lo > -math.inf:
-                parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
-            if self.hi < math.inf:
-                parts.append(f"<= {self.hi:g}")
-            out = noun + (" " + " and ".join(parts) if parts else "")
-        else:
-            out = "a non-empty string" if self.kind == "str" else "anything"
-        return out + (" or null" if self.null else "")
-
-    def check(self, key: str, v: Any) -> None:
-        if v is None:
-            if not self.null:
-                raise ConfigError(key, "must be set, got null", self.allowed())
-            return
-        ok = True
-        if self.kind == "bool":
-            ok = isinstance(v, bool)
-        elif self.kind == "str":
-            ok = isinstance(v, str) and v != ""
-        elif self.kind == "choice":
-            ok = v in self.choices and not (isinstance(v, bool) and True not in self.choices)
-        elif self.kind in ("int", "num"):
-            number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            ok = number and (self.kind == "num" or isinstance(v, int)) and math.isfinite(v)
-            ok = ok and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
-            if ok and 0 < abs(v) < TINY:
-                raise ConfigError(
-                    key,
-                    f"got {v!r}: a subnormal float, below {TINY:.3g} (its reciprocal overflows)",
-                    self.allowed(),
-                )
-        if not ok:
-            raise ConfigError(key, f"got {v!r}", self.allowed())
-
-
-def Int(lo: float = -math.inf, null: bool = False) -> Rule:
-    return Rule("int", lo=lo, null=null)
-
-
-def Num(lo: float = -math.inf, lo_open: bool = False, hi: float = math.inf, null: bool = False) -> Rule:
-    return Rule("num", lo=lo, lo_open=lo_open, hi=hi, null=null)
-
-
-def Choice(*choices: Any) -> Rule:
-    return Rule("choice", choices=choices)
-
-
-BOOL, STR, ANY = Rule("bool"), Rule("str"), Rule("any")
-POSITIVE = Num(0, lo_open=True)
-PROB = Num(0, lo_open=True, hi=1)
 # log-spaced logging multiplies the step by 10^(1/log_per_decade), which must be a float
 LOG_PER_DECADE_MIN = 1.0 / math.log10(sys.float_info.max)
 
@@ -220,42 +145,9 @@ TUNE = {
     "metric": STR,
     "select_seeds": Rule("any", null=True, text="a list of distinct integers >= 0 or null"),
 }
-# ranges of method and compressor fields beyond their annotated types, by field name
-FIELD_RANGES = {
-    "ec_form": Choice("scaled", "plain"),
-    "topology": Choice("ring", "complete", "torus"),
-    "zeta": Num(0),
-    "alpha": Rule("num", lo=0, lo_open=True, hi=1, null=True),
-    "eta": Num(0),  # DeepSqueeze needs > 0 (its own check), EF21-HB takes [0, 1)
-    "a": POSITIVE,
-    "b": Rule("num", lo=0, lo_open=True, null=True),
-    "k": Int(1),
-    "s": Int(1),
-    "lam": Num(0),
-    "delta": POSITIVE,
-    "consensus_step": Rule("num", lo=0, lo_open=True, null=True),  # CHOCO-SGD's gossip step
-    "times": Choice("fixed", "random", "heterogeneous"),  # asynchronous SGD's compute times
-    "spread": Num(0),
-    "durations": Rule("any", null=True, text="a list of compute times > 0, one per worker, or null"),
-    "p": Rule("num", lo=0, lo_open=True, hi=1, null=True),  # MARINA's sync probability
-    "hessian_compressor": Choice("identity", "topk", "rankr"),  # FedNL's matrix compressor
-    "hessian_k": Int(1, null=True),
-    "rank": Int(1),
-    "option": Choice(1, 2),
-    "local_steps": Int(1),  # Local-SGD's tau
-    "server_stepsize": POSITIVE,
-    "q": Rule("num", lo=0, lo_open=True, hi=1, null=True),  # GradSkip's gradient probability
-    "k2": Int(1, null=True),  # 3PCv2 / 3PCv4: K of the second compressor
-    "down_k": Int(1, null=True),  # EF21-BC: K of the server's Top-K
-}
-# method fields bounded by the dimension d: (their letter, the most entries they can pick
-# and how that bound reads)
-DIMENSION_BOUNDS: dict[str, tuple[str, Callable[[int], int], str]] = {
-    "k2": ("K", lambda d: d, "d"),  # K of a second Rand-K / Top-K of d entries
-    "down_k": ("K", lambda d: d, "d"),  # the server's Top-K of d entries
-    "rank": ("R", lambda d: d, "d"),  # eigenpairs of a d x d Hessian
-    "hessian_k": ("K", lambda d: d * (d + 1) // 2, "d(d+1)/2"),  # entries of its upper triangle
-}
+# the fields of a group's class the run sets itself, not keys of the group: the compressor's
+# from bits.*, the method's compressor and participation from their groups
+SET_BY_RUN = {"compressor": ("float_bits", "index_bits"), "method": ("compressor", "participation")}
 # the keys of dataset.synthetic each synthetic generator reads, by dataset.synthetic_of
 # (efbench.problems.datasets.load_dataset): any other would be ignored
 SYNTHETIC_KEYS = {
@@ -268,28 +160,36 @@ BUDGETS = ("iters", "bits", "epochs")  # budget.<key>: a run stops at the first 
 NOT_KEYS = ("hydra", BATCH_KEY, "paper")
 
 
-def _rule_of(name: str, hint: Any) -> Rule:
-    if name in FIELD_RANGES:
-        return FIELD_RANGES[name]
+def _rule_of(key: str, f: dataclasses.Field, hint: Any) -> Rule:
+    """The rule declared on the field (:func:`efbench.core.rules.ruled`); a bool or str field
+    without one follows its annotation. Any other field must declare its rule: a number's
+    range is the class's own (a rule taken by the field's name would be another class's)."""
+    rule = rule_of(f)
+    if rule is not None:
+        return rule
     null = False
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         null, hint = len(args) < len(typing.get_args(hint)), args[0]
-    kinds = {bool: "bool", int: "int", float: "num", str: "str"}
-    return Rule(kinds.get(hint, "any"), null=null)
+    if hint not in (bool, str):
+        raise ConfigError(
+            key, "its class declares no rule for it", "a rule on the field: efbench.core.rules.ruled"
+        )
+    return Rule("bool" if hint is bool else "str", null=null)
 
 
 @functools.cache
-def _fields(target: str, key: str, skip: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The keys a ``_target_`` class takes (its dataclass fields, by their annotations) and
+def _fields(target: str, key: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The keys a ``_target_`` class takes (its dataclass fields, each with its rule) and
     those without a default (required)."""
     cls = _class(target, f"{key}._target_")
     hints = typing.get_type_hints(cls)
     rules: dict[str, Any] = {"_target_": STR}
     required = ["_target_"]
     for f in dataclasses.fields(cls):
-        if f.name not in skip:
-            rules[f.name] = ESTIMATOR if f.name == "estimator" else _rule_of(f.name, hints.get(f.name))
+        if f.name not in SET_BY_RUN[key]:
+            rule = ESTIMATOR if f.name == "estimator" else _rule_of(f"{key}.{f.name}", f, hints.get(f.name))
+            rules[f.name] = rule
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 required.append(f.name)
     return rules, tuple(required)
@@ -393,12 +293,8 @@ def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
         target = c[group].get("_target_")
         if not isinstance(target, str):
             raise ConfigError(f"{group}._target_", "must name a class")
-    rules["compressor"], comp_required = _fields(
-        c["compressor"]["_target_"], "compressor", ("float_bits", "index_bits")
-    )
-    rules["method"], method_required = _fields(
-        c["method"]["_target_"], "method", ("compressor", "participation")
-    )
+    rules["compressor"], comp_required = _fields(c["compressor"]["_target_"], "compressor")
+    rules["method"], method_required = _fields(c["method"]["_target_"], "method")
     rules["tune"] = TUNE
     # the sampling group before the method, whose estimator takes its values by interpolation
     order = sorted((k for k in c if k not in NOT_KEYS), key=lambda k: k != "sampling")
@@ -745,22 +641,18 @@ def _method_rules(c: dict, choices: Mapping[str, str], d: int | None) -> None:
     accepts (checked in building them), ef_signsgd's fixed sign, FedNL's problem, its
     stepsize rule on stand-in constants of the run's shape, ``engine=numba`` only where the
     compiled step applies; and, against the dataset's dimension d when it is known, the
-    compressor's parameters (K <= d), the method's K-like fields (:data:`DIMENSION_BOUNDS`)
-    and its own limits (``Method.check_shape``)."""
+    compressor's parameters (K <= d), the fields whose rule bounds them by d (the method's
+    K-like fields: ``Rule.by_d``) and the method's own limits (``Method.check_shape``)."""
     from efbench.config.build import build_method
     from efbench.methods.base import EFSignSGD
 
     ds = c["dataset"]
     method = build_method(c, d, ds["n_workers"])
     if d is not None:
-        for name, (letter, bound, text) in DIMENSION_BOUNDS.items():
-            v = c["method"].get(name)
-            if v is not None and v > bound(d):
-                raise ConfigError(
-                    f"method.{name}",
-                    f"{letter}={v} is out of range for d={d}",
-                    f"1 <= {letter} <= {text} = {bound(d)}",
-                )
+        for group in ("compressor", "method"):
+            for name, rule in _fields(c[group]["_target_"], group)[0].items():
+                if isinstance(rule, Rule):
+                    rule.check_dimension(f"{group}.{name}", c[group].get(name), d)
         method.check_shape(d, ds["n_workers"])
     _fednl(method, c, d)
     if d is not None:  # else once the data are read (check_loaded)

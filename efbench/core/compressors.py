@@ -31,6 +31,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from efbench.core import blocks
+from efbench.core.rules import POSITIVE, Int, Num, ruled
 from efbench.errors import ConfigError, check_positive
 
 KINDS = ("identity", "contractive", "unbiased", "absolute")
@@ -163,7 +164,7 @@ class TopK(Compressor):
       contractive with delta = K/d: it keeps a superset of the K largest.
     """
 
-    k: int = 1
+    k: int = ruled(1, Int(1))
     ties: str = "index"
 
     def validate(self, d):
@@ -189,7 +190,7 @@ class RandK(Compressor):
     which makes it unbiased (E C(x) = x) with variance factor d/K - 1."""
 
     randomized: ClassVar[bool] = True
-    k: int = 1
+    k: int = ruled(1, Int(1))
     scaled: bool = False
 
     def __post_init__(self) -> None:
@@ -227,7 +228,7 @@ class HardThreshold(Compressor):
     """Hard threshold: keep x_j with |x_j| >= lambda. Absolute compressor:
     ||C(x) - x||^2 <= d lambda^2 (Danilova & Gorbunov 2022; Sahu et al. 2021)."""
 
-    lam: float = 0.01
+    lam: float = ruled(0.01, Num(0))
     kind: ClassVar[str] = "absolute"
 
     def validate(self, d):
@@ -313,7 +314,7 @@ class QSGD(Compressor):
     """QSGD (Alistarh et al. 2017): ||x||_2 sign(x_j) xi_j(s), xi_j stochastic rounding of
     s|x_j|/||x|| to the grid {0, 1/s, ..., 1}; unbiased, omega = min(d/s^2, sqrt(d)/s)."""
 
-    s: int = 1
+    s: int = ruled(1, Int(1))
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
@@ -360,7 +361,7 @@ class Rounding(Compressor):
     """Deterministic rounding to the grid Delta Z: absolute compressor with
     ||C(x) - x||^2 <= d Delta^2 / 4."""
 
-    delta: float = 0.01
+    delta: float = ruled(0.01, POSITIVE)
     kind: ClassVar[str] = "absolute"
     homogeneous: ClassVar[bool] = False
 
@@ -404,8 +405,8 @@ class NaturalDithering(Compressor):
     ||x||_p ||x||_1 <= d^(1/r) ||x||_2^2 gives the bound.) F + d (1 + ceil(log2(s + 1)))
     bits: the norm, and a sign and a level per coordinate."""
 
-    s: int = 4
-    norm: float = 2.0  # the p of ||x||_p
+    s: int = ruled(4, Int(1))
+    norm: float = ruled(2.0, Num())  # the p of ||x||_p; p >= 1 is checked by validate
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
@@ -460,7 +461,7 @@ class LowRank(Compressor):
     drops error terms. Each single draw has ||C(x) - x|| <= ||x|| (a projection). Biased:
     E C(x) != x."""
 
-    rank: int = 1
+    rank: int = ruled(1, Int(1))
     randomized: ClassVar[bool] = True
 
     def validate(self, d):
@@ -527,9 +528,9 @@ class Compose(Compressor):
     broken by index, lowest first, as :class:`TopK`."""
 
     outer: str = "topk"
-    k: int = 1
+    k: int = ruled(1, Int(1))
     inner: str = "natural"
-    s: int = 4  # levels of a qsgd or natural_dithering inner
+    s: int = ruled(4, Int(1))  # levels of a qsgd or natural_dithering inner
     randomized: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

@@ -37,13 +37,32 @@ from typing import ClassVar
 import numpy as np
 
 from efbench.core import blocks
+from efbench.core.rules import Choice, Num, Rule, ruled
 from efbench.core.stepsize import theory_gamma
 from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.methods.base import Method, Round
+from efbench.methods.base import Method, Round, State
 from efbench.problems.logistic import LogisticProblem
 
 TIMES = ("fixed", "random", "heterogeneous")
 ESTIMATORS = ("full", "sgd")
+
+
+@dataclass(kw_only=True)
+class AsyncState(State):
+    """The event queue of asynchronous SGD and what each worker is computing at."""
+
+    queue: list[tuple[Fraction | float, int]]  # heap of (arrival time, worker) of the running jobs
+    taus: list[Fraction] | None  # tau_i as exact rationals; None: random times
+    jobs: np.ndarray  # (n,) int64 gradients each worker has delivered
+    held: np.ndarray  # (n, d) the iterate each worker computes at
+    start: np.ndarray  # (n,) int64 its index k: x^k
+    k: int  # server updates applied
+    delay_sum: int
+    delay_max: int
+    clock: float  # the simulated time of the last update
+    cdf: np.ndarray  # the sampler's flat CDF (empty: uniform or full gradients)
+    weights: np.ndarray  # the sampler's flat importance weights (empty: none)
+    delay_bound: int | None  # tau_max for deterministic times (:meth:`AsyncSGD.delay_bound`)
 
 
 @dataclass(kw_only=True)
@@ -56,9 +75,12 @@ class AsyncSGD(Method):
     gradient).
     """
 
-    times: str = "fixed"
-    spread: float = 1.0  # heterogeneous: tau_i = 1 + i spread
-    durations: list[float] | None = None  # heterogeneous: tau_i given, one per worker
+    times: str = ruled("fixed", Choice("fixed", "random", "heterogeneous"))
+    spread: float = ruled(1.0, Num(0))  # heterogeneous: tau_i = 1 + i spread
+    # heterogeneous: tau_i given, one per worker
+    durations: list[float] | None = ruled(
+        None, Rule("any", null=True, text="a list of compute times > 0, one per worker, or null")
+    )
     compressed: ClassVar[bool] = False
     metrics: ClassVar[tuple[str, ...]] = ("delay_mean", "delay_max", "clock")
 
@@ -148,36 +170,33 @@ class AsyncSGD(Method):
         est = state.estimator
         sampler = getattr(est, "sampler", None)
         empty = np.zeros(0)
-        state.extra.update(
+        return state.extend(
+            AsyncState,
             queue=queue,
             taus=taus,
-            jobs=np.zeros(n, dtype=np.int64),  # gradients each worker has delivered
-            held=np.tile(x0, (n, 1)),  # the iterate each worker computes at
-            start=np.zeros(n, dtype=np.int64),  # its index k: x^k
+            jobs=np.zeros(n, dtype=np.int64),
+            held=np.tile(x0, (n, 1)),
+            start=np.zeros(n, dtype=np.int64),
             k=0,
             delay_sum=0,
             delay_max=0,
             clock=0.0,
             cdf=empty if sampler is None or sampler.flat_cdf is None else sampler.flat_cdf,
             weights=empty if sampler is None or sampler.flat_weights is None else sampler.flat_weights,
+            delay_bound=self.delay_bound(n),
         )
-        bound = self.delay_bound(n)
-        if bound is not None:
-            state.extra["delay_bound"] = bound
-        return state
 
     def info(self, state):
-        out = {"tau_C": float(state.extra["held"].shape[0])}
-        if "delay_bound" in state.extra:
-            out["delay_bound"] = float(state.extra["delay_bound"])
+        out = {"tau_C": float(state.held.shape[0])}
+        if state.delay_bound is not None:
+            out["delay_bound"] = float(state.delay_bound)
         return out
 
     def measure(self, problem, state, fstar):
-        ex = state.extra
         return {
-            "delay_mean": ex["delay_sum"] / ex["k"] if ex["k"] else 0.0,
-            "delay_max": float(ex["delay_max"]),
-            "clock": float(ex["clock"]),
+            "delay_mean": state.delay_sum / state.k if state.k else 0.0,
+            "delay_max": float(state.delay_max),
+            "clock": float(state.clock),
         }
 
     def gradient(
@@ -188,14 +207,13 @@ class AsyncSGD(Method):
         draws one worker's (:meth:`efbench.methods.estimators.Sampler.draw`)."""
         if self.estimator.get("kind", "full") == "full":
             return problem.worker_grads(x, np.array([i]))[0], float(problem.m)
-        ex = state.extra
         tau = state.estimator.batch
         u = rng.random((1, tau))
         rows = np.empty((1, tau), dtype=np.intp)
         w = np.empty((1, tau))
         for t in range(tau):
-            rows[0, t], w[0, t] = blocks.sample_row(u[0, t], i, problem.m, ex["cdf"], ex["weights"])
-        return problem.sample_grads(x, rows, None if ex["cdf"].size == 0 else w)[0], float(tau)
+            rows[0, t], w[0, t] = blocks.sample_row(u[0, t], i, problem.m, state.cdf, state.weights)
+        return problem.sample_grads(x, rows, None if state.cdf.size == 0 else w)[0], float(tau)
 
     def send(
         self, state, i: int, g: np.ndarray, gamma: float, rng: np.random.Generator
@@ -206,26 +224,25 @@ class AsyncSGD(Method):
         return gamma * g, self.compressor.float_bits * d, d
 
     def step(self, problem, state, gamma, rng):
-        ex = state.extra
         n = problem.n
-        t, i = heapq.heappop(ex["queue"])
-        k = ex["k"]
-        delay = int(k - ex["start"][i])
-        g, calls = self.gradient(problem, state, i, ex["held"][i], rng)
+        t, i = heapq.heappop(state.queue)
+        k = state.k
+        delay = int(k - state.start[i])
+        g, calls = self.gradient(problem, state, i, state.held[i], rng)
         v, bits, nnz = self.send(state, i, g, gamma, rng)
         state.x -= v
-        ex["k"] = k + 1
-        ex["held"][i] = state.x
-        ex["start"][i] = k + 1
-        ex["jobs"][i] += 1
-        ex["clock"] = float(t)
-        if ex["taus"] is None:
+        state.k = k + 1
+        state.held[i] = state.x
+        state.start[i] = k + 1
+        state.jobs[i] += 1
+        state.clock = float(t)
+        if state.taus is None:
             nxt = t + rng.exponential(1.0)
         else:
-            nxt = (int(ex["jobs"][i]) + 1) * ex["taus"][i]
-        heapq.heappush(ex["queue"], (nxt, i))
-        ex["delay_sum"] += delay
-        ex["delay_max"] = max(ex["delay_max"], delay)
+            nxt = (int(state.jobs[i]) + 1) * state.taus[i]
+        heapq.heappush(state.queue, (nxt, i))
+        state.delay_sum += delay
+        state.delay_max = max(state.delay_max, delay)
         bits_up = np.zeros(n, dtype=np.int64)
         bits_up[i] = bits
         nnz_up = np.zeros(n, dtype=np.int64)
@@ -267,23 +284,22 @@ class AsyncECSGD(AsyncSGD):
         e_i <- e_i + gamma g - v,      x^{k+1} = x^k - v,
 
     the error feedback of :class:`efbench.methods.base.ErrorCompensated` on the gradient that
-    arrives (Stich & Karimireddy 2020 analyse error feedback and delays in one framework).
-    Any compressor, as for EC-SGD; the theory stepsize is the asynchronous rule, which the
-    compressor does not enter (as EC-SGD's rule in efbench). ``err2`` = (1/n) sum_i ||e_i||^2."""
+    arrives (:class:`efbench.methods.memory.ErrorFeedback` on worker i's row; Stich &
+    Karimireddy 2020 analyse error feedback and delays in one framework). Any compressor, as
+    for EC-SGD; the theory stepsize is the asynchronous rule, which the compressor does not
+    enter (as EC-SGD's rule in efbench). ``err2`` = (1/n) sum_i ||e_i||^2."""
 
     compressed: ClassVar[bool] = True
     metrics: ClassVar[tuple[str, ...]] = ("delay_mean", "delay_max", "clock", "err2")
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.e = np.zeros((problem.n, problem.d))
+        state.e = self.memory.init(problem.n, problem.d)
         return state
 
     def measure(self, problem, state, fstar):
         return {**super().measure(problem, state, fstar), "err2": float(blocks.mean_sq_norm(state.e))}
 
     def send(self, state, i, g, gamma, rng):
-        u = state.e[i] + gamma * g
-        v, msg = self.compress_step(gamma, u[None, :], rng)
-        state.e[i] = u - v[0]
+        v, msg = self.memory.update(state.e[i : i + 1], gamma * g, gamma, rng)  # worker i's row, in place
         return v[0], int(msg.bits[0]), int(msg.nnz[0])

@@ -8,18 +8,20 @@ aggregate (``float_bits * d`` downlink bits per round) unless a method says othe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from efbench.core import blocks
 from efbench.core.compressors import Compressor, HardThreshold, Identity, Sign, TopK
 from efbench.core.participation import Participation
+from efbench.core.rules import POSITIVE, PROB_OR_NULL, Choice, Num, ruled
 from efbench.core.stepsize import Schedule
 from efbench.core.topology import mixing_matrix, spectral_gap
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods.estimators import LSVRG, make_estimator
+from efbench.methods.memory import ErrorFeedback, compress
 from efbench.problems.logistic import LogisticProblem
 
 EC_FORMS = ("scaled", "plain")
@@ -38,13 +40,22 @@ class Round:
 @dataclass
 class State:
     """Everything a run carries from one step to the next; ``init`` returns it and ``step``
-    returns it updated, so one method object serves any number of runs."""
+    returns it updated, so one method object serves any number of runs (optax's init/update).
+    A method that carries more declares a subclass with its fields named and typed, which its
+    ``init`` returns (:meth:`extend`) and its ``step`` reads."""
 
     x: np.ndarray
     estimator: Any = None  # the estimator bound to the problem (sampler tables), from init
     est: Any = None  # the estimator's own state
     e: np.ndarray | None = None  # error-feedback memory (n, d), where the method keeps one
-    extra: dict = field(default_factory=dict)  # the method's other arrays and init-time constants
+
+    def extend(self, cls: type[S], **more: Any) -> S:
+        """This state as its subclass ``cls``, every field carried over and ``more`` set: how
+        a method's ``init`` adds its own fields to the state its parent's ``init`` returns."""
+        return cls(**{f.name: getattr(self, f.name) for f in fields(self)}, **more)
+
+
+S = TypeVar("S", bound=State)
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ class Method:
     estimator: dict = field(default_factory=lambda: {"kind": "full"})
     compressor: Compressor = field(default_factory=Identity)
     participation: Participation = field(default_factory=Participation)
-    ec_form: str = "scaled"
+    ec_form: str = ruled("scaled", Choice("scaled", "plain"))
     compressed: ClassVar[bool] = True
     partial: ClassVar[bool] = False  # its analysis covers partial participation
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased", "absolute")
@@ -155,10 +166,15 @@ class Method:
 
     def compress_step(self, gamma: float, u: np.ndarray, rng) -> tuple[np.ndarray, Any]:
         """v = gamma C(u / gamma) (``scaled``, lambda in gradient units) or C(u) (``plain``,
-        lambda in x units): the two EC forms of SPEC.md section 4."""
-        scaled = self.ec_form == "scaled"
-        msg = self.compressor.compress_scaled(u, gamma, rng) if scaled else self.compressor(u, rng)
+        lambda in x units): the two EC forms of SPEC.md section 4, without a memory."""
+        msg = compress(self.compressor, self.ec_form, u, gamma, rng)
         return msg.values, msg
+
+    @property
+    def memory(self) -> ErrorFeedback:
+        """The error-feedback rule of this method's compressor and EC form, for the methods
+        that keep a memory (:mod:`efbench.methods.memory`)."""
+        return ErrorFeedback(self.compressor, self.ec_form)
 
     def step(
         self, problem: LogisticProblem, state: State, gamma: float, rng: np.random.Generator
@@ -201,14 +217,15 @@ class ErrorCompensated(Method):
         e_i^{k+1} = e_i^k + gamma g_i^k - v_i^k
         x^{k+1}   = x^k - (1/n) sum_i v_i^k,   e_i^0 = 0
 
-    With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG.
+    With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG. The memory rule
+    is :class:`efbench.methods.memory.ErrorFeedback` with c = gamma g_i^k.
     """
 
     metrics: ClassVar[tuple[str, ...]] = ("err2",)
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.e = np.zeros((problem.n, problem.d))
+        state.e = self.memory.init(problem.n, problem.d)
         return state
 
     def measure(self, problem, state, fstar):
@@ -216,10 +233,7 @@ class ErrorCompensated(Method):
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
-        u = state.e
-        u += gamma * g  # e + gamma g, in place: e is rebuilt from it below
-        v, msg = self.compress_step(gamma, u, rng)
-        u -= v
+        v, msg = self.memory.update(state.e, gamma * g, gamma, rng)
         state.x -= problem.worker_mean(v)
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
@@ -277,6 +291,16 @@ def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:
 
 
 @dataclass(kw_only=True)
+class DIANAState(State):
+    """DIANA's shifts: each worker's h_i, their mean, and the constants alpha, omega."""
+
+    h: np.ndarray  # (n, d) h_i^k
+    hbar: np.ndarray  # (d,) h^k = (1/n) sum_i h_i^k, kept by the server
+    alpha: float
+    omega: float
+
+
+@dataclass(kw_only=True)
 class DIANA(Method):
     """DIANA (Mishchenko et al. 2019; Horvath et al. 2019), unbiased compressors Q only:
 
@@ -287,7 +311,7 @@ class DIANA(Method):
     is 1/((1 + 6 omega/n) L_max) (:meth:`theory`).
     """
 
-    alpha: float | None = None
+    alpha: float | None = ruled(None, PROB_OR_NULL)
     accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
 
     def check_shape(self, d: int, n: int) -> None:
@@ -309,11 +333,12 @@ class DIANA(Method):
     def init(self, problem, x0, rng):
         a, omega = self._alpha(problem.d)
         state = super().init(problem, x0, rng)
-        state.extra.update(h=np.zeros((problem.n, problem.d)), hbar=np.zeros(problem.d), alpha=a, omega=omega)
-        return state
+        return state.extend(
+            DIANAState, h=np.zeros((problem.n, problem.d)), hbar=np.zeros(problem.d), alpha=a, omega=omega
+        )
 
     def info(self, state):
-        return {"alpha": state.extra["alpha"], "omega": state.extra["omega"]}
+        return {"alpha": state.alpha, "omega": state.omega}
 
     def theory(self, constants, base):
         """gamma = 1/((1 + 6 omega/n) L), L = L_max = max_i L_i: the unified theorem of
@@ -342,14 +367,22 @@ class DIANA(Method):
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
-        h, hbar = state.extra["h"], state.extra["hbar"]
-        msg = self.compressor(g - h, rng)
+        msg = self.compressor(g - state.h, rng)
         qbar = problem.worker_mean(msg.values)
-        state.x -= gamma * (hbar + qbar)
-        alpha = state.extra["alpha"]
-        h += alpha * msg.values
-        hbar += alpha * qbar
+        state.x -= gamma * (state.hbar + qbar)
+        state.h += state.alpha * msg.values
+        state.hbar += state.alpha * qbar
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
+
+
+@dataclass(kw_only=True)
+class MemSGDState(State):
+    """Mem-SGD's weighted average of the iterates and what it is updated with."""
+
+    x_avg: np.ndarray  # (d,) xbar_t = sum_{s < t} w_s x_s / sum_{s < t} w_s (x^0 before any step)
+    ratio: float  # W_t / w_t, W_t = sum_{s <= t} w_s: the inverse of x_t's share in xbar
+    t: int  # steps taken
+    b: float  # the schedule's shift: w_t = (b + t)^2
 
 
 @dataclass(kw_only=True)
@@ -362,8 +395,8 @@ class MemSGD(ErrorCompensated):
     average xbar_T = sum_t w_t x_t / sum_t w_t, w_t = (b + t)^2, reported beside x_T.
     """
 
-    a: float = 2.0
-    b: float | None = None
+    a: float = ruled(2.0, POSITIVE)
+    b: float | None = ruled(None, Num(0, lo_open=True, null=True))
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive")
 
     def __post_init__(self) -> None:
@@ -396,24 +429,22 @@ class MemSGD(ErrorCompensated):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.extra.update(x_avg=x0.copy(), ratio=1.0, t=0, b=self.shift(problem.constants()))
-        return state
+        return state.extend(MemSGDState, x_avg=x0.copy(), ratio=1.0, t=0, b=self.shift(problem.constants()))
 
     def measure(self, problem, state, fstar):
         return {
             **super().measure(problem, state, fstar),
-            "gap_avg": problem.loss(state.extra["x_avg"]) - fstar,
+            "gap_avg": problem.loss(state.x_avg) - fstar,
         }
 
     def step(self, problem, state, gamma, rng):
-        ex = state.extra
-        t, b = ex["t"], ex["b"]
+        t, b = state.t, state.b
         # the running weighted mean of x_t moves by w_t / W_t, W_t = sum_{s <= t} w_s; its
         # inverse W_t / w_t = 1 + (W_{t-1} / w_{t-1}) (w_{t-1} / w_t) takes weight ratios
         # only, so (b + t)^2 neither overflows (a huge b) nor vanishes (a tiny one)
-        ex["ratio"] = 1.0 if t == 0 else 1.0 + ex["ratio"] * ((b + t - 1) / (b + t)) ** 2
-        ex["x_avg"] += (state.x - ex["x_avg"]) / ex["ratio"]
-        ex["t"] += 1
+        state.ratio = 1.0 if t == 0 else 1.0 + state.ratio * ((b + t - 1) / (b + t)) ** 2
+        state.x_avg += (state.x - state.x_avg) / state.ratio
+        state.t += 1
         return super().step(problem, state, gamma, rng)
 
 
@@ -429,13 +460,21 @@ class EFSignSGD(ErrorCompensated):
 
 
 @dataclass(kw_only=True)
+class DoubleSqueezeState(State):
+    """DoubleSqueeze's server memory, beside the workers' (``e``)."""
+
+    e_server: np.ndarray  # (1, d) e_s
+
+
+@dataclass(kw_only=True)
 class DoubleSqueeze(Method):
     """DoubleSqueeze (Tang et al. 2019): error-compensated compression on the workers and
     again on the server before the broadcast; downlink bits are the server message's.
 
         v_i = C(e_i + gamma g_i),  e_i <- e_i + gamma g_i - v_i
         u   = C(e_s + (1/n) sum_i v_i),  e_s <- e_s + (1/n) sum_i v_i - u,   x -= u
-    (``ec_form=scaled`` compresses in gradient units: gamma C(. / gamma)).
+    (``ec_form=scaled`` compresses in gradient units: gamma C(. / gamma)). Both are
+    :class:`efbench.methods.memory.ErrorFeedback`.
     """
 
     metrics: ClassVar[tuple[str, ...]] = ("err2",)
@@ -445,22 +484,24 @@ class DoubleSqueeze(Method):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.e = np.zeros((problem.n, problem.d))
-        state.extra["e_server"] = np.zeros((1, problem.d))
-        return state
+        state.e = self.memory.init(problem.n, problem.d)
+        return state.extend(DoubleSqueezeState, e_server=self.memory.init(1, problem.d))
 
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
-        u = state.e
-        u += gamma * g
-        v, msg = self.compress_step(gamma, u, rng)
-        u -= v
-        es = state.extra["e_server"]
-        es += problem.worker_mean(v)
-        w, down = self.compress_step(gamma, es, rng)
-        es -= w
+        v, msg = self.memory.update(state.e, gamma * g, gamma, rng)
+        w, down = self.memory.update(state.e_server, problem.worker_mean(v), gamma, rng)
         state.x -= w[0]
         return state, Round(msg.bits, int(down.bits[0]), msg.nnz, calls)
+
+
+@dataclass(kw_only=True)
+class DecentralizedState(State):
+    """The node models of a decentralized method and its graph; ``x`` is their average."""
+
+    X: np.ndarray  # (n, d) x_i, node i's model
+    W: np.ndarray  # (n, n) the mixing matrix
+    deg: np.ndarray  # (n,) int64 each node's neighbours (copies of a message it sends)
 
 
 @dataclass(kw_only=True)
@@ -469,7 +510,7 @@ class Decentralized(Method):
     matrix W; ``state.x`` is their average, on which the metrics are evaluated. Every
     message goes to each neighbour: a node's bits are deg_i times its message."""
 
-    topology: str = "ring"
+    topology: str = ruled("ring", Choice("ring", "complete", "torus"))
     metrics: ClassVar[tuple[str, ...]] = ("consensus",)
     collective: ClassVar[str] = "gossip"
 
@@ -477,23 +518,22 @@ class Decentralized(Method):
         state = super().init(problem, x0, rng)
         W = mixing_matrix(self.topology, problem.n)
         deg = (np.count_nonzero(W, axis=1) - (np.diag(W) != 0)).astype(np.int64)
-        state.extra.update(X=np.tile(x0, (problem.n, 1)), W=W, deg=deg)
-        return state
+        return state.extend(DecentralizedState, X=np.tile(x0, (problem.n, 1)), W=W, deg=deg)
 
     def info(self, state):
-        return {"spectral_gap": spectral_gap(state.extra["W"]), "max_degree": int(state.extra["deg"].max())}
+        return {"spectral_gap": spectral_gap(state.W), "max_degree": int(state.deg.max())}
 
     def measure(self, problem, state, fstar):
         """consensus = (1/n) sum_i ||x_i - xbar||^2."""
-        return {"consensus": _mean_sq_norm(state.extra["X"] - state.x)}
+        return {"consensus": _mean_sq_norm(state.X - state.x)}
 
     def downlink(self, d):
         return 0
 
     def finish(self, problem, state, msg_bits, nnz, calls):
-        state.x = state.extra["X"].mean(axis=0)
+        state.x = state.X.mean(axis=0)
         link = np.broadcast_to(msg_bits, (problem.n,))
-        return state, Round(state.extra["deg"] * msg_bits, 0, nnz, calls, link_bits=link)
+        return state, Round(state.deg * msg_bits, 0, nnz, calls, link_bits=link)
 
 
 @dataclass(kw_only=True)
@@ -503,9 +543,9 @@ class DPSGD(Decentralized):
     compressed: ClassVar[bool] = False
 
     def step(self, problem, state, gamma, rng):
-        X = state.extra["X"]
+        X = state.X
         G, state.est, calls = state.estimator(problem, state.est, X, rng)
-        state.extra["X"] = state.extra["W"] @ X - gamma * G
+        state.X = state.W @ X - gamma * G
         dense = _dense_message(self, problem)
         return self.finish(problem, state, dense, np.full(problem.n, problem.d), calls)
 
@@ -518,9 +558,9 @@ class DCDPSGD(Decentralized):
     accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
 
     def step(self, problem, state, gamma, rng):
-        X = state.extra["X"]
+        X = state.X
         G, state.est, calls = state.estimator(problem, state.est, X, rng)
-        msg = self.compressor(state.extra["W"] @ X - gamma * G - X, rng)
+        msg = self.compressor(state.W @ X - gamma * G - X, rng)
         X += msg.values
         return self.finish(problem, state, msg.bits, msg.nnz, calls)
 
@@ -530,10 +570,13 @@ class DeepSqueeze(Decentralized):
     """DeepSqueeze (Tang et al. 2019): error-compensated compression of the models,
 
     V = X - gamma G(X),  C_i = C(V_i + delta_i),  delta_i <- V_i + delta_i - C_i,
-    X^{k+1} = V + eta (W - I) C.
+    X^{k+1} = V + eta (W - I) C,
+
+    delta the memory ``e`` of :class:`efbench.methods.memory.ErrorFeedback`, in the ``plain``
+    form whatever ``ec_form`` says: what is compressed is a model, not a step gamma g.
     """
 
-    eta: float = 0.05
+    eta: float = ruled(0.05, Num(0))  # > 0: DeepSqueeze's own check
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")
 
     def __post_init__(self) -> None:
@@ -545,15 +588,17 @@ class DeepSqueeze(Decentralized):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.e = np.zeros((problem.n, problem.d))
+        state.e = self.memory.init(problem.n, problem.d)
         return state
 
+    @property
+    def memory(self) -> ErrorFeedback:
+        return ErrorFeedback(self.compressor, "plain")  # a model has no gradient units to scale to
+
     def step(self, problem, state, gamma, rng):
-        X = state.extra["X"]
+        X = state.X
         G, state.est, calls = state.estimator(problem, state.est, X, rng)
         V = X - gamma * G
-        u = V + state.e
-        msg = self.compressor(u, rng)
-        state.e = u - msg.values
-        state.extra["X"] = V + self.eta * (state.extra["W"] @ msg.values - msg.values)
+        c, msg = self.memory.update(state.e, V, gamma, rng)
+        state.X = V + self.eta * (state.W @ c - c)
         return self.finish(problem, state, msg.bits, msg.nnz, calls)

@@ -29,9 +29,10 @@ from typing import ClassVar
 import numpy as np
 
 from efbench.core import blocks
+from efbench.core.rules import Num, ruled
 from efbench.core.topology import spectral_gap
 from efbench.errors import check_positive
-from efbench.methods.base import Decentralized
+from efbench.methods.base import Decentralized, DecentralizedState
 
 log = logging.getLogger("efbench")
 
@@ -51,6 +52,17 @@ CONSENSUS_FORMULA = (
 
 
 @dataclass(kw_only=True)
+class ChocoState(DecentralizedState):
+    """CHOCO-SGD's public copies and its consensus constants."""
+
+    X_hat: np.ndarray  # (n, d) x_hat_j, every node's copy of node j's model
+    gamma_c: float  # the consensus step gamma
+    beta: float  # ||I - W||_2
+    delta: float  # the compressor's contraction constant
+    scale: float  # 1/(1 + omega) for an unbiased Q, else 1
+
+
+@dataclass(kw_only=True)
 class ChocoSGD(Decentralized):
     """CHOCO-SGD (Koloskova, Stich & Jaggi 2019, Algorithm 2); see the module docstring.
 
@@ -61,7 +73,7 @@ class ChocoSGD(Decentralized):
     the copies still carry.
     """
 
-    consensus_step: float | None = None
+    consensus_step: float | None = ruled(None, Num(0, lo_open=True, null=True))  # the gossip step
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased")
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")
 
@@ -72,7 +84,7 @@ class ChocoSGD(Decentralized):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        W = state.extra["W"]
+        W = state.W
         rho = spectral_gap(W)
         beta = float(np.linalg.norm(np.eye(problem.n) - W, 2))
         delta = float(self.compressor.contraction(problem.d))
@@ -80,8 +92,13 @@ class ChocoSGD(Decentralized):
         gamma = theory if self.consensus_step is None else float(self.consensus_step)
         unbiased = self.compressor.kind == "unbiased"
         scale = 1.0 / (1.0 + self.compressor.omega(problem.d)) if unbiased else 1.0
-        state.extra.update(
-            X_hat=np.zeros((problem.n, problem.d)), gamma_c=gamma, beta=beta, delta=delta, scale=scale
+        state = state.extend(
+            ChocoState,
+            X_hat=np.zeros((problem.n, problem.d)),
+            gamma_c=gamma,
+            beta=beta,
+            delta=delta,
+            scale=scale,
         )
         source = "theory" if self.consensus_step is None else "method.consensus_step"
         log.info(
@@ -98,28 +115,25 @@ class ChocoSGD(Decentralized):
         return state
 
     def info(self, state):
-        ex = state.extra
         return {
             **super().info(state),
-            "consensus_step": ex["gamma_c"],
-            "beta": ex["beta"],
-            "delta": ex["delta"],
+            "consensus_step": state.gamma_c,
+            "beta": state.beta,
+            "delta": state.delta,
         }
 
     def measure(self, problem, state, fstar):
-        ex = state.extra
         return {
             **super().measure(problem, state, fstar),
-            "err2": float(blocks.mean_sq_norm(ex["X"] - ex["X_hat"])),
+            "err2": float(blocks.mean_sq_norm(state.X - state.X_hat)),
         }
 
     def step(self, problem, state, gamma, rng):
-        ex = state.extra
-        X, X_hat = ex["X"], ex["X_hat"]
+        X, X_hat = state.X, state.X_hat
         G, state.est, calls = state.estimator(problem, state.est, X, rng)
         X -= gamma * G  # x^{t+1/2}, in place: x^t is not needed again
         msg = self.compressor(X - X_hat, rng)
-        q = msg.values if ex["scale"] == 1.0 else ex["scale"] * msg.values
+        q = msg.values if state.scale == 1.0 else state.scale * msg.values
         X_hat += q
-        X += ex["gamma_c"] * (ex["W"] @ X_hat - X_hat)
+        X += state.gamma_c * (state.W @ X_hat - X_hat)
         return self.finish(problem, state, msg.bits, msg.nnz, calls)

@@ -66,9 +66,10 @@ import numpy as np
 from scipy.special import expit
 
 from efbench.core.compressors import Identity, TopK
+from efbench.core.rules import PROB_OR_NULL, Bound, Choice, Int, ruled
 from efbench.core.stepsize import Schedule
 from efbench.errors import ConfigError, check_choice
-from efbench.methods.base import Method, Round
+from efbench.methods.base import Method, Round, State
 from efbench.problems.datasets import MAX_DENSE_ENV, max_dense_bytes
 from efbench.problems.logistic import LogisticProblem, QuadraticProblem
 
@@ -110,6 +111,17 @@ def _symmetric(V: np.ndarray, d: int) -> np.ndarray:
 
 
 @dataclass(kw_only=True)
+class FedNLState(State):
+    """FedNL's Hessian estimates and its learning rate."""
+
+    H_i: np.ndarray  # (n, d, d) H_i^k, worker i's estimate
+    H: np.ndarray  # (d, d) H^k = (1/n) sum_i H_i^k, kept by the server
+    alpha: float  # the Hessian learning rate
+    delta: float  # the matrix compressor's contraction constant
+    first: bool  # round 0 (H_i^0 sent whole) is still to come
+
+
+@dataclass(kw_only=True)
 class FedNL(Method):
     """FedNL (Safaryan et al., ICML 2022), Algorithm 1 with Option 1 (projection [H^k]_mu) or
     Option 2 (H^k + l^k I); see the module docstring for the rule, delta, alpha and bits.
@@ -119,11 +131,14 @@ class FedNL(Method):
     ``alpha``: 1 by default, null = 1 - sqrt(1 - delta).
     """
 
-    hessian_compressor: str = "rankr"
-    hessian_k: int | None = None
-    rank: int = 1
-    option: int = 1
-    alpha: float | None = 1.0
+    hessian_compressor: str = ruled("rankr", Choice("identity", "topk", "rankr"))
+    # at most the d(d+1)/2 entries of a Hessian's upper triangle
+    hessian_k: int | None = ruled(
+        None, Int(1, null=True, by_d=Bound("K", lambda d: d * (d + 1) // 2, "d(d+1)/2"))
+    )
+    rank: int = ruled(1, Int(1, by_d=Bound("R", lambda d: d, "d")))  # eigenpairs of a d x d Hessian
+    option: int = ruled(1, Choice(1, 2))
+    alpha: float | None = ruled(1.0, PROB_OR_NULL)
     compressed: ClassVar[bool] = False  # gradients are sent dense: the compressor group is ignored
     metrics: ClassVar[tuple[str, ...]] = ("hess_err",)
 
@@ -180,21 +195,21 @@ class FedNL(Method):
         state = super().init(problem, x0, rng)
         delta = self.matrix_delta(d)
         H_i = worker_hessians(problem, x0)
-        state.extra.update(
+        return state.extend(
+            FedNLState,
             H_i=H_i,
             H=H_i.mean(axis=0),
             alpha=1.0 - math.sqrt(1.0 - delta) if self.alpha is None else float(self.alpha),
             delta=delta,
             first=True,
         )
-        return state
 
     def info(self, state):
-        return {"alpha": state.extra["alpha"], "delta": state.extra["delta"]}
+        return {"alpha": state.alpha, "delta": state.delta}
 
     def measure(self, problem, state, fstar):
         """hess_err = (1/n) sum_i ||H_i^k - grad^2 f_i(x^k)||_F^2."""
-        D = state.extra["H_i"] - worker_hessians(problem, state.x)
+        D = state.H_i - worker_hessians(problem, state.x)
         return {"hess_err": float(np.einsum("nij,nij->", D, D)) / problem.n}
 
     def compress(self, D: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,29 +233,29 @@ class FedNL(Method):
         return _symmetric(msg.values, d), msg.bits, msg.nnz
 
     def step(self, problem, state, gamma, rng):
-        ex = state.extra
         n, d = problem.n, problem.d
         F = self.compressor.float_bits
         grads = problem.worker_grads(state.x)
-        D = worker_hessians(problem, state.x) - ex["H_i"]
+        D = worker_hessians(problem, state.x) - state.H_i
         l_i = np.sqrt(np.einsum("nij,nij->n", D, D))
         S, s_bits, s_nnz = self.compress(D, rng)
-        if ex.pop("first", False):  # H_i^0 sent whole; S_i^0 = C(0) and l_i^0 = 0 go unsent
+        if state.first:  # H_i^0 sent whole; S_i^0 = C(0) and l_i^0 = 0 go unsent
+            state.first = False
             N = d * (d + 1) // 2
             bits, nnz = np.full(n, F * (d + N), dtype=np.int64), np.full(n, d + N)
         else:
             extra = 1 if self.option == 2 else 0  # l_i^k, one float, used by Option 2 only
             bits, nnz = s_bits + F * (d + extra), s_nnz + d + extra
-        lam, U = np.linalg.eigh(ex["H"])
+        lam, U = np.linalg.eigh(state.H)
         if self.option == 1:
             lam = np.maximum(lam, problem.l2)  # [H^k]_mu, mu = l2
         else:
             lam = lam + l_i.mean()
         g = problem.worker_mean(grads)
         state.x -= gamma * (U @ ((U.T @ g) / lam))
-        a = ex["alpha"]
-        ex["H_i"] += a * S
-        ex["H"] += a * S.mean(axis=0)
+        a = state.alpha
+        state.H_i += a * S
+        state.H += a * S.mean(axis=0)
         return state, Round(bits, self.downlink(d), nnz, problem.m)
 
 

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from efbench.core.rules import POSITIVE, PROB_OR_NULL, Int, ruled
 from efbench.errors import ConfigError
 from efbench.methods.base import Method, Round, State, _dense_message, _mean_sq_norm
 from efbench.methods.samplers import BUILTIN as BUILTIN_SAMPLINGS
@@ -87,8 +88,8 @@ class LocalSGD(Method):
     size grows with gamma (tau - 1) and the spread of the grad f_i(x*).
     """
 
-    local_steps: int = 10
-    server_stepsize: float = 1.0
+    local_steps: int = ruled(10, Int(1))  # tau
+    server_stepsize: float = ruled(1.0, POSITIVE)
     compressed: ClassVar[bool] = False
     collective: ClassVar[str] = "allreduce"
 
@@ -128,6 +129,15 @@ class LocalSGD(Method):
 
 
 @dataclass(kw_only=True)
+class ScaffnewState(State):
+    """The workers' local models and control variates; ``x`` is their average."""
+
+    X: np.ndarray  # (n, d) x_i
+    h: np.ndarray  # (n, d) h_i, summing to 0 over i
+    p: float  # the communication probability
+
+
+@dataclass(kw_only=True)
 class Scaffnew(Method):
     """Scaffnew: ProxSkip applied to the consensus problem (Mishchenko, Malinovsky, Stich &
     Richtarik, ICML 2022, Algorithm 2). One step is one iteration t:
@@ -144,7 +154,7 @@ class Scaffnew(Method):
     for any heterogeneity; p = 1 is gradient descent.
     """
 
-    p: float | None = None  # communication probability; None: sqrt(gamma_theory mu)
+    p: float | None = ruled(None, PROB_OR_NULL)  # communication probability; None: sqrt(gamma_theory mu)
     compressed: ClassVar[bool] = False
     collective: ClassVar[str] = "allreduce"
     metrics: ClassVar[tuple[str, ...]] = ("skipped_frac", "consensus")
@@ -190,45 +200,55 @@ class Scaffnew(Method):
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
         p = self.rule(problem_constants(problem, self.estimator))[1]
-        state.extra.update(X=np.tile(x0, (problem.n, 1)), h=np.zeros((problem.n, problem.d)), p=p)
-        return state
+        return state.extend(
+            ScaffnewState, X=np.tile(x0, (problem.n, 1)), h=np.zeros((problem.n, problem.d)), p=p
+        )
 
     def info(self, state):
-        return {"p": state.extra["p"]}
+        return {"p": state.p}
 
     def measure(self, problem, state, fstar):
-        return {"consensus": _mean_sq_norm(state.extra["X"] - state.x)}
+        return {"consensus": _mean_sq_norm(state.X - state.x)}
 
     def step(self, problem, state, gamma, rng):
-        G, state.est, calls = state.estimator(problem, state.est, state.extra["X"], rng)
-        theta = rng.random() < state.extra["p"]
-        return self.advance(problem, state, gamma, G, state.extra["h"], theta, calls)
+        G, state.est, calls = state.estimator(problem, state.est, state.X, rng)
+        theta = rng.random() < state.p
+        return self.advance(problem, state, gamma, G, state.h, theta, calls)
 
     def advance(
         self,
         problem: LogisticProblem,
-        state: State,
+        state: ScaffnewState,
         gamma: float,
         G: np.ndarray,
         hhat: np.ndarray,
         theta: bool,
         calls: Any,
-    ) -> tuple[State, Round]:
+    ) -> tuple[ScaffnewState, Round]:
         """The local step with shifts ``hhat`` and, when ``theta``, the averaging and the
         control-variate update: the part Scaffnew and GradSkip share."""
-        ex, n, d = state.extra, problem.n, problem.d
-        p = ex["p"]
-        xhat = ex["X"] - gamma * (G - hhat)
+        n, d = problem.n, problem.d
+        p = state.p
+        xhat = state.X - gamma * (G - hhat)
         if theta:
             xbar = problem.worker_mean(xhat - (gamma / p) * hhat)
-            ex["h"] = hhat + (p / gamma) * (xbar - xhat)
-            ex["X"] = np.tile(xbar, (n, 1))
+            state.h = hhat + (p / gamma) * (xbar - xhat)
+            state.X = np.tile(xbar, (n, 1))
             state.x = xbar
             return state, Round(_dense_message(self, problem), self.downlink(d), np.full(n, d), calls)
-        ex["h"], ex["X"] = hhat, xhat
+        state.h, state.X = hhat, xhat
         state.x = problem.worker_mean(xhat)
         zero = np.zeros(n, dtype=np.int64)
         return state, Round(zero, 0, zero, calls, skipped=n)
+
+
+@dataclass(kw_only=True)
+class GradSkipState(ScaffnewState):
+    """GradSkip's gradient probabilities and each worker's last gradient."""
+
+    q: np.ndarray  # (n,) q_i, worker i's probability of a gradient step
+    g: np.ndarray  # (n, d) grad f_i at the worker's current x_i, when fresh
+    fresh: np.ndarray  # (n,) bool: g_i is at x_i
 
 
 @dataclass(kw_only=True)
@@ -252,7 +272,7 @@ class GradSkip(Scaffnew):
     a number is the same q for every worker.
     """
 
-    q: float | None = None
+    q: float | None = ruled(None, PROB_OR_NULL)  # gradient probability
     estimators: ClassVar[tuple[str, ...]] = ("full",)
 
     def __post_init__(self) -> None:
@@ -287,7 +307,7 @@ class GradSkip(Scaffnew):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        n, p = problem.n, state.extra["p"]
+        n, p = problem.n, state.p
         if self.q is not None:
             q = np.full(n, float(self.q))
         elif p >= 1.0:  # communication every iteration: nothing to skip
@@ -295,31 +315,25 @@ class GradSkip(Scaffnew):
         else:
             L_i = problem.worker_smoothness + problem.l2  # the L_i of the logistic f_i
             q = np.minimum(1.0, (1.0 - problem.constants()["mu"] / L_i) / (1.0 - p * p))
-        state.extra.update(
-            q=q,
-            g=np.zeros((n, problem.d)),  # grad f_i at the worker's current x_i, when fresh
-            fresh=np.zeros(n, dtype=bool),
-        )
-        return state
+        return state.extend(GradSkipState, q=q, g=np.zeros((n, problem.d)), fresh=np.zeros(n, dtype=bool))
 
     def info(self, state):
-        q = state.extra["q"]
-        return {"p": state.extra["p"], "q_min": float(q.min()), "q_mean": float(q.mean())}
+        q = state.q
+        return {"p": state.p, "q_min": float(q.min()), "q_mean": float(q.mean())}
 
     def step(self, problem, state, gamma, rng):
-        ex = state.extra
         n, m = problem.n, problem.m
-        G, fresh = ex["g"], ex["fresh"]
+        G, fresh = state.g, state.fresh
         stale = np.flatnonzero(~fresh)
         if stale.size == n:
-            G[:] = problem.worker_grads(ex["X"])
+            G[:] = problem.worker_grads(state.X)
         elif stale.size:
-            G[stale] = problem.worker_grads(ex["X"][stale], stale)
+            G[stale] = problem.worker_grads(state.X[stale], stale)
         calls = np.where(fresh, 0.0, float(m))
-        theta = rng.random() < ex["p"]
-        q = ex["q"]
+        theta = rng.random() < state.p
+        q = state.q
         # a worker with q_i = 1 never skips: no draw, so q = 1 is Scaffnew's random stream
         eta = rng.random(n) < q if (q < 1.0).any() else np.ones(n, dtype=bool)
-        hhat = ex["h"] if eta.all() else np.where(eta[:, None], ex["h"], G)
-        ex["fresh"] = ~eta & (not theta)  # it stays at x_i: grad f_i(x_i) is still G_i
+        hhat = state.h if eta.all() else np.where(eta[:, None], state.h, G)
+        state.fresh = ~eta & (not theta)  # it stays at x_i: grad f_i(x_i) is still G_i
         return self.advance(problem, state, gamma, G, hhat, theta, calls)

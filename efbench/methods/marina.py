@@ -23,12 +23,28 @@ from typing import ClassVar
 
 import numpy as np
 
+from efbench.core.rules import PROB_OR_NULL, ruled
 from efbench.errors import ConfigError
 from efbench.methods.base import Method, Round, State
 from efbench.problems.logistic import LogisticProblem
 
 # the theorems' one smoothness constant split into L (descent step) and L_tilde (variance)
 SPLIT = "L and L_tilde split as in its proof: derived"
+
+
+@dataclass(kw_only=True)
+class MARINAState(State):
+    """MARINA's estimate g^k, the workers' stored gradients and the coin's counts."""
+
+    g: np.ndarray  # (d,) g^k, known to every worker
+    prev: np.ndarray  # (n, d) grad f_i at the last point worker i evaluated
+    fresh: np.ndarray  # (n,) bool: prev[i] is at the previous x
+    x_prev: np.ndarray  # (d,) x^{k-1}
+    first: bool  # round 0 (full gradients) is still to come
+    p: float  # the sync probability
+    omega: float  # the compressor's variance factor
+    coins: int  # coins tossed (rounds after the first)
+    syncs: int  # of which synchronised
 
 
 @dataclass(kw_only=True)
@@ -47,7 +63,7 @@ class MARINA(Method):
     grad f_i(x^k) (2 m calls). Sync rounds involve every worker.
     """
 
-    p: float | None = None  # sync probability; None: the authors' choice (probability)
+    p: float | None = ruled(None, PROB_OR_NULL)  # sync probability; None: the authors' choice (probability)
     accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
     partial: ClassVar[bool] = True
     metrics: ClassVar[tuple[str, ...]] = ("sync_frac",)  # fraction of coin rounds that synced
@@ -112,13 +128,14 @@ class MARINA(Method):
             )
         return 1.0 / (constants["L"] + constants["L_tilde"] * math.sqrt(ratio)), formula
 
-    def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> State:
+    def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> MARINAState:
         state = super().init(problem, x0, rng)
         grads = problem.worker_grads(x0)
-        state.extra.update(
+        return state.extend(
+            MARINAState,
             g=problem.worker_mean(grads),
-            prev=grads,  # grad f_i at the last point worker i evaluated
-            fresh=np.ones(problem.n, dtype=bool),  # prev[i] is at the previous x
+            prev=grads,
+            fresh=np.ones(problem.n, dtype=bool),
             x_prev=x0.copy(),
             first=True,
             p=self.probability(problem.d, problem.n, problem.m),
@@ -126,58 +143,57 @@ class MARINA(Method):
             coins=0,
             syncs=0,
         )
-        return state
 
     def info(self, state):
-        return {"p": state.extra["p"], "omega": state.extra["omega"]}
+        return {"p": state.p, "omega": state.omega}
 
     def measure(self, problem, state, fstar):
-        ex = state.extra
-        return {"sync_frac": ex["syncs"] / ex["coins"] if ex["coins"] else 0.0}
+        return {"sync_frac": state.syncs / state.coins if state.coins else 0.0}
 
     def step(self, problem, state, gamma, rng):
-        ex = state.extra
         n, d, m = problem.n, problem.d, problem.m
         dense = np.full(n, self.compressor.float_bits * d, dtype=np.int64)
-        if ex.pop("first", False):
+        if state.first:
+            state.first = False
             rnd = Round(dense, 0, np.full(n, d), m)
         else:
-            ex["coins"] += 1
-            if rng.random() < ex["p"]:
-                ex["syncs"] += 1
+            state.coins += 1
+            if rng.random() < state.p:
+                state.syncs += 1
                 grads = problem.worker_grads(state.x)
-                ex["g"] = problem.worker_mean(grads)
-                ex["prev"], ex["fresh"] = grads, np.ones(n, dtype=bool)
+                state.g = problem.worker_mean(grads)
+                state.prev, state.fresh = grads, np.ones(n, dtype=bool)
                 rnd = Round(dense, 0, np.full(n, d), m)
             else:
                 rnd = self.compressed_round(problem, state, rng)
-        ex["x_prev"] = state.x.copy()
-        state.x -= gamma * ex["g"]
+        state.x_prev = state.x.copy()
+        state.x -= gamma * state.g
         rnd.bits_down = self.downlink(d)
         return state, rnd
 
-    def compressed_round(self, problem: LogisticProblem, state: State, rng: np.random.Generator) -> Round:
+    def compressed_round(
+        self, problem: LogisticProblem, state: MARINAState, rng: np.random.Generator
+    ) -> Round:
         """g^k = g^{k-1} + mean over the senders of Q(grad f_i(x^k) - grad f_i(x^{k-1}))."""
-        ex = state.extra
         n, m = problem.n, problem.m
         if self.participation.full:
             grads = problem.worker_grads(state.x)
-            msg = self.compressor(grads - ex["prev"], rng)
-            ex["prev"] = grads
-            ex["g"] += problem.worker_mean(msg.values)
+            msg = self.compressor(grads - state.prev, rng)
+            state.prev = grads
+            state.g += problem.worker_mean(msg.values)
             return Round(msg.bits, 0, msg.nnz, m)
         sent = self.participation.draw(rng, n)
         idx = np.flatnonzero(sent)
         calls = np.where(sent, float(m), 0.0)
-        stale = idx[~ex["fresh"][idx]]
+        stale = idx[~state.fresh[idx]]
         if stale.size:  # it sat out the last round: grad f_i(x^{k-1}) is not in its memory
-            ex["prev"][stale] = problem.worker_grads(ex["x_prev"], stale)
+            state.prev[stale] = problem.worker_grads(state.x_prev, stale)
             calls[stale] += m
         grads = problem.worker_grads(state.x, idx)
-        msg = self.compressor(grads - ex["prev"][idx], rng)
-        ex["prev"][idx] = grads
-        ex["fresh"] = sent
-        ex["g"] += problem.worker_mean(msg.values)  # (1/r) sum over the r senders
+        msg = self.compressor(grads - state.prev[idx], rng)
+        state.prev[idx] = grads
+        state.fresh = sent
+        state.g += problem.worker_mean(msg.values)  # (1/r) sum over the r senders
         bits = np.zeros(n, dtype=np.int64)
         nnz = np.zeros(n, dtype=np.int64)
         bits[idx], nnz[idx] = msg.bits, msg.nnz
@@ -226,12 +242,11 @@ class VRMARINA(MARINA):
         )
 
     def compressed_round(self, problem, state, rng):
-        ex = state.extra
         b = state.estimator.batch
         rows, w = state.estimator.sampler.draw(rng, b)
         a = problem.gather(rows)
         diff = problem.sample_grads(state.x, rows, w, a)
-        diff -= problem.sample_grads(ex["x_prev"], rows, w, a)
+        diff -= problem.sample_grads(state.x_prev, rows, w, a)
         msg = self.compressor(diff, rng)
-        ex["g"] += problem.worker_mean(msg.values)
+        state.g += problem.worker_mean(msg.values)
         return Round(msg.bits, 0, msg.nnz, 2 * b)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from efbench.core.compressors import Compressor, Identity, RandK, TopK, sparse_bits
+from efbench.core.rules import PROB_OR_NULL, Bound, Int, Num, ruled
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods.base import Method, Round, State, _dense_message
 from efbench.problems.logistic import LogisticProblem
@@ -382,6 +383,16 @@ def _taken(mech: Mechanism) -> set[str]:
 
 
 @dataclass(kw_only=True)
+class ThreePCState(State):
+    """The 3PC method's estimates g_i and the gradients they were last formed at."""
+
+    g: np.ndarray  # (n, d) g_i^t
+    y: np.ndarray  # (n, d) grad f_i(x^t): the y of the next round's M_{h,y}(x)
+    mech: Mechanism  # the method's three point compressor, validated for d
+    first: bool  # round 0 (g_i^0 sent in full) is still to come
+
+
+@dataclass(kw_only=True)
 class ThreePointMethod(Method):
     """The 3PC method (Algorithm 1) for the mechanism :meth:`make_mechanism` builds; subclasses
     fix it (EF21, CLAG, LAG) or take it by name (:class:`ThreePC`). Round 0 sends
@@ -430,11 +441,11 @@ class ThreePointMethod(Method):
         mech = self.make_mechanism()
         mech.validate(problem.d)
         grad = problem.worker_grads(x0)
-        state.extra.update(g=grad, y=grad, mech=mech, first=True)
-        return state
+        return state.extend(ThreePCState, g=grad, y=grad, mech=mech, first=True)
 
     def step(self, problem, state, gamma, rng):
-        if state.extra.pop("first", False):
+        if state.first:
+            state.first = False
             rnd = Round(_dense_message(self, problem), 0, np.full(problem.n, problem.d), problem.m)
             first = True
         else:
@@ -442,17 +453,16 @@ class ThreePointMethod(Method):
         state.x -= gamma * self.aggregate(problem, state, rnd, rng, first)
         return state, rnd
 
-    def communicate(self, problem: LogisticProblem, state: State, rng: np.random.Generator) -> Round:
+    def communicate(self, problem: LogisticProblem, state: ThreePCState, rng: np.random.Generator) -> Round:
         """Round t >= 1: g_i^{t+1} = M_{g_i^t, grad_i(x^t)}(grad_i(x^{t+1})) for the round's
         workers (every worker under full participation, which draws nothing)."""
-        ex = state.extra
         n = problem.n
         part = None if self.participation.full else self.participation.draw(rng, n)
         grad, state.est, calls = state.estimator(problem, state.est, state.x, rng)
-        h, y, mech = ex["g"], ex["y"], ex["mech"]
+        h, y, mech = state.g, state.y, state.mech
         if part is None:
             sent = mech(h, y, grad, rng)
-            ex["g"], ex["y"] = sent.g, grad
+            state.g, state.y = sent.g, grad
             return Round(sent.bits, 0, sent.nnz, calls, skipped=int(n - sent.spoke.sum()))
         g, y = h.copy(), y.copy()
         bits = np.zeros(n, dtype=np.int64)
@@ -462,16 +472,16 @@ class ThreePointMethod(Method):
             sent = mech(h[part], y[part], grad[part], rng)
             g[part], bits[part], nnz[part], spoke[part] = sent.g, sent.bits, sent.nnz, sent.spoke
             y[part] = grad[part]
-        ex["g"], ex["y"] = g, y
+        state.g, state.y = g, y
         # gradients are simulated for all workers; only the participants' are charged
         return Round(bits, 0, nnz, calls * part, skipped=int(n - spoke.sum()))
 
     def aggregate(
-        self, problem: LogisticProblem, state: State, rnd: Round, rng: np.random.Generator, first: bool
+        self, problem: LogisticProblem, state: ThreePCState, rnd: Round, rng: np.random.Generator, first: bool
     ) -> np.ndarray:
         """The step direction g^t = (1/n) sum_i g_i^t, broadcast dense (sets ``rnd.bits_down``)."""
         rnd.bits_down = self.downlink(problem.d)
-        return problem.worker_mean(state.extra["g"])
+        return problem.worker_mean(state.g)
 
 
 @dataclass(kw_only=True)
@@ -483,9 +493,9 @@ class ThreePC(ThreePointMethod):
     mechanism does not take must be null. Partial participation: only with ef21 (EF21-PP)."""
 
     mechanism: str = "ef21"
-    zeta: float | None = None
-    k2: int | None = None
-    p: float | None = None
+    zeta: float | None = ruled(None, Num(0))
+    k2: int | None = ruled(None, Int(1, null=True, by_d=Bound("K", lambda d: d, "d")))  # of d entries
+    p: float | None = ruled(None, PROB_OR_NULL)
     inner: str | None = None
     metrics: ClassVar[tuple[str, ...]] = ("skipped_frac",)
 
@@ -583,7 +593,7 @@ class CLAG(ThreePointMethod):
     in ``skipped_frac``). g_i^0 = grad f_i(x^0) sent in full. zeta = 0 gives EF21; the
     identity compressor gives LAG."""
 
-    zeta: float = 1.0
+    zeta: float = ruled(1.0, Num(0))
     metrics: ClassVar[tuple[str, ...]] = ("skipped_frac",)  # from the rounds' skipped counts
 
     def __post_init__(self) -> None:
@@ -606,6 +616,14 @@ class LAG(CLAG):
 
 
 @dataclass(kw_only=True)
+class EF21BCState(ThreePCState):
+    """EF21-BC's server side: its compressor and the g^t that workers and server share."""
+
+    down: Compressor  # C_M
+    server: np.ndarray | None = None  # (d,) g^t, from round 0 on
+
+
+@dataclass(kw_only=True)
 class EF21BC(EF21):
     """EF21-BC (Fatkhullin et al. 2021, Algorithm 5): EF21 on the workers and again on the
     server, which broadcasts a compressed message b instead of the dense aggregate:
@@ -619,7 +637,7 @@ class EF21BC(EF21):
     both dense. C_w is the compressor; C_M is Top-``down_k`` or, with ``down_k`` null, the
     same compressor. Downlink bits are C_M's message. Full local gradients."""
 
-    down_k: int | None = None
+    down_k: int | None = ruled(None, Int(1, null=True, by_d=Bound("K", lambda d: d, "d")))  # of d entries
     stochastic: ClassVar[bool] = False
     partial: ClassVar[bool] = False  # EF21-BC is analysed with every worker in every round
 
@@ -640,8 +658,7 @@ class EF21BC(EF21):
         if self.down_k is not None and self.down_k > problem.d:
             raise ConfigError("method.down_k", f"K = {self.down_k} is out of range for d = {problem.d}")
         state = super().init(problem, x0, rng)
-        state.extra["down"] = self.server_compressor()
-        return state
+        return state.extend(EF21BCState, down=self.server_compressor())
 
     def theory(self, constants, base):
         """EF21's rule with the workers' alpha, 1/(L + L_tilde sqrt(B/A)): the base stepsize
@@ -652,16 +669,22 @@ class EF21BC(EF21):
         return gamma, formula + " (borrowed: EF21's rule, workers' alpha; EF21-BC theorem not reproduced)"
 
     def aggregate(self, problem, state, rnd, rng, first):
-        ex = state.extra
-        gt = problem.worker_mean(ex["g"])
+        gt = problem.worker_mean(state.g)
         if first:
-            ex["server"] = gt
+            state.server = gt
             rnd.bits_down = self.downlink(problem.d)
         else:
-            msg = ex["down"]((gt - ex["server"])[None, :], rng)
-            ex["server"] = ex["server"] + msg.values[0]
+            msg = state.down((gt - state.server)[None, :], rng)
+            state.server = state.server + msg.values[0]
             rnd.bits_down = int(msg.bits[0])
-        return ex["server"]
+        return state.server
+
+
+@dataclass(kw_only=True)
+class EF21HBState(ThreePCState):
+    """EF21-HB's momentum."""
+
+    v: np.ndarray  # (d,) v^t
 
 
 @dataclass(kw_only=True)
@@ -672,7 +695,7 @@ class EF21HB(EF21):
 
     v^0 = g^0, eta in [0, 1); eta = 0 is EF21. Full local gradients."""
 
-    eta: float = 0.4
+    eta: float = ruled(0.4, Num(0))  # < 1: EF21-HB's own check
     stochastic: ClassVar[bool] = False
     partial: ClassVar[bool] = False  # EF21-HB is analysed with every worker in every round
 
@@ -683,8 +706,7 @@ class EF21HB(EF21):
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)
-        state.extra["v"] = np.zeros(problem.d)
-        return state
+        return state.extend(EF21HBState, v=np.zeros(problem.d))
 
     def theory(self, constants, base):
         """EF21's rule 1/(L + L_tilde sqrt(B/A)): the base stepsize of the authors' EF21-HB
@@ -694,7 +716,7 @@ class EF21HB(EF21):
         return gamma, formula + f" (borrowed: EF21's rule; EF21-HB theorem not reproduced), eta={self.eta:g}"
 
     def aggregate(self, problem, state, rnd, rng, first):
-        v = state.extra["v"]
+        v = state.v
         v *= self.eta
         v += super().aggregate(problem, state, rnd, rng, first)
         return v
