@@ -625,3 +625,27 @@ def test_figures_of_a_nonconvex_run_refuse_the_default_y_in_one_line(tmp_path, c
     assert "--y: no finite values of 'rel_gap'" in capsys.readouterr().err
     plots.main([str(tmp_path / "r"), "--x", "iterations", "--y", "grad_norm2"])
     assert (tmp_path / "r" / "figures" / "grad_norm2_vs_iterations.png").is_file()
+
+
+def test_display_names_come_from_the_classes_of_every_registered_option():
+    """Each compressor option is shown by its class's label filled from its own keys, and
+    each method option by its class's name for it (or the upper-case rule)."""
+    from efbench.analysis.collect import compressor_label, method_label
+    from efbench.config.schema import options
+    from efbench.core.compressors import TopK
+
+    for name, node in options("compressor").items():
+        if "${" in str(node):  # the *_paper options: their values come from the experiment
+            continue
+        label = compressor_label(node)
+        assert label and "{" not in label and "." not in label.split()[0], (name, label)
+    assert compressor_label({"_target_": "efbench.compressors.TopK", "k": 3}) == "Top-3"  # an old path
+    assert compressor_label(
+        {"_target_": "efbench.core.compressors.Compose", "outer": "topk", "k": 2, "inner": "qsgd", "s": 4}
+    ) == ("Top-2 ∘ QSGD s=4")
+    assert TopK.label == "Top-{k}"
+    shown = {name: method_label(node["name"]) for name, node in options("method").items()}
+    assert (
+        shown["3pcv2"] == "3PCv2" and shown["choco_sgd"] == "CHOCO-SGD" and shown["ec_sgd_is"] == "EC-SGD-IS"
+    )
+    assert len(set(shown.values())) == len(shown)  # no two options share a name in a legend

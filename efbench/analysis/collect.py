@@ -11,6 +11,8 @@ dotted config names. Reading is per-file JSON and parquet: no YAML is parsed.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import re
 import warnings
@@ -23,7 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from efbench.analysis.tuning import describe, mark, picks
+from efbench.config.legacy import current
+from efbench.config.schema import options
 from efbench.config.tune import TuneSpec
+from efbench.core.compressors import Compressor
 from efbench.core.network import COUNTS, Profile, simulated_time
 from efbench.errors import ConfigError
 from efbench.run.results import ERROR, UNREADABLE, verified
@@ -49,44 +54,6 @@ NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
 # method and compressor): kept once, under the standard name
 DUPLICATES = ("dataset.name", "method.name", "stepsize.rule", "method.estimator.sampling", "seed")
 
-# method display names where upper case with hyphens (ec_sgd -> EC-SGD) is not the usual one
-METHOD_NAMES = {
-    "3pcv1": "3PCv1",
-    "3pcv2": "3PCv2",
-    "3pcv3": "3PCv3",
-    "3pcv4": "3PCv4",
-    "3pcv5": "3PCv5",
-    "async_sgd": "Async-SGD",
-    "async_ec_sgd": "Async-EC-SGD",
-    "async_qsgd": "Async-QSGD",
-    "choco_sgd": "CHOCO-SGD",
-    "deep_squeeze": "DeepSqueeze",
-    "double_squeeze": "DoubleSqueeze",
-    "ef_signsgd": "EF-signSGD",
-    "fednl": "FedNL",
-    "gradskip": "GradSkip",
-    "local_sgd": "Local-SGD",
-    "mem_sgd": "Mem-SGD",
-    "scaffnew": "Scaffnew",
-}
-# compressor class (``compressor._target_``) -> (its config group, its label); the label's
-# fields are the parameters it shows
-COMPRESSORS = {
-    "Identity": ("identity", "uncompressed"),
-    "TopK": ("topk", "Top-{k}"),
-    "RandK": ("randk", "Rand-{k}"),
-    "HardThreshold": ("ht", "HT λ={lam}"),
-    "Sign": ("sign", "Sign"),
-    "StochasticSign": ("stochastic_sign", "StochSign"),
-    "Natural": ("natural", "Natural"),
-    "QSGD": ("qsgd", "QSGD s={s}"),
-    "Ternary": ("ternary", "TernGrad"),
-    "Rounding": ("rounding", "Rounding δ={delta}"),
-    "NaturalDithering": ("natural_dithering", "NatDith s={s}"),
-    "LowRank": ("lowrank", "PowerSGD r={rank}"),
-    "Compose": ("compose", "{outer}-{k} ∘ {inner}"),
-}
-COMPOSE_INNER = {"natural": "Natural", "qsgd": "QSGD s={s}", "natural_dithering": "NatDith s={s}"}
 SAMPLING_NAMES = {"importance": "IS", "uniform": "US"}
 GREEK = {"lam": "λ", "zeta": "ζ", "alpha": "α", "eta": "η", "delta": "δ", "gamma": "γ", "tau": "τ"}
 # config leaves the label shows through its method, sampling and stepsize parts, or that a
@@ -125,25 +92,40 @@ def _num(v: object) -> str:
 
 
 def method_label(name: object) -> str:
-    """The display name of a method (``ec_sgd`` -> ``EC-SGD``, ``ef21`` -> ``EF21``)."""
+    """The display name of a method (``ec_sgd`` -> ``EC-SGD``, ``ef21`` -> ``EF21``; where its
+    class says otherwise, :attr:`efbench.methods.base.Method.labels`, ``3pcv1`` -> ``3PCv1``)."""
     name = str(name)
-    return METHOD_NAMES.get(name, name.upper().replace("_", "-"))
+    return _method_labels().get(name, name.upper().replace("_", "-"))
+
+
+@functools.cache
+def _method_labels() -> dict[str, str]:
+    """The display names the method options' classes give (the registry: efbench/conf/method)."""
+    out = {}
+    for node in options("method").values():
+        name, cls = node.get("name"), _class_of(node.get("_target_"))
+        if cls is not None and name in getattr(cls, "labels", {}):
+            out[name] = cls.labels[name]
+    return out
+
+
+def _class_of(target: object) -> type | None:
+    """The class a ``_target_`` names (an old path too), or None."""
+    module, _, name = current(str(target)).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def compressor_label(comp: dict) -> str:
     """The label of the compressor config ``comp`` with the parameters that define it
-    (``Top-3``, ``HT λ=0.05``, ``Rand-10``); other parameters appear only when they
-    differ between runs (:func:`collect`)."""
-    cls = str(comp.get("_target_", "")).rsplit(".", 1)[-1]
-    template = COMPRESSORS.get(cls, (cls, cls))[1]
-    values = {k: _num(v) for k, v in comp.items()}
-    if cls == "Compose":
-        values["outer"] = "Top" if comp.get("outer") == "topk" else "Rand"
-        values["inner"] = COMPOSE_INNER.get(str(comp.get("inner")), str(comp.get("inner"))).format_map(values)
-    try:
-        return template.format_map(values)
-    except KeyError:  # a compressor config without one of its usual parameters
-        return cls
+    (``Top-3``, ``HT λ=0.05``, ``Rand-10``: :attr:`efbench.core.compressors.Compressor.label`);
+    other parameters appear only when they differ between runs (:func:`collect`)."""
+    cls = _class_of(comp.get("_target_", ""))
+    if cls is None or not issubclass(cls, Compressor):
+        return str(comp.get("_target_", "")).rsplit(".", 1)[-1]
+    return cls.display({k: _num(v) for k, v in comp.items()})
 
 
 def _label_parts(summ: dict, cfg: dict[str, object]) -> tuple[str, str, str]:
@@ -168,12 +150,21 @@ def _label_parts(summ: dict, cfg: dict[str, object]) -> tuple[str, str, str]:
 
 def _compressor_name(summ: dict, cfg: dict[str, object]) -> str:
     """The compressor's config group: the launch's choice, else (a run made through the
-    Python API, without Hydra's choices) the group of its ``_target_`` class."""
+    Python API, without Hydra's choices) the first option naming its ``_target_`` class."""
     chosen = (summ.get("choices") or {}).get("compressor")
     if chosen:
         return chosen
-    cls = str(cfg.get("compressor._target_", "")).rsplit(".", 1)[-1]
-    return COMPRESSORS.get(cls, (cls, ""))[0]
+    target = current(str(cfg.get("compressor._target_", "")))
+    return _compressor_options().get(target, target.rsplit(".", 1)[-1])
+
+
+@functools.cache
+def _compressor_options() -> dict[str, str]:
+    """Each compressor class's first option (by name) in the registry (efbench/conf/compressor)."""
+    out: dict[str, str] = {}
+    for option, node in sorted(options("compressor").items()):
+        out.setdefault(current(node["_target_"]), option)
+    return out
 
 
 def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:

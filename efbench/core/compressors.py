@@ -25,6 +25,7 @@ Adding a compressor = one subclass here plus one YAML file in ``efbench/conf/com
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -71,6 +72,8 @@ def sparse_bits(nnz: np.ndarray, d: int, value_bits: int | np.ndarray, index_bit
 class Compressor:
     """Base class: subclasses implement ``compress`` and set ``kind``."""
 
+    label: ClassVar[str] = ""  # as figures and tables show it, e.g. "Top-{k}": its fields by name
+
     float_bits: int = 32
     index_bits: bool = True
     kind: ClassVar[str] = "contractive"
@@ -81,6 +84,15 @@ class Compressor:
 
     def validate(self, d: int) -> None:
         """Check parameters against the dimension; raise ConfigError naming the key."""
+
+    @classmethod
+    def display(cls, keys: Mapping[str, str]) -> str:
+        """The label of a compressor config whose keys are ``keys`` (values as shown):
+        :attr:`label` filled in, or the class name where a key it shows is missing."""
+        try:
+            return cls.label.format_map(keys) or cls.__name__
+        except KeyError:
+            return cls.__name__
 
     homogeneous: ClassVar[bool] = True  # C(t x) = t C(x) for t > 0
 
@@ -141,6 +153,8 @@ class Compressor:
 class Identity(Compressor):
     """C(x) = x; 32 d bits."""
 
+    label: ClassVar[str] = "uncompressed"  # as figures and tables show it: its fields by name
+
     kind: ClassVar[str] = "identity"
 
     def compress(self, X, rng):
@@ -163,6 +177,8 @@ class TopK(Compressor):
       than K values where ties occur, fewer where x has fewer than K nonzeros). Still
       contractive with delta = K/d: it keeps a superset of the K largest.
     """
+
+    label: ClassVar[str] = "Top-{k}"  # as figures and tables show it: its fields by name
 
     k: int = ruled(1, Int(1))
     ties: str = "index"
@@ -188,6 +204,8 @@ class TopK(Compressor):
 class RandK(Compressor):
     """Keep K coordinates drawn uniformly without replacement; ``scaled`` multiplies by d/K,
     which makes it unbiased (E C(x) = x) with variance factor d/K - 1."""
+
+    label: ClassVar[str] = "Rand-{k}"  # as figures and tables show it: its fields by name
 
     randomized: ClassVar[bool] = True
     k: int = ruled(1, Int(1))
@@ -228,6 +246,8 @@ class HardThreshold(Compressor):
     """Hard threshold: keep x_j with |x_j| >= lambda. Absolute compressor:
     ||C(x) - x||^2 <= d lambda^2 (Danilova & Gorbunov 2022; Sahu et al. 2021)."""
 
+    label: ClassVar[str] = "HT λ={lam}"  # as figures and tables show it: its fields by name
+
     lam: float = ruled(0.01, Num(0))
     kind: ClassVar[str] = "absolute"
 
@@ -252,6 +272,8 @@ class Sign(Compressor):
     """Scaled sign (||x||_1 / d) sign(x) (Karimireddy et al. 2019); contractive with
     ||C(x) - x||^2 = ||x||^2 - ||x||_1^2 / d."""
 
+    label: ClassVar[str] = "Sign"  # as figures and tables show it: its fields by name
+
     def contraction(self, d):
         return 1.0 / d  # ||x||_1^2 >= ||x||^2, tight at a basis vector
 
@@ -273,6 +295,8 @@ class StochasticSign(Compressor):
     message ||x|| s is unbiased (E ||x|| s_j = x_j) with E||C(x)||^2 = d ||x||^2, so
     omega = d - 1. F + d bits (the norm and one bit per coordinate)."""
 
+    label: ClassVar[str] = "StochSign"  # as figures and tables show it: its fields by name
+
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
@@ -291,6 +315,8 @@ class StochasticSign(Compressor):
 class Natural(Compressor):
     """Natural compression (Horvath et al. 2019): |x_j| in [2^a, 2^(a+1)] is rounded to
     2^(a+1) with probability |x_j| / 2^a - 1, else to 2^a: unbiased, omega = 1/8."""
+
+    label: ClassVar[str] = "Natural"  # as figures and tables show it: its fields by name
 
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
@@ -313,6 +339,8 @@ class Natural(Compressor):
 class QSGD(Compressor):
     """QSGD (Alistarh et al. 2017): ||x||_2 sign(x_j) xi_j(s), xi_j stochastic rounding of
     s|x_j|/||x|| to the grid {0, 1/s, ..., 1}; unbiased, omega = min(d/s^2, sqrt(d)/s)."""
+
+    label: ClassVar[str] = "QSGD s={s}"  # as figures and tables show it: its fields by name
 
     s: int = ruled(1, Int(1))
     randomized: ClassVar[bool] = True
@@ -341,6 +369,8 @@ class Ternary(Compressor):
     """TernGrad (Wen et al. 2017): ||x||_inf sign(x_j) b_j, b_j ~ Bernoulli(|x_j| / ||x||_inf);
     E||C(x)||^2 = ||x||_inf ||x||_1 <= sqrt(d) ||x||^2, so omega = sqrt(d) - 1."""
 
+    label: ClassVar[str] = "TernGrad"  # as figures and tables show it: its fields by name
+
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
@@ -360,6 +390,8 @@ class Ternary(Compressor):
 class Rounding(Compressor):
     """Deterministic rounding to the grid Delta Z: absolute compressor with
     ||C(x) - x||^2 <= d Delta^2 / 4."""
+
+    label: ClassVar[str] = "Rounding δ={delta}"  # as figures and tables show it: its fields by name
 
     delta: float = ruled(0.01, POSITIVE)
     kind: ClassVar[str] = "absolute"
@@ -404,6 +436,8 @@ class NaturalDithering(Compressor):
     compression; below 2^(1-s) it is at most min(y 2^(1-s), 4^(-s)); summing and
     ||x||_p ||x||_1 <= d^(1/r) ||x||_2^2 gives the bound.) F + d (1 + ceil(log2(s + 1)))
     bits: the norm, and a sign and a level per coordinate."""
+
+    label: ClassVar[str] = "NatDith s={s}"  # as figures and tables show it: its fields by name
 
     s: int = ruled(4, Int(1))
     norm: float = ruled(2.0, Num())  # the p of ||x||_p; p >= 1 is checked by validate
@@ -460,6 +494,8 @@ class LowRank(Compressor):
     = (1 - r/b) ||x||^2 (E U U^T = (r/b) I; equality for M = I); cutting the padding only
     drops error terms. Each single draw has ||C(x) - x|| <= ||x|| (a projection). Biased:
     E C(x) != x."""
+
+    label: ClassVar[str] = "PowerSGD r={rank}"  # as figures and tables show it: its fields by name
 
     rank: int = ruled(1, Int(1))
     randomized: ClassVar[bool] = True
@@ -527,11 +563,23 @@ class Compose(Compressor):
     part; none with ``index_bits=false``), plus Q's message of the K values. TopK ties are
     broken by index, lowest first, as :class:`TopK`."""
 
+    label: ClassVar[str] = "{outer}-{k} ∘ {inner}"  # as figures and tables show it: its fields by name
+
     outer: str = "topk"
     k: int = ruled(1, Int(1))
     inner: str = "natural"
     s: int = ruled(4, Int(1))  # levels of a qsgd or natural_dithering inner
     randomized: ClassVar[bool] = True
+
+    @classmethod
+    def display(cls, keys: Mapping[str, str]) -> str:
+        inner = INNER.get(keys.get("inner", ""))
+        shown = {
+            **keys,
+            "outer": "Top" if keys.get("outer") == "topk" else "Rand",
+            "inner": inner.display(keys) if inner else keys.get("inner", ""),
+        }
+        return super().display(shown)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -75,6 +75,8 @@ class AsyncSGD(Method):
     gradient).
     """
 
+    labels: ClassVar[dict[str, str]] = {"async_sgd": "Async-SGD"}
+
     times: str = ruled("fixed", Choice("fixed", "random", "heterogeneous"))
     spread: float = ruled(1.0, Num(0))  # heterogeneous: tau_i = 1 + i spread
     # heterogeneous: tau_i given, one per worker
@@ -258,6 +260,8 @@ class AsyncQSGD(AsyncSGD):
     worker sends Q(g) and the server steps x^{k+1} = x^k - gamma Q(g) (``ec_form=scaled``;
     ``plain``: Q(gamma g))."""
 
+    labels: ClassVar[dict[str, str]] = {"async_qsgd": "Async-QSGD"}
+
     compressed: ClassVar[bool] = True
     accepts: ClassVar[tuple[str, ...]] = ("identity", "unbiased")
 
@@ -288,6 +292,8 @@ class AsyncECSGD(AsyncSGD):
     Karimireddy 2020 analyse error feedback and delays in one framework). Any compressor, as
     for EC-SGD; the theory stepsize is the asynchronous rule, which the compressor does not
     enter (as EC-SGD's rule in efbench). ``err2`` = (1/n) sum_i ||e_i||^2."""
+
+    labels: ClassVar[dict[str, str]] = {"async_ec_sgd": "Async-EC-SGD"}
 
     compressed: ClassVar[bool] = True
     metrics: ClassVar[tuple[str, ...]] = ("delay_mean", "delay_max", "clock", "err2")

@@ -92,6 +92,10 @@ class FusedSpec:
 class Method:
     """Common configuration: a gradient estimator block and a compressor."""
 
+    # display names of the method options it serves, where upper case with hyphens
+    # (ec_sgd -> EC-SGD) is not the usual one
+    labels: ClassVar[dict[str, str]] = {}
+
     name: str
     estimator: dict = field(default_factory=lambda: {"kind": "full"})
     compressor: Compressor = field(default_factory=Identity)
@@ -395,6 +399,8 @@ class MemSGD(ErrorCompensated):
     average xbar_T = sum_t w_t x_t / sum_t w_t, w_t = (b + t)^2, reported beside x_T.
     """
 
+    labels: ClassVar[dict[str, str]] = {"mem_sgd": "Mem-SGD"}
+
     a: float = ruled(2.0, POSITIVE)
     b: float | None = ruled(None, Num(0, lo_open=True, null=True))
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive")
@@ -453,6 +459,8 @@ class EFSignSGD(ErrorCompensated):
     """EF-signSGD (Karimireddy et al. 2019): p_i = gamma g_i + e_i, v_i = (||p_i||_1/d) sign(p_i),
     e_i = p_i - v_i, x -= mean_i v_i. The compressor is always the scaled sign."""
 
+    labels: ClassVar[dict[str, str]] = {"ef_signsgd": "EF-signSGD"}
+
     def __post_init__(self) -> None:
         self.compressor = Sign(float_bits=self.compressor.float_bits)
         self.ec_form = "plain"
@@ -476,6 +484,8 @@ class DoubleSqueeze(Method):
     (``ec_form=scaled`` compresses in gradient units: gamma C(. / gamma)). Both are
     :class:`efbench.methods.memory.ErrorFeedback`.
     """
+
+    labels: ClassVar[dict[str, str]] = {"double_squeeze": "DoubleSqueeze"}
 
     metrics: ClassVar[tuple[str, ...]] = ("err2",)
 
@@ -575,6 +585,8 @@ class DeepSqueeze(Decentralized):
     delta the memory ``e`` of :class:`efbench.methods.memory.ErrorFeedback`, in the ``plain``
     form whatever ``ec_form`` says: what is compressed is a model, not a step gamma g.
     """
+
+    labels: ClassVar[dict[str, str]] = {"deep_squeeze": "DeepSqueeze"}
 
     eta: float = ruled(0.05, Num(0))  # > 0: DeepSqueeze's own check
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")

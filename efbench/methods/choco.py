@@ -73,6 +73,8 @@ class ChocoSGD(Decentralized):
     the copies still carry.
     """
 
+    labels: ClassVar[dict[str, str]] = {"choco_sgd": "CHOCO-SGD"}
+
     consensus_step: float | None = ruled(None, Num(0, lo_open=True, null=True))  # the gossip step
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased")
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")

@@ -131,6 +131,8 @@ class FedNL(Method):
     ``alpha``: 1 by default, null = 1 - sqrt(1 - delta).
     """
 
+    labels: ClassVar[dict[str, str]] = {"fednl": "FedNL"}
+
     hessian_compressor: str = ruled("rankr", Choice("identity", "topk", "rankr"))
     # at most the d(d+1)/2 entries of a Hessian's upper triangle
     hessian_k: int | None = ruled(

@@ -88,6 +88,8 @@ class LocalSGD(Method):
     size grows with gamma (tau - 1) and the spread of the grad f_i(x*).
     """
 
+    labels: ClassVar[dict[str, str]] = {"local_sgd": "Local-SGD"}
+
     local_steps: int = ruled(10, Int(1))  # tau
     server_stepsize: float = ruled(1.0, POSITIVE)
     compressed: ClassVar[bool] = False
@@ -153,6 +155,8 @@ class Scaffnew(Method):
     gradient (its stochastic variant). With full gradients x_i -> x* and h_i -> grad f_i(x*)
     for any heterogeneity; p = 1 is gradient descent.
     """
+
+    labels: ClassVar[dict[str, str]] = {"scaffnew": "Scaffnew"}
 
     p: float | None = ruled(None, PROB_OR_NULL)  # communication probability; None: sqrt(gamma_theory mu)
     compressed: ClassVar[bool] = False
@@ -271,6 +275,8 @@ class GradSkip(Scaffnew):
     min(kappa_i, sqrt(kappa_max)) gradient steps per communication instead of sqrt(kappa_max);
     a number is the same q for every worker.
     """
+
+    labels: ClassVar[dict[str, str]] = {"gradskip": "GradSkip"}
 
     q: float | None = ruled(None, PROB_OR_NULL)  # gradient probability
     estimators: ClassVar[tuple[str, ...]] = ("full",)

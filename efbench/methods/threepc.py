@@ -492,6 +492,14 @@ class ThreePC(ThreePointMethod):
     probability of a full send), ``inner`` (3pcv3: the mechanism M1). A setting the
     mechanism does not take must be null. Partial participation: only with ef21 (EF21-PP)."""
 
+    labels: ClassVar[dict[str, str]] = {
+        "3pcv1": "3PCv1",
+        "3pcv2": "3PCv2",
+        "3pcv3": "3PCv3",
+        "3pcv4": "3PCv4",
+        "3pcv5": "3PCv5",
+    }
+
     mechanism: str = "ef21"
     zeta: float | None = ruled(None, Num(0))
     k2: int | None = ruled(None, Int(1, null=True, by_d=Bound("K", lambda d: d, "d")))  # of d entries
