@@ -139,3 +139,24 @@ def test_a_sampling_of_ones_own_draws_its_probabilities(skewed):
     np.testing.assert_allclose(w * skewed.m * p.reshape(-1)[rows], 1.0, rtol=1e-12)
     with pytest.raises(ConfigError, match="sampling.name: unknown sampling 'nope.Nope'"):
         Sampler.build("nope.Nope", skewed)
+
+
+def test_the_estimator_block_is_read_once_with_its_defaults_and_a_new_kind_brings_its_own_stepsize():
+    from efbench.core.estimation import EstimatorSpec
+    from efbench.core.stepsize import theory_gamma
+
+    spec = EstimatorSpec.of({"kind": "sgd", "sampling": "importance"})
+    assert (spec.batch, spec.p, spec.coin, spec.stochastic, spec.smoothness) == (
+        1,
+        None,
+        "shared",
+        True,
+        "L_IS",
+    )
+    assert EstimatorSpec.of({}) == EstimatorSpec(kind="full") and not EstimatorSpec().stochastic
+    assert EstimatorSpec.of({"kind": "sgd", "sampling": "mypkg.Half"}).smoothness == "L_S"
+    c = {"L": 2.0, "n": 4, "L_US": 8.0, "L_IS": 4.0, "L_S": 6.0}
+    assert theory_gamma(c, {"kind": "sgd", "batch": 2})[0] == 1.0 / (2.0 + 8.0 / 8)
+    assert theory_gamma(c, EstimatorSpec(kind="lsvrg", sampling="importance"))[0] == 1.0 / (2.0 + 4.0 / 4)
+    with pytest.raises(ConfigError, match=r"method\.estimator\.kind: 'saga' has no theory stepsize"):
+        theory_gamma(c, {"kind": "saga"})  # not SGD's rule, silently

@@ -12,11 +12,12 @@ A ``multiplier`` scales every rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from efbench.core.estimation import KINDS, EstimatorSpec
 from efbench.errors import ConfigError, check_choice, check_positive
 
 RULES = ("constant", "theory", "reference", "decreasing")
@@ -52,14 +53,15 @@ class Schedule:
 ESTIMATOR_RULE = "borrowed: Danilova & Gorbunov 2022's EC-SGD rule without its absolute factors"
 
 
-def theory_gamma(constants: dict, estimator: dict) -> tuple[float, str]:
+def theory_gamma(constants: dict, estimator: Mapping | EstimatorSpec) -> tuple[float, str]:
     """The theory stepsize for a method's estimator block, with its formula and where it
     comes from (:data:`ESTIMATOR_RULE`): the rule of the methods without one of their own."""
-    L = constants["L"]
-    if estimator.get("kind", "full") == "full":
+    L, spec = constants["L"], EstimatorSpec.of(estimator)
+    if spec.kind == "full":
         return 1.0 / L, f"1/L [{ESTIMATOR_RULE}, exact gradients]"
-    tau = estimator.get("batch", 1)
-    key = {"uniform": "L_US", "importance": "L_IS"}.get(estimator.get("sampling", "uniform"), "L_S")
+    if spec.kind not in ("sgd", "lsvrg"):  # a new kind brings its own rule, not SGD's
+        raise ConfigError("method.estimator.kind", f"{spec.kind!r} has no theory stepsize", KINDS)
+    tau, key = spec.batch, spec.smoothness
     n = constants["n"]
     extra = f", L_S={constants['L_S']:.6g}" if key == "L_S" else ""
     formula = f"1/(L + {key}/(n*tau)) [{ESTIMATOR_RULE}], tau={tau}{extra}"

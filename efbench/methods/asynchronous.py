@@ -90,7 +90,7 @@ class AsyncSGD(Method):
         super().__post_init__()
         check_choice("method.times", self.times, TIMES)
         check_positive("method.spread", self.spread, allow_zero=True)
-        kind = self.estimator.get("kind", "full")
+        kind = self.estimator_spec.kind
         if kind not in ESTIMATORS:
             raise ConfigError(
                 "method.estimator.kind",
@@ -207,7 +207,7 @@ class AsyncSGD(Method):
         """Worker i's gradient at x (d,) and its oracle calls: grad f_i(x) (m calls) or the
         estimator's minibatch of tau samples from worker i alone, drawn as the SGD estimator
         draws one worker's (:meth:`efbench.methods.estimators.Sampler.draw`)."""
-        if self.estimator.get("kind", "full") == "full":
+        if not self.estimator_spec.stochastic:
             return problem.worker_grads(x, np.array([i]))[0], float(problem.m)
         tau = state.estimator.batch
         u = rng.random((1, tau))

@@ -15,6 +15,7 @@ import numpy as np
 
 from efbench.core import blocks
 from efbench.core.compressors import Compressor, HardThreshold, Identity, Sign, TopK
+from efbench.core.estimation import EstimatorSpec
 from efbench.core.participation import Participation
 from efbench.core.rules import POSITIVE, PROB_OR_NULL, Choice, Num, ruled
 from efbench.core.stepsize import Schedule
@@ -175,6 +176,11 @@ class Method:
         return msg.values, msg
 
     @property
+    def estimator_spec(self) -> EstimatorSpec:
+        """The ``estimator`` block, typed, its defaults filled in (:class:`EstimatorSpec`)."""
+        return EstimatorSpec.of(self.estimator)
+
+    @property
     def memory(self) -> ErrorFeedback:
         """The error-feedback rule of this method's compressor and EC form, for the methods
         that keep a memory (:mod:`efbench.methods.memory`)."""
@@ -242,13 +248,13 @@ class ErrorCompensated(Method):
         return state, Round(msg.bits, self.downlink(problem.d), msg.nnz, calls)
 
     def unfused(self):
-        kind = self.estimator.get("kind", "full")
+        kind = self.estimator_spec.kind
         if type(self) is not ErrorCompensated:
             return f"{self.name} has no compiled step"
         if kind not in ("sgd", "lsvrg"):
             return f"the {kind} estimator has no compiled step (stochastic or L-SVRG only)"
-        if self.estimator.get("batch", 1) != 1:
-            return f"sampling.batch={self.estimator.get('batch')} has no compiled step (batch 1 only)"
+        if self.estimator_spec.batch != 1:
+            return f"sampling.batch={self.estimator_spec.batch} has no compiled step (batch 1 only)"
         if type(self.compressor) not in FUSED_COMPRESSORS:
             return (
                 f"the {type(self.compressor).__name__} compressor has no compiled step (identity, ht, topk)"

@@ -7,11 +7,13 @@ where ``g`` is (n, d) and ``calls`` the gradient-oracle calls of this step per w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from efbench.core import blocks
+from efbench.core.estimation import EstimatorSpec
 from efbench.errors import ConfigError, check_choice
 from efbench.methods.samplers import sampling_of
 from efbench.problems.logistic import LogisticProblem
@@ -144,22 +146,22 @@ class LSVRG:
         return 2.0 * self.batch + refresh * problem.m
 
 
-def make_estimator(spec: dict, problem: LogisticProblem) -> Full | SGD | LSVRG:
+def make_estimator(block: Mapping | EstimatorSpec, problem: LogisticProblem) -> Full | SGD | LSVRG:
     """Build the estimator named in a method's ``estimator`` config block."""
-    kind = spec.get("kind", "full")
+    spec = EstimatorSpec.of(block)
+    kind = spec.kind
     check_choice("method.estimator.kind", kind, ESTIMATORS)
     if kind == "full":
         return Full()
-    batch = spec.get("batch", 1)
+    batch = spec.batch
     if not isinstance(batch, int) or batch < 1:
         raise ConfigError("sampling.batch", f"minibatch size must be an integer >= 1, got {batch!r}")
-    sampler = Sampler.build(spec.get("sampling", "uniform"), problem)
+    sampler = Sampler.build(spec.sampling, problem)
     if kind == "sgd":
         return SGD(sampler, batch)
-    p = spec.get("p")
-    p = 1.0 / problem.m if p is None else float(p)
+    p = 1.0 / problem.m if spec.p is None else float(spec.p)
     if not 0.0 < p <= 1.0:
         raise ConfigError("method.estimator.p", f"refresh probability must be in (0, 1], got {p}")
-    coin = spec.get("coin", "shared")
+    coin = spec.coin
     check_choice("method.estimator.coin", coin, COINS)
     return LSVRG(sampler, batch, p, coin)

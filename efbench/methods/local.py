@@ -25,11 +25,13 @@ because the analyses ask every f_i to be L-smooth and mu-strongly convex.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from efbench.core.estimation import EstimatorSpec
 from efbench.core.rules import POSITIVE, PROB_OR_NULL, Int, ruled
 from efbench.errors import ConfigError
 from efbench.methods.base import Method, Round, State, _dense_message, _mean_sq_norm
@@ -40,27 +42,26 @@ from efbench.problems.logistic import LogisticProblem
 LOCAL_ESTIMATORS = ("full", "sgd")
 
 
-def local_smoothness(constants: dict, estimator: dict) -> tuple[float, str]:
+def local_smoothness(constants: dict, estimator: Mapping | EstimatorSpec) -> tuple[float, str]:
     """The smoothness of what one local step differentiates, with its name: L_max =
     max_i L_i for full local gradients; for sampled ones the sampling's L_S (every sampled
     function f_ij / (m p_ij) is L_S-smooth: L_US uniform, L_IS importance, else L_S)."""
-    if estimator.get("kind", "full") == "full":
+    spec = EstimatorSpec.of(estimator)
+    if not spec.stochastic:
         return constants["L_i_max"], "L_max"
-    key = {"uniform": "L_US", "importance": "L_IS"}.get(estimator.get("sampling", "uniform"), "L_S")
-    return constants[key], key
+    return constants[spec.smoothness], spec.smoothness
 
 
-def problem_constants(problem: LogisticProblem, estimator: dict) -> dict[str, float]:
+def problem_constants(problem: LogisticProblem, estimator: Mapping | EstimatorSpec) -> dict[str, float]:
     """The problem's constants, with L_S for a sampling of one's own (as the runner adds it)."""
-    constants = problem.constants()
-    sampling = estimator.get("sampling", "uniform")
-    if estimator.get("kind", "full") != "full" and sampling not in BUILTIN_SAMPLINGS:
-        constants["L_S"] = sampling_of(sampling).smoothness(problem)
+    constants, spec = problem.constants(), EstimatorSpec.of(estimator)
+    if spec.stochastic and spec.sampling not in BUILTIN_SAMPLINGS:
+        constants["L_S"] = sampling_of(spec.sampling).smoothness(problem)
     return constants
 
 
 def _check_estimator(method: Method, kinds: tuple[str, ...]) -> None:
-    kind = method.estimator.get("kind", "full")
+    kind = method.estimator_spec.kind
     if kind not in kinds:
         raise ConfigError(
             "method.estimator.kind", f"method {method.name!r} does not take the {kind!r} estimator", kinds
@@ -178,7 +179,7 @@ class Scaffnew(Method):
         functions that are convex and L_S-smooth, and p = sqrt(gamma mu) again balances the
         rate min(gamma mu, p^2)."""
         L, name = local_smoothness(constants, self.estimator)
-        full = self.estimator.get("kind", "full") == "full"
+        full = not self.estimator_spec.stochastic
         gamma = 1.0 / L if full else 1.0 / (2.0 * L)
         mu = constants["mu"]
         if self.p is None and not mu > 0:  # NaN (nonconvex) or 0 (l2 = 0)

@@ -83,7 +83,7 @@ class MARINA(Method):
             raise ConfigError(
                 "method.p", f"the sync probability must be in (0, 1], got {p!r}", "(0, 1] or null"
             )
-        kind = self.estimator.get("kind", "full")
+        kind = self.estimator_spec.kind
         if kind != self.estimator_kind:
             raise ConfigError(
                 "method.estimator.kind",
@@ -220,7 +220,7 @@ class VRMARINA(MARINA):
         min(zeta_Q/d, b'/(m + b')) with zeta_Q/d read as in :meth:`MARINA.probability`."""
         if self.p is not None:
             return float(self.p)
-        b = self.estimator.get("batch", 1)
+        b = self.estimator_spec.batch
         return min(1.0 / (1.0 + self.compressor.omega(d)), b / (m + b))
 
     def theory(self, constants, base):
@@ -230,10 +230,10 @@ class VRMARINA(MARINA):
         /(m p_ij) <= L_S^2 ||x - y||^2: L_US (uniform), L_IS (importance) or the sampling's
         max_ij L_ij/(m p_ij)."""
         n, d = constants["n"], constants["d"]
-        b = self.estimator.get("batch", 1)
+        b = self.estimator_spec.batch
         p = self.probability(d, n, constants["m"])
         omega = self.compressor.omega(d)
-        key = {"uniform": "L_US", "importance": "L_IS"}.get(self.estimator.get("sampling", "uniform"), "L_S")
+        key = self.estimator_spec.smoothness
         var = omega * constants["L_tilde"] ** 2 + (1.0 + omega) * constants[key] ** 2 / b
         gamma = 1.0 / (constants["L"] + math.sqrt((1.0 - p) / (p * n) * var))
         return gamma, (

@@ -406,7 +406,7 @@ class ThreePointMethod(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        kind = self.estimator.get("kind", "full")
+        kind = self.estimator_spec.kind
         if kind != "full" and not self.stochastic:
             raise ConfigError(
                 "method.estimator.kind",
@@ -574,7 +574,7 @@ class EF21(ThreePointMethod):
     @property
     def partial(self) -> bool:
         """EF21-PP is analysed with full local gradients (not with EF21-SGD)."""
-        return self.estimator.get("kind", "full") == "full"
+        return not self.estimator_spec.stochastic
 
     def make_mechanism(self):
         return EF21Mechanism(compressor=self.compressor)
@@ -588,7 +588,7 @@ class EF21(ThreePointMethod):
         (:func:`ef21_constants`). EF21-SGD: the paper's rule needs the constants of its
         stochastic-gradient assumption (A_i, B_i, C_i: variances the problem does not give
         here), so the estimator's rule (``base``) is used."""
-        if self.estimator.get("kind", "full") != "full":
+        if self.estimator_spec.stochastic:
             return base[0], base[1] + " (the estimator's rule: EF21-SGD's needs gradient-noise constants)"
         return super().theory(constants, base)
 

@@ -182,9 +182,9 @@ def prepare_run(cfg: DictConfig, setup: Setup) -> RunSpec:
     p = setup.problem
     method = build_method(cfg, p.d, p.n)
     constants = setup.constants
-    sampling = method.estimator.get("sampling", "uniform")
-    if method.estimator.get("kind", "full") != "full" and sampling not in BUILTIN_SAMPLINGS:
-        constants = {**constants, "L_S": sampling_of(sampling).smoothness(p)}
+    est = method.estimator_spec
+    if est.stochastic and est.sampling not in BUILTIN_SAMPLINGS:
+        constants = {**constants, "L_S": sampling_of(est.sampling).smoothness(p)}
     schedule = method.schedule(
         make_schedule(
             OmegaConf.to_container(cfg.stepsize, resolve=True),
