@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from efbench.config.identity import BATCH_KEY
 from efbench.config.legacy import current
+from efbench.core.estimation import KINDS as ESTIMATOR_KINDS
 from efbench.core.rules import BOOL, POSITIVE, PROB, STR, TINY, Choice, Int, Num, Rule, rule_of
 from efbench.errors import ConfigError
 
@@ -130,7 +131,7 @@ STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
     },
 }
 ESTIMATOR = {
-    "kind": Choice("full", "sgd", "lsvrg"),
+    "kind": Choice(*ESTIMATOR_KINDS),
     "sampling": STR,
     "batch": Int(1),
     "p": Rule("num", lo=0, lo_open=True, hi=1, null=True),

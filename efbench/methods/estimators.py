@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from efbench.core import blocks
-from efbench.core.estimation import EstimatorSpec
+from efbench.core.estimation import KINDS, EstimatorSpec
 from efbench.errors import ConfigError, check_choice
 from efbench.methods.samplers import sampling_of
 from efbench.problems.logistic import LogisticProblem
 
-ESTIMATORS = ("full", "sgd", "lsvrg")
+ESTIMATORS = KINDS
 COINS = ("shared", "per_worker")
 
 
