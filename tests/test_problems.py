@@ -182,3 +182,82 @@ def test_worker_grads_of_some_workers(rng):
         np.testing.assert_allclose(
             p.worker_grads(X[idx], idx), p.worker_grads(X)[idx], rtol=1e-13, atol=1e-15
         )
+
+
+def _every_problem() -> list:
+    """The three problem classes, the logistic one dense, with CSR and in CSR only."""
+    from efbench.problems import logistic
+    from efbench.problems.logistic import QuadraticProblem
+    from efbench.problems.nonconvex import NonconvexLogisticProblem
+
+    p = small_problem(n=3, m=10, d=6, l2=0.01, seed=2)
+    sparse = small_problem(n=3, m=10, d=6, l2=0.01, seed=2, density=0.2)
+    keep = logistic.DENSE_COPY_BYTES
+    logistic.DENSE_COPY_BYTES = 0
+    try:
+        csr_only = LogisticProblem(sparse.csr, sparse.y, 0.01)
+    finally:
+        logistic.DENSE_COPY_BYTES = keep
+    assert not csr_only.has_dense
+    return [
+        p,
+        sparse,
+        csr_only,
+        NonconvexLogisticProblem(p.A, p.y, 0.0, lam=0.1),
+        NonconvexLogisticProblem(sparse.A, sparse.y, 0.01, lam=0.3),
+        QuadraticProblem.counterexample(),
+    ]
+
+
+def test_every_problem_satisfies_the_protocol_as_a_sibling():
+    """LogisticProblem, NonconvexLogisticProblem and QuadraticProblem each satisfy
+    efbench.problems.base.Problem, none a subclass of another; the shared row storage alone
+    does not."""
+    from efbench.problems.base import Problem
+    from efbench.problems.logistic import QuadraticProblem, RowProblem
+    from efbench.problems.nonconvex import NonconvexLogisticProblem
+
+    for p in _every_problem():
+        assert isinstance(p, Problem), type(p).__name__
+    assert not isinstance(RowProblem(np.ones((1, 1, 1)), np.ones((1, 1)), 1.0), Problem)
+    classes = (LogisticProblem, NonconvexLogisticProblem, QuadraticProblem)
+    for a in classes:
+        for b in classes:
+            assert a is b or not issubclass(a, b), (a.__name__, b.__name__)
+
+
+def test_every_problem_smoothness_agrees_with_its_constants():
+    """L_US = max_ij L_ij (sample_smoothness) and L_i_max = max_i (worker_smoothness + the
+    regularizers' curvature): the quadratic's sample and worker smoothness are its own
+    (2 ||a_i||^2 + l2), not the logistic loss's ||a_i||^2 / 4 + l2."""
+    for p in _every_problem():
+        c = p.constants()
+        reg = c["l2"] + 2 * c.get("lam_nc", 0.0)
+        assert c["L_US"] == pytest.approx(p.sample_smoothness().max(), rel=1e-12), type(p).__name__
+        assert c["L_i_max"] == pytest.approx((p.worker_smoothness + reg).max(), rel=1e-12), type(p).__name__
+        assert p.sample_smoothness().shape == (p.n, p.m)
+
+
+def test_capabilities_decide_the_compiled_step_and_fednl():
+    """The compiled EC step runs on the plain logistic problem only (others: '<class> has no
+    compiled step'); FedNL refuses the quadratic naming dataset and the nonconvex problem
+    naming problem.regularizer."""
+    from efbench.core.compressors import TopK
+    from efbench.errors import ConfigError
+    from efbench.methods.base import ErrorCompensated, FusedSpec
+    from efbench.methods.fednl import FedNL
+
+    method = ErrorCompensated(name="e", estimator={"kind": "sgd", "batch": 1}, compressor=TopK(k=1))
+    rng = np.random.default_rng(0)
+    for p in _every_problem():
+        name = type(p).__name__
+        fused = method.fuse(p)
+        if name == "LogisticProblem":
+            assert isinstance(fused, FusedSpec)
+            FedNL(name="f").init(p, np.zeros(p.d), rng)
+            continue
+        assert fused == f"the {name} has no compiled step"
+        with pytest.raises(ConfigError) as err:
+            FedNL(name="f").init(p, np.zeros(p.d), rng)
+        assert err.value.key == {"QuadraticProblem": "dataset"}.get(name, "problem.regularizer")
+        assert f"FedNL's Hessians are the logistic loss's, not a {name}'s" in str(err.value)

@@ -265,7 +265,7 @@ class ErrorCompensated(Method):
         why = self.unfused()
         if why is not None:
             return why
-        if type(problem) is not LogisticProblem:  # the kernel's gradients are the logistic loss's
+        if not problem.compiled_gradients:  # the kernel's gradients are the l2-regularized logistic loss's
             return f"the {type(problem).__name__} has no compiled step"
         est = make_estimator(self.estimator, problem)
         comp = self.compressor

@@ -71,7 +71,7 @@ from efbench.core.stepsize import Schedule
 from efbench.errors import ConfigError, check_choice
 from efbench.methods.base import Method, Round, State
 from efbench.problems.datasets import MAX_DENSE_ENV, max_dense_bytes
-from efbench.problems.logistic import LogisticProblem, QuadraticProblem
+from efbench.problems.logistic import LogisticProblem
 
 HESSIAN_COMPRESSORS = ("identity", "topk", "rankr")
 # (n, d, d) arrays a round holds: H_i, the new Hessians, their difference and its compression
@@ -173,10 +173,10 @@ class FedNL(Method):
         return d if self.hessian_k is None else int(self.hessian_k)
 
     def init(self, problem, x0, rng):
-        if type(problem) is not LogisticProblem:  # its Hessians are the l2-regularized logistic loss's
-            key = "dataset" if isinstance(problem, QuadraticProblem) else "problem.regularizer"
+        if not problem.logistic_hessian:  # worker_hessians are the l2-regularized logistic loss's
             raise ConfigError(
-                key, f"FedNL's Hessians are the logistic loss's, not a {type(problem).__name__}'s"
+                problem.config_key,
+                f"FedNL's Hessians are the logistic loss's, not a {type(problem).__name__}'s",
             )
         if not problem.l2 > 0:  # mu = l2: Option 1 projects onto M >= mu I, the analysis needs mu > 0
             raise ConfigError("problem.l2", f"FedNL needs a strongly convex f, got l2 = {problem.l2}", "> 0")

@@ -5,9 +5,13 @@
     grad f_ij(x) = -y_ij sigmoid(-y_ij <a_ij, x>) a_ij + l2 x
 
 The n m rows a_ij are kept worker by worker (row i m + j), dense as one array (N, d) (so that
-every worker's gradient is one vectorized call), in CSR, or both: see
-:class:`LogisticProblem`. The loss of a margin and its derivative are
-:func:`efbench.core.blocks.loss_and_dloss` (the compiled step's too): no overflow for x far from 0.
+every worker's gradient is one vectorized call), in CSR, or both: see :class:`RowProblem`,
+which every problem extends with its formulas (:class:`efbench.problems.base.Problem`):
+:class:`LogisticLoss` those of the logistic loss (plus a separable term:
+:mod:`efbench.problems.nonconvex`), :class:`LogisticProblem` the plain one, and
+:class:`QuadraticProblem` the counterexample's quadratics. The loss of a margin and its
+derivative are :func:`efbench.core.blocks.loss_and_dloss` (the compiled step's too): no
+overflow for x far from 0.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numba
 import numpy as np
@@ -28,6 +33,7 @@ from scipy.special import expit
 
 from efbench import cache
 from efbench.core import blocks
+from efbench.problems.base import Term
 from efbench.problems.datasets import SPARSE_DENSITY, max_dense_bytes
 
 CACHE_BLOCK_BYTES = 8 << 20  # dense per-worker passes go through the rows in blocks of this size
@@ -79,8 +85,10 @@ def _add_scaled_rows(indptr, indices, data, rows, coef, g) -> None:  # pragma: n
 
 
 @dataclass
-class LogisticProblem:
-    """Worker data, labels y (n, m) in {-1, +1}, and the l2 coefficient.
+class RowProblem:
+    """What the problems share: the n m data rows a_ij, worker by worker (flat row i m + j),
+    their labels y (n, m) in {-1, +1}, and the coefficient l2 of the (l2/2) ||x||^2 every
+    f_ij carries. The formulas are the subclasses' (:class:`efbench.problems.base.Problem`).
 
     ``A`` is given dense, shape (n, m, d), or as a scipy sparse matrix of the n m rows,
     worker by worker, shape (n m, d) (what :func:`efbench.problems.datasets.partition` gives for a
@@ -200,17 +208,61 @@ class LogisticProblem:
         """Flat row indices (into the n*m rows) of within-worker sample indices idx (n, tau)."""
         return idx + self.row_offsets
 
-    # ---- full passes --------------------------------------------------------------
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self.csr @ x if self.csr is not None else self.flat @ x
 
     def _rmatvec(self, c: np.ndarray) -> np.ndarray:
         return self._csr_t @ c if self.csr is not None else self.flat.T @ c
 
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """The rows a_r for flat indices rows (n, tau), dense: shape (n, tau, d) (from CSR
+        when the problem keeps no dense rows: the same values)."""
+        flat = rows.reshape(-1)
+        a = self.flat.take(flat, axis=0) if self.has_dense else self.csr[flat].toarray()
+        return a.reshape(*rows.shape, self.d)
+
+    def worker_rows(self, i: int) -> np.ndarray | sp.csr_matrix:
+        """Worker i's rows A_i (m, d): dense where the dense rows are kept, else CSR."""
+        if self.has_dense:
+            return self.A[i]
+        return self.csr[i * self.m : (i + 1) * self.m]
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """Hash of the split data (not of l2): the key of everything cached about it. Sparse
+        data are hashed in CSR form (w8a: 7 MB instead of the 119 MB dense array)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.asarray((self.n, self.m, self.d)).tobytes())
+        if self.csr is not None:
+            for part in self.csr_arrays:
+                h.update(part.tobytes())
+        else:
+            h.update(self.flat.tobytes())
+        h.update(self.y.tobytes())
+        return h.hexdigest()
+
+
+class LogisticLoss(RowProblem):
+    """The logistic loss of the rows plus (l2/2) ||x||^2 plus the separable ``term`` R each
+    subclass declares (None: none), every f_ij carrying both whole:
+
+        f_ij(x) = log(1 + exp(-y_ij <a_ij, x>)) + (l2/2) ||x||^2 + R(x)
+
+    the formulas :class:`LogisticProblem` (no R) and
+    :class:`efbench.problems.nonconvex.NonconvexLogisticProblem` share. The logistic and l2
+    parts are computed together (in the compiled step's order), R is added to them.
+    """
+
+    term: ClassVar[Term | None]
+
+    # ---- full passes --------------------------------------------------------------
     def loss(self, x: np.ndarray) -> float:
-        """f(x) = mean_ij log(1 + exp(-y_ij <a_ij, x>)) + l2/2 ||x||^2."""
+        """f(x) = mean_ij log(1 + exp(-y_ij <a_ij, x>)) + l2/2 ||x||^2 + R(x)."""
         z = self.yflat * self._matvec(x)
-        return float(np.mean(blocks.margin_loss_ufunc(z)) + 0.5 * self.l2 * (x @ x))
+        f = float(np.mean(blocks.margin_loss_ufunc(z)) + 0.5 * self.l2 * (x @ x))
+        if self.term is not None:
+            f += float(self.term.value(x))
+        return f
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """grad f(x), shape (d,)."""
@@ -225,14 +277,18 @@ class LogisticProblem:
         """f and grad f at each point X[s] (S, d): (S,), (S, d). Each point's value is the
         same whatever S (a run's metrics do not depend on the batch it runs in)."""
         N = self.yflat.size
-        X = np.ascontiguousarray(X)
-        loss = np.empty(X.shape[0])
-        GT = np.empty((self.d, X.shape[0]))
-        blocks.loss_grad_many(self.flat, *self.csr_arrays, self.yflat, X, loss, GT, numba.get_num_threads())
+        C = np.ascontiguousarray(X)
+        loss = np.empty(C.shape[0])
+        GT = np.empty((self.d, C.shape[0]))
+        blocks.loss_grad_many(self.flat, *self.csr_arrays, self.yflat, C, loss, GT, numba.get_num_threads())
         G = np.ascontiguousarray(GT.T)
         G /= N
-        G += self.l2 * X
-        return loss / N + 0.5 * self.l2 * np.einsum("sd,sd->s", X, X), G
+        G += self.l2 * C
+        f = loss / N + 0.5 * self.l2 * np.einsum("sd,sd->s", C, C)
+        if self.term is not None:  # on X as given: R's sums over j in X's own memory order, as always
+            G += self.term.grad(X)
+            f = f + self.term.value(X)
+        return f, G
 
     def worker_grads(self, x: np.ndarray, workers: np.ndarray | None = None) -> np.ndarray:
         """grad f_i(x_i) for every worker, shape (n, d); x is (d,) or one point per worker (n, d).
@@ -248,27 +304,22 @@ class LogisticProblem:
                     blocks.csr_worker_grad(*self._csr_u, self.yflat, xt, i, self.m, out[t])
                 else:
                     blocks.dense_worker_grad(self.flat, self.yflat, xt, i, self.m, out[t])
-            out += self.l2 * x
-            return out
-        step = max(1, self._chunk_rows // self.m)  # whole workers per cache-sized block
-        out = np.empty((self.n, self.d))
-        for lo in range(0, self.n, step):
-            A = self.A[lo : lo + step]
-            k = A.shape[0]
-            xs = x if x.ndim == 1 else x[lo : lo + k, :, None]
-            z = (A @ xs) if x.ndim == 1 else (A @ xs)[:, :, 0]
-            coef = blocks.margin_coef_ufunc(self.y[lo : lo + k], z) / self.m
-            out[lo : lo + k] = (coef[:, None, :] @ A)[:, 0, :]
-        return out + self.l2 * x
+        else:
+            step = max(1, self._chunk_rows // self.m)  # whole workers per cache-sized block
+            out = np.empty((self.n, self.d))
+            for lo in range(0, self.n, step):
+                A = self.A[lo : lo + step]
+                k = A.shape[0]
+                xs = x if x.ndim == 1 else x[lo : lo + k, :, None]
+                z = (A @ xs) if x.ndim == 1 else (A @ xs)[:, :, 0]
+                coef = blocks.margin_coef_ufunc(self.y[lo : lo + k], z) / self.m
+                out[lo : lo + k] = (coef[:, None, :] @ A)[:, 0, :]
+        out += self.l2 * x
+        if self.term is not None:
+            out += self.term.grad(x)
+        return out
 
     # ---- sampled rows -------------------------------------------------------------------
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """The rows a_r for flat indices rows (n, tau), dense: shape (n, tau, d) (from CSR
-        when the problem keeps no dense rows: the same values)."""
-        flat = rows.reshape(-1)
-        a = self.flat.take(flat, axis=0) if self.has_dense else self.csr[flat].toarray()
-        return a.reshape(*rows.shape, self.d)
-
     def sample_grads(
         self,
         x: np.ndarray,
@@ -281,8 +332,19 @@ class LogisticProblem:
         ``rows`` (n, tau) are flat row indices (see :meth:`rows`), worker i's within its
         block; ``weights`` (n, tau) are importance weights 1/(m p_ij) (None: all ones);
         ``gathered`` are the rows from :meth:`gather` when the caller has them already
-        (L-SVRG evaluates two points on the same samples).
+        (L-SVRG evaluates two points on the same samples). The l2 term and R are weighted
+        by the minibatch's mean weight (each sample's f_ij carries them).
         """
+        g = self._logistic_sample_grads(x, rows, weights, gathered)
+        if self.term is not None:
+            r = self.term.grad(x)
+            g += r if weights is None else weights.mean(axis=-1, keepdims=True) * r
+        return g
+
+    def _logistic_sample_grads(
+        self, x: np.ndarray, rows: np.ndarray, weights: np.ndarray | None, gathered: np.ndarray | None
+    ) -> np.ndarray:
+        """:meth:`sample_grads` without R."""
         yy = self.yflat.take(rows)
         if rows.shape[-1] == 1:  # the common tau = 1 case, in place on a fresh (n, d) array
             yy = yy[..., 0]
@@ -327,34 +389,37 @@ class LogisticProblem:
         return (self._csr_t @ self.csr.multiply(w[:, None])).toarray()
 
     def hess_vec(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Hessian-vector product: (1/N) A^T diag(s(1-s)) A v + l2 v."""
+        """Hessian-vector product: (1/N) A^T diag(s(1-s)) A v + l2 v + diag(r''(x_j)) v."""
         s = expit(self.yflat * self._matvec(x))
-        return self._rmatvec(s * (1 - s) * self._matvec(v)) / self.yflat.size + self.l2 * v
+        hv = self._rmatvec(s * (1 - s) * self._matvec(v)) / self.yflat.size + self.l2 * v
+        return hv if self.term is None else hv + self.term.curvature(x) * v
 
     # ---- constants ------------------------------------------------------------------
     def regularizer_curvature(self) -> float:
-        """The largest eigenvalue of the regularizer's Hessian: l2 (of l2/2 ||x||^2)."""
-        return self.l2
+        """The largest eigenvalue of the regularizers' Hessian: l2 (of l2/2 ||x||^2), plus
+        max r'' of R."""
+        return self.l2 if self.term is None else self.l2 + self.term.max_curvature()
 
     def strong_convexity(self) -> float:
-        """mu: l2 (0 with l2 = 0: convex, not strongly)."""
-        return self.l2
+        """mu: l2 (0 with l2 = 0: convex, not strongly); NaN with a nonconvex R (mu does
+        not exist)."""
+        return self.l2 if self.term is None or self.term.convex else math.nan
 
     def sample_smoothness(self) -> np.ndarray:
-        """L_ij = ||a_ij||^2 / 4 + the regularizer's curvature, (n, m): the smoothness of
+        """L_ij = ||a_ij||^2 / 4 + the regularizers' curvature, (n, m): the smoothness of
         each sample's loss (what importance sampling weighs rows by)."""
         return self.row_norm2 / 4 + self.regularizer_curvature()
 
     def constants(self) -> dict[str, float]:
         """SPEC.md constants: L, mu, L_US = max L_ij, L_IS = max Lbar_i, max/mean L_i,
-        L_tilde; kappa = L/mu (inf for mu = 0, NaN where mu does not exist)."""
+        L_tilde; kappa = L/mu (inf for mu = 0, NaN where mu does not exist); R's parameters."""
         reg = self.regularizer_curvature()
         L_ij = self.sample_smoothness()
         Lbar = L_ij.mean(axis=1)
         L_i = self.worker_smoothness + reg
         L = self.data_smoothness + reg
         mu = self.strong_convexity()
-        return {
+        out = {
             "n": self.n,
             "m": self.m,
             "d": self.d,
@@ -370,12 +435,9 @@ class LogisticProblem:
             "Lbar_i_min": float(Lbar.min()),
             "Lbar_i_mean": float(Lbar.mean()),
         }
-
-    def worker_rows(self, i: int) -> np.ndarray | sp.csr_matrix:
-        """Worker i's rows A_i (m, d): dense where the dense rows are kept, else CSR."""
-        if self.has_dense:
-            return self.A[i]
-        return self.csr[i * self.m : (i + 1) * self.m]
+        if self.term is not None:
+            out.update(self.term.constants())
+        return out
 
     @property
     def data_smoothness(self) -> float:
@@ -400,24 +462,22 @@ class LogisticProblem:
         pairs = [top_eigenpair(self.worker_rows(i)) for i in range(self.n)]
         return np.array([lam for lam, _ in pairs]) / (4 * self.m), np.array([v for _, v in pairs])
 
-    @functools.cached_property
-    def data_fingerprint(self) -> str:
-        """Hash of the split data (not of l2): the key of everything cached about it. Sparse
-        data are hashed in CSR form (w8a: 7 MB instead of the 119 MB dense array)."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(np.asarray((self.n, self.m, self.d)).tobytes())
-        if self.csr is not None:
-            for part in self.csr_arrays:
-                h.update(part.tobytes())
-        else:
-            h.update(self.flat.tobytes())
-        h.update(self.y.tobytes())
-        return h.hexdigest()
-
     def definition(self) -> tuple[object, ...]:
         """What f is defined by, as the key of what is cached about it (x*): the kind of
-        problem, the split data and l2."""
-        return type(self).__qualname__, self.data_fingerprint, float(self.l2)
+        problem, the split data, l2 and R's parameters."""
+        base = (type(self).__qualname__, self.data_fingerprint, float(self.l2))
+        return base if self.term is None else (*base, *self.term.definition())
+
+
+class LogisticProblem(LogisticLoss):
+    """Distributed l2-regularized logistic regression, f_ij(x) = log(1 + exp(-y_ij <a_ij, x>))
+    + (l2/2) ||x||^2: mu = l2 (convex, not strongly, for l2 = 0). The problem the compiled
+    step and FedNL's Hessians are written for."""
+
+    term: ClassVar[None] = None
+    compiled_gradients: ClassVar[bool] = True
+    logistic_hessian: ClassVar[bool] = True
+    config_key: ClassVar[str] = "problem.regularizer"
 
 
 def solve(problem: LogisticProblem, tol: float = SOLVE_TOL, max_iter: int = 100) -> np.ndarray:
@@ -488,9 +548,9 @@ def xstar_check(problem: LogisticProblem, tol: float) -> Callable[[dict[str, np.
     return wrong
 
 
-def load_spectra(problem: LogisticProblem, cache_dir: str | Path | None) -> None:
-    """Fill the data-only eigenvalue constants of ``problem`` (:attr:`LogisticProblem.data_top_pair`,
-    :attr:`LogisticProblem.worker_top_pairs`) from the verified cache
+def load_spectra(problem: LogisticLoss, cache_dir: str | Path | None) -> None:
+    """Fill the data-only eigenvalue constants of ``problem`` (:attr:`LogisticLoss.data_top_pair`,
+    :attr:`LogisticLoss.worker_top_pairs`) from the verified cache
     ``<cache_dir>/spectra-<data fingerprint>.npz``, or compute and cache them: on w8a they cost
     a second per run otherwise. A cached pair is used only if it is a top eigenpair of the
     data: :func:`spectra_check`."""
@@ -507,7 +567,7 @@ def load_spectra(problem: LogisticProblem, cache_dir: str | Path | None) -> None
     problem.__dict__.update(data_top_pair=(float(z["L"]), z["v"]), worker_top_pairs=(z["L_i"], z["V_i"]))
 
 
-def spectra_check(problem: LogisticProblem, z: dict[str, np.ndarray]) -> str | None:
+def spectra_check(problem: LogisticLoss, z: dict[str, np.ndarray]) -> str | None:
     """What is wrong with cached spectra ``z`` of ``problem``, or None. Each L = lam / (4 rows)
     must come with a unit vector v, an eigenvector for lam: ||A^T A v - lam v|| <= EIG_RTOL lam
     (a unit vector's residual bounds the distance from lam to the spectrum of the symmetric
@@ -551,12 +611,17 @@ def optimum(
     return z["x"], problem.loss(z["x"])
 
 
-class QuadraticProblem(LogisticProblem):
+class QuadraticProblem(RowProblem):
     """One quadratic per worker, f_i(x) = <a_i, x>^2 + (l2/2) ||x||^2 (m = 1 "sample" each):
-    the setting of the counterexamples for compressed GD (Beznosikov et al. 2020). x* = 0.
+    the setting of the counterexamples for compressed GD (Beznosikov et al. 2020). x* = 0;
+    grad^2 f_i = 2 a_i a_i^T + l2 I, so f_i is (2 ||a_i||^2 + l2)-smooth.
 
     ``A`` is (n, 1, d) holding a_i; labels are unused.
     """
+
+    compiled_gradients: ClassVar[bool] = False
+    logistic_hessian: ClassVar[bool] = False
+    config_key: ClassVar[str] = "dataset"
 
     @classmethod
     def counterexample(cls) -> QuadraticProblem:
@@ -568,34 +633,60 @@ class QuadraticProblem(LogisticProblem):
         np.fill_diagonal(a, -5.0)
         return cls(a[:, None, :], np.ones((3, 1)), 1.0)
 
-    def loss(self, x):
+    def loss(self, x: np.ndarray) -> float:
+        """f(x) = (1/n) sum_i <a_i, x>^2 + (l2/2) ||x||^2."""
         z = self.A[:, 0, :] @ x
         return float(np.mean(z**2) + 0.5 * self.l2 * (x @ x))
 
-    def loss_grad(self, x):
-        return self.loss(x), self.worker_grads(x).mean(axis=0)
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """grad f(x) = (1/n) sum_i grad f_i(x)."""
+        return self.worker_grads(x).mean(axis=0)
 
-    def loss_grad_many(self, X):
+    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        return self.loss(x), self.grad(x)
+
+    def loss_grad_many(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pairs = [self.loss_grad(x) for x in X]
         return np.array([f for f, _ in pairs]), np.array([g for _, g in pairs])
 
-    def worker_grads(self, x, workers=None):
+    def worker_grads(self, x: np.ndarray, workers: np.ndarray | None = None) -> np.ndarray:
+        """grad f_i(x_i) = 2 <a_i, x_i> a_i + l2 x_i."""
         a = self.A[:, 0, :] if workers is None else self.A[workers, 0, :]
         z = a @ x if x.ndim == 1 else np.einsum("nd,nd->n", a, x)
         return 2.0 * z[:, None] * a + self.l2 * x
 
-    def sample_grads(self, x, rows, weights=None, gathered=None):
-        return self.worker_grads(x)  # m = 1: the only sample is the worker's whole function
+    def sample_grads(
+        self,
+        x: np.ndarray,
+        rows: np.ndarray,
+        weights: np.ndarray | None = None,
+        gathered: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """m = 1: the only sample is the worker's whole function (its weight 1/(m p) is 1)."""
+        return self.worker_grads(x)
 
-    def hess_vec(self, x, v):
+    def hess_vec(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """grad^2 f v = (2/n) sum_i a_i <a_i, v> + l2 v."""
         a = self.A[:, 0, :]
         return 2.0 * a.T @ (a @ v) / self.n + self.l2 * v
 
-    def constants(self):
+    @property
+    def worker_smoothness(self) -> np.ndarray:
+        """2 ||a_i||^2: the smoothness of <a_i, x>^2, (n,)."""
+        a = self.A[:, 0, :]
+        return 2.0 * np.sum(a * a, axis=1)
+
+    def sample_smoothness(self) -> np.ndarray:
+        """L_i1 = L_i = 2 ||a_i||^2 + l2, (n, 1)."""
+        return (self.worker_smoothness + self.l2)[:, None]
+
+    def constants(self) -> dict[str, float]:
+        """L, mu the extreme eigenvalues of grad^2 f = (2/n) sum_i a_i a_i^T + l2 I; L_i = 2 ||a_i||^2
+        + l2 (= L_ij = Lbar_i: m = 1)."""
         a = self.A[:, 0, :]
         H = 2.0 * a.T @ a / self.n + self.l2 * np.eye(self.d)
         ev = np.linalg.eigvalsh(H)
-        L_i = 2.0 * np.sum(a * a, axis=1) + self.l2
+        L_i = self.worker_smoothness + self.l2
         return {
             "n": self.n,
             "m": self.m,

@@ -23,75 +23,66 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse.linalg as spla
 
 from efbench import cache
-from efbench.problems.logistic import SOLVE_TOL, LogisticProblem, solved_cache, xstar_check
+from efbench.problems.logistic import SOLVE_TOL, LogisticLoss, LogisticProblem, solved_cache, xstar_check
 
 
-@dataclass
-class NonconvexLogisticProblem(LogisticProblem):
-    """The logistic loss (plus l2/2 ||x||^2, 0 in the papers) plus lam sum_j x_j^2/(1 + x_j^2):
-    every method that reads the problem's values, gradients and Hessian products runs on
-    it; the compiled step does not (``Method.fuse`` takes the plain LogisticProblem only)."""
+@dataclass(frozen=True)
+class NonconvexTerm:
+    """R(x) = lam sum_j r(x_j), r(t) = t^2 / (1 + t^2): not convex, (2 lam)-smooth."""
 
-    lam: float = 0.1
+    lam: float
+    convex: ClassVar[bool] = False
 
-    def reg(self, X: np.ndarray) -> np.ndarray:
+    def value(self, X: np.ndarray) -> np.ndarray:
         """lam sum_j r(x_j) for each point X[..., :]."""
         X2 = X * X
         return self.lam * np.sum(X2 / (1.0 + X2), axis=-1)
 
-    def reg_grad(self, X: np.ndarray) -> np.ndarray:
+    def grad(self, X: np.ndarray) -> np.ndarray:
         """lam r'(x_j) = 2 lam x_j / (1 + x_j^2)^2, elementwise."""
         return 2.0 * self.lam * X / (1.0 + X * X) ** 2
 
-    def reg_curvature(self, X: np.ndarray) -> np.ndarray:
-        """lam r''(x_j) = lam (2 - 6 x_j^2) / (1 + x_j^2)^3: the regularizer's diagonal Hessian."""
+    def curvature(self, X: np.ndarray) -> np.ndarray:
+        """lam r''(x_j) = lam (2 - 6 x_j^2) / (1 + x_j^2)^3: R's diagonal Hessian."""
         X2 = X * X
         return self.lam * (2.0 - 6.0 * X2) / (1.0 + X2) ** 3
 
-    def loss(self, x):
-        return super().loss(x) + float(self.reg(x))
+    def max_curvature(self) -> float:
+        """2 lam: lam r''(t) is largest at t = 0, so L = L_data + l2 + 2 lam (L_i, L_ij likewise)."""
+        return 2.0 * self.lam
 
-    def loss_grad_many(self, X):
-        f, G = super().loss_grad_many(X)
-        G += self.reg_grad(X)
-        return f + self.reg(X), G
+    def constants(self) -> dict[str, float]:
+        """lam, as ``lam_nc`` (its config key's name)."""
+        return {"lam_nc": self.lam}
 
-    def worker_grads(self, x, workers=None):
-        out = super().worker_grads(x, workers)
-        out += self.reg_grad(x)
-        return out
+    def definition(self) -> tuple[float, ...]:
+        """(lam,)."""
+        return (float(self.lam),)
 
-    def sample_grads(self, x, rows, weights=None, gathered=None):
-        """As the logistic one: the regularizer's gradient is weighted like the l2 term, by
-        the mean importance weight of the minibatch (each sample's f_ij carries it)."""
-        g = super().sample_grads(x, rows, weights, gathered)
-        r = self.reg_grad(x)
-        g += r if weights is None else weights.mean(axis=-1, keepdims=True) * r
-        return g
 
-    def hess_vec(self, x, v):
-        return super().hess_vec(x, v) + self.reg_curvature(x) * v
+@dataclass
+class NonconvexLogisticProblem(LogisticLoss):
+    """The logistic loss (plus l2/2 ||x||^2, 0 in the papers) plus R(x) = lam sum_j x_j^2/(1 + x_j^2)
+    (:class:`NonconvexTerm`): every method that reads the problem's values, gradients and
+    Hessian products runs on it; the compiled step and FedNL, written for the plain logistic
+    loss's gradients and Hessians, do not."""
 
-    def regularizer_curvature(self):
-        """l2 + 2 lam: lam r''(t) = lam (2 - 6 t^2)/(1 + t^2)^3 is at most 2 lam (at t = 0), so
-        L = L_data + l2 + 2 lam (L_i, L_ij likewise)."""
-        return self.l2 + 2.0 * self.lam
+    lam: float = 0.1
+    compiled_gradients: ClassVar[bool] = False
+    logistic_hessian: ClassVar[bool] = False
+    config_key: ClassVar[str] = "problem.regularizer"
 
-    def strong_convexity(self):
-        """NaN: f is not convex (r'' < 0 for t^2 > 1/3), mu does not exist."""
-        return math.nan
-
-    def constants(self):
-        return {**super().constants(), "lam_nc": self.lam}
-
-    def definition(self):
-        return (*super().definition(), float(self.lam))
+    @property
+    def term(self) -> NonconvexTerm:
+        """R with this problem's lam."""
+        return NonconvexTerm(self.lam)
 
 
 def optimum_without_mu(
