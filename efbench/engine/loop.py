@@ -31,7 +31,7 @@ from efbench.engine import signals
 from efbench.engine.fused import SNAPSHOT_COLUMNS, ec_advance
 from efbench.errors import ConfigError
 from efbench.methods.base import FusedSpec, Method, Round, State
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 log = logging.getLogger("efbench")
 ENGINES = ("auto", "numpy", "numba")
@@ -277,7 +277,7 @@ def _column_of_one(v: float) -> np.ndarray:
     return np.array([v], dtype=np.float64)
 
 
-def choose_engine(engine: str, runs: list[RunSpec], problem: LogisticProblem) -> list[FusedSpec] | None:
+def choose_engine(engine: str, runs: list[RunSpec], problem: Problem) -> list[FusedSpec] | None:
     """The runs' compiled specs when the compiled step runs them, else None (numpy).
     ``engine=numba`` refuses what it cannot fuse, naming why."""
     if engine not in ENGINES:
@@ -298,7 +298,7 @@ def choose_engine(engine: str, runs: list[RunSpec], problem: LogisticProblem) ->
 
 
 def execute(
-    problem: LogisticProblem,
+    problem: Problem,
     fstar: float,
     xstar: np.ndarray,
     runs: list[RunSpec],
@@ -330,7 +330,7 @@ class _Batch:
 
     def __init__(
         self,
-        problem: LogisticProblem,
+        problem: Problem,
         fstar: float,
         xstar: np.ndarray,
         runs: list[RunSpec],
@@ -552,9 +552,7 @@ class FusedBatch:
     """The batch's arrays as the compiled step takes them: models X (R, d), error memories
     E (R, n, d) and L-SVRG points (R, n, d), each run's State holding views of its rows."""
 
-    def __init__(
-        self, problem: LogisticProblem, specs: list[FusedSpec], runs: list[RunSpec], states: list[State]
-    ):
+    def __init__(self, problem: Problem, specs: list[FusedSpec], runs: list[RunSpec], states: list[State]):
         self.p, self.spec = problem, specs[0]
         self.X = np.stack([s.x for s in states])
         self.E = np.stack([s.e for s in states])

@@ -41,7 +41,7 @@ from efbench.core.rules import Choice, Num, Rule, ruled
 from efbench.core.stepsize import theory_gamma
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods.base import Method, Round, State
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 TIMES = ("fixed", "random", "heterogeneous")
 ESTIMATORS = ("full", "sgd")
@@ -202,7 +202,7 @@ class AsyncSGD(Method):
         }
 
     def gradient(
-        self, problem: LogisticProblem, state, i: int, x: np.ndarray, rng: np.random.Generator
+        self, problem: Problem, state, i: int, x: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, float]:
         """Worker i's gradient at x (d,) and its oracle calls: grad f_i(x) (m calls) or the
         estimator's minibatch of tau samples from worker i alone, drawn as the SGD estimator

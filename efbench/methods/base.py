@@ -23,7 +23,7 @@ from efbench.core.topology import mixing_matrix, spectral_gap
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods.estimators import LSVRG, make_estimator
 from efbench.methods.memory import ErrorFeedback, compress
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 EC_FORMS = ("scaled", "plain")
 
@@ -127,7 +127,7 @@ class Method:
     metrics: ClassVar[tuple[str, ...]] = ()  # trace columns of this method beyond the common ones
     collective: ClassVar[str] = "ps"  # how its messages travel (core.network): ps | allreduce | gossip
 
-    def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> State:
+    def init(self, problem: Problem, x0: np.ndarray, rng: np.random.Generator) -> State:
         est = make_estimator(self.estimator, problem)
         return State(x=x0.copy(), estimator=est, est=est.init(problem, x0, rng))
 
@@ -135,7 +135,7 @@ class Method:
         """Method constants worth printing and storing with the run (from its initial state)."""
         return {}
 
-    def measure(self, problem: LogisticProblem, state: State, fstar: float) -> dict[str, float]:
+    def measure(self, problem: Problem, state: State, fstar: float) -> dict[str, float]:
         """The values of the declared ``metrics`` that come from the state."""
         return {}
 
@@ -149,7 +149,7 @@ class Method:
         can, on a logistic problem): what ``engine=numba`` checks before any data are read."""
         return f"{self.name} has no compiled step"
 
-    def fuse(self, problem: LogisticProblem) -> FusedSpec | str:
+    def fuse(self, problem: Problem) -> FusedSpec | str:
         """How the compiled step runs this method, or why it cannot."""
         return self.unfused() or f"{self.name} has no compiled step"
 
@@ -187,7 +187,7 @@ class Method:
         return ErrorFeedback(self.compressor, self.ec_form)
 
     def step(
-        self, problem: LogisticProblem, state: State, gamma: float, rng: np.random.Generator
+        self, problem: Problem, state: State, gamma: float, rng: np.random.Generator
     ) -> tuple[State, Round]:
         raise NotImplementedError
 
@@ -296,7 +296,7 @@ def _mean_sq_norm(V: np.ndarray) -> float:
     return float(blocks.mean_sq_norm(np.ascontiguousarray(V)))
 
 
-def _dense_message(method: Method, problem: LogisticProblem) -> np.ndarray:
+def _dense_message(method: Method, problem: Problem) -> np.ndarray:
     return np.full(problem.n, method.compressor.float_bits * problem.d, dtype=np.int64)
 
 

@@ -16,7 +16,7 @@ from efbench.core import blocks
 from efbench.core.estimation import KINDS, EstimatorSpec
 from efbench.errors import ConfigError, check_choice
 from efbench.methods.samplers import sampling_of
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 ESTIMATORS = KINDS
 COINS = ("shared", "per_worker")
@@ -38,7 +38,7 @@ class Sampler:
     flat_weights: np.ndarray | None = None  # (n m,): 1 / (m p_ij)
 
     @classmethod
-    def build(cls, kind: str, problem: LogisticProblem) -> Sampler:
+    def build(cls, kind: str, problem: Problem) -> Sampler:
         n, m = problem.n, problem.m
         p = sampling_of(kind).probabilities(problem)
         if p is None:
@@ -72,7 +72,7 @@ class Full:
     def init(self, problem, x, rng):
         return None
 
-    def __call__(self, problem: LogisticProblem, state, x, rng):
+    def __call__(self, problem: Problem, state, x, rng):
         return problem.worker_grads(x), state, problem.m
 
 
@@ -122,7 +122,7 @@ class LSVRG:
         return g, state, self.refresh(problem, state, x, rng)
 
     def refresh(
-        self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray, rng: np.random.Generator
+        self, problem: Problem, state: LSVRGState, x: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         """Flip the coin(s), then :meth:`apply` them. Returns the step's oracle calls per worker."""
         return self.apply(problem, state, x, self.coins(rng, problem.n))
@@ -134,9 +134,7 @@ class LSVRG:
             return rng.random(n) < self.p
         return np.full(n, rng.random() < self.p)
 
-    def apply(
-        self, problem: LogisticProblem, state: LSVRGState, x: np.ndarray, refresh: np.ndarray
-    ) -> np.ndarray:
+    def apply(self, problem: Problem, state: LSVRGState, x: np.ndarray, refresh: np.ndarray) -> np.ndarray:
         """Move refreshed w_i to x and recompute grad f_i there. Returns the step's oracle
         calls per worker: 2 tau, plus m where refreshed."""
         idx = np.flatnonzero(refresh)
@@ -146,7 +144,7 @@ class LSVRG:
         return 2.0 * self.batch + refresh * problem.m
 
 
-def make_estimator(block: Mapping | EstimatorSpec, problem: LogisticProblem) -> Full | SGD | LSVRG:
+def make_estimator(block: Mapping | EstimatorSpec, problem: Problem) -> Full | SGD | LSVRG:
     """Build the estimator named in a method's ``estimator`` config block."""
     spec = EstimatorSpec.of(block)
     kind = spec.kind

@@ -37,7 +37,7 @@ from efbench.errors import ConfigError
 from efbench.methods.base import Method, Round, State, _dense_message, _mean_sq_norm
 from efbench.methods.samplers import BUILTIN as BUILTIN_SAMPLINGS
 from efbench.methods.samplers import sampling_of
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 LOCAL_ESTIMATORS = ("full", "sgd")
 
@@ -52,7 +52,7 @@ def local_smoothness(constants: dict, estimator: Mapping | EstimatorSpec) -> tup
     return constants[spec.smoothness], spec.smoothness
 
 
-def problem_constants(problem: LogisticProblem, estimator: Mapping | EstimatorSpec) -> dict[str, float]:
+def problem_constants(problem: Problem, estimator: Mapping | EstimatorSpec) -> dict[str, float]:
     """The problem's constants, with L_S for a sampling of one's own (as the runner adds it)."""
     constants, spec = problem.constants(), EstimatorSpec.of(estimator)
     if spec.stochastic and spec.sampling not in BUILTIN_SAMPLINGS:
@@ -222,7 +222,7 @@ class Scaffnew(Method):
 
     def advance(
         self,
-        problem: LogisticProblem,
+        problem: Problem,
         state: ScaffnewState,
         gamma: float,
         G: np.ndarray,

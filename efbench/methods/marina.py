@@ -26,7 +26,7 @@ import numpy as np
 from efbench.core.rules import PROB_OR_NULL, ruled
 from efbench.errors import ConfigError
 from efbench.methods.base import Method, Round, State
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 # the theorems' one smoothness constant split into L (descent step) and L_tilde (variance)
 SPLIT = "L and L_tilde split as in its proof: derived"
@@ -128,7 +128,7 @@ class MARINA(Method):
             )
         return 1.0 / (constants["L"] + constants["L_tilde"] * math.sqrt(ratio)), formula
 
-    def init(self, problem: LogisticProblem, x0: np.ndarray, rng: np.random.Generator) -> MARINAState:
+    def init(self, problem: Problem, x0: np.ndarray, rng: np.random.Generator) -> MARINAState:
         state = super().init(problem, x0, rng)
         grads = problem.worker_grads(x0)
         return state.extend(
@@ -171,9 +171,7 @@ class MARINA(Method):
         rnd.bits_down = self.downlink(d)
         return state, rnd
 
-    def compressed_round(
-        self, problem: LogisticProblem, state: MARINAState, rng: np.random.Generator
-    ) -> Round:
+    def compressed_round(self, problem: Problem, state: MARINAState, rng: np.random.Generator) -> Round:
         """g^k = g^{k-1} + mean over the senders of Q(grad f_i(x^k) - grad f_i(x^{k-1}))."""
         n, m = problem.n, problem.m
         if self.participation.full:

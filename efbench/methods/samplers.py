@@ -14,7 +14,7 @@ import importlib
 import numpy as np
 
 from efbench.errors import ConfigError
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 
 class Sampling:
@@ -22,11 +22,11 @@ class Sampling:
 
     name = ""
 
-    def probabilities(self, problem: LogisticProblem) -> np.ndarray | None:
+    def probabilities(self, problem: Problem) -> np.ndarray | None:
         """(n, m) probabilities, or None for uniform sampling (drawn without tables)."""
         raise NotImplementedError
 
-    def smoothness(self, problem: LogisticProblem) -> float:
+    def smoothness(self, problem: Problem) -> float:
         """L_S = max_ij L_ij / (m p_ij), L_ij the smoothness of sample j of worker i
         (``problem.sample_smoothness``): the expected-smoothness constant of the SGD estimator
         with this sampling (Gower et al. 2019, single-element sampling), which the theory

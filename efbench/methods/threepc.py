@@ -38,7 +38,7 @@ from efbench.core.compressors import Compressor, Identity, RandK, TopK, sparse_b
 from efbench.core.rules import PROB_OR_NULL, Bound, Int, Num, ruled
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods.base import Method, Round, State, _dense_message
-from efbench.problems.logistic import LogisticProblem
+from efbench.problems.base import Problem
 
 
 def young(q: float) -> tuple[float, float]:
@@ -453,7 +453,7 @@ class ThreePointMethod(Method):
         state.x -= gamma * self.aggregate(problem, state, rnd, rng, first)
         return state, rnd
 
-    def communicate(self, problem: LogisticProblem, state: ThreePCState, rng: np.random.Generator) -> Round:
+    def communicate(self, problem: Problem, state: ThreePCState, rng: np.random.Generator) -> Round:
         """Round t >= 1: g_i^{t+1} = M_{g_i^t, grad_i(x^t)}(grad_i(x^{t+1})) for the round's
         workers (every worker under full participation, which draws nothing)."""
         n = problem.n
@@ -477,7 +477,7 @@ class ThreePointMethod(Method):
         return Round(bits, 0, nnz, calls * part, skipped=int(n - spoke.sum()))
 
     def aggregate(
-        self, problem: LogisticProblem, state: ThreePCState, rnd: Round, rng: np.random.Generator, first: bool
+        self, problem: Problem, state: ThreePCState, rnd: Round, rng: np.random.Generator, first: bool
     ) -> np.ndarray:
         """The step direction g^t = (1/n) sum_i g_i^t, broadcast dense (sets ``rnd.bits_down``)."""
         rnd.bits_down = self.downlink(problem.d)
