@@ -220,9 +220,10 @@ class Counting(LogisticProblem):
 
 
 def test_gradskip_computes_and_counts_only_the_gradients_it_needs(hetero):
-    """Replaying the coins (theta, then eta_i for each worker): worker i computes grad f_i in
-    iteration t unless it skipped (eta = 0) in t - 1 and nobody communicated; those are the
-    calls counted, and the gradients evaluated."""
+    """Worker i computes grad f_i (m calls, counted and evaluated) in an iteration exactly
+    when its x_i is not where its last gradient was taken: after a skip (eta_i = 0) with
+    nobody communicating, x_i stays, and so it does in the iteration after if eta_i = 1
+    (its step G_i - h_i is then zero)."""
     base, _, c = hetero
     p = Counting(base.A, base.y, base.l2)
     q = np.array([0.3, 0.6, 0.9, 1.0])
@@ -230,17 +231,13 @@ def test_gradskip_computes_and_counts_only_the_gradients_it_needs(hetero):
     rng = np.random.default_rng(5)
     state = method.init(p, np.zeros(p.d), rng)
     state.q = q
-    rounds = []
+    rounds, expected, where = [], [], np.full((4, p.d), np.nan)  # where each g_i was taken
     for _ in range(300):
+        moved = (state.X != where).any(axis=1)
+        expected.append(np.where(moved, 25.0, 0.0))
+        where[moved] = state.X[moved]
         state, rnd = method.step(p, state, 1.0, rng)
         rounds.append(rnd)
-    replay = np.random.default_rng(5)
-    fresh, expected = np.zeros(4, dtype=bool), []
-    for _ in range(300):
-        theta = replay.random() < 0.2
-        eta = replay.random(4) < q
-        expected.append(np.where(fresh, 0.0, 25.0))
-        fresh = ~eta & (not theta)
     calls = np.stack(counts(rounds, "calls"))
     np.testing.assert_array_equal(calls, np.array(expected))
     assert p.evaluated == calls.sum() / 25

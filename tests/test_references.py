@@ -369,16 +369,6 @@ def test_scaffnew(problem, batch):
     assert_same(ours, local.scaffnew(p.A, p.y, p.l2, 0.3, x0, 4.0, STEPS, np.random.default_rng(17), batch))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CountsDiffer,
-    reason="GradSkip recomputes grad f_i at a point it has not left: after an iteration with "
-    "eta_i = 0 and no communication h_i = grad f_i(x_i), so x_i stays put until the next "
-    "communication whatever eta_i is (hhat_i is h_i or grad f_i(x_i), both the same, so xhat_i = x_i); "
-    "efbench marks g_i stale again as soon as eta_i = 1 (fresh = ~eta & ~theta) and charges m calls "
-    "at the same x_i, against its docstring ('m oracle calls ... only when x_i moved'): round 3, "
-    "worker 3 (q = 0.6), workers 0 and 3 (the paper's q_i). The iterates agree.",
-)
 @pytest.mark.parametrize("q", [0.6, None])
 def test_gradskip(problem, q):
     """q = 0.6 for every worker, or the paper's q_i = min(1, (1 - mu/L_i)/(1 - p^2)), L_i the

@@ -342,5 +342,9 @@ class GradSkip(Scaffnew):
         # a worker with q_i = 1 never skips: no draw, so q = 1 is Scaffnew's random stream
         eta = rng.random(n) < q if (q < 1.0).any() else np.ones(n, dtype=bool)
         hhat = state.h if eta.all() else np.where(eta[:, None], state.h, G)
-        state.fresh = ~eta & (not theta)  # it stays at x_i: grad f_i(x_i) is still G_i
+        # x_i stays where it is, so grad f_i(x_i) is still G_i, unless the server averages
+        # (theta) or x_i takes a local step by G_i - h_i: with eta_i = 1 that step is zero
+        # when h_i = G_i, as after a skip (h_i <- hhat_i = G_i)
+        moves = eta & (G != state.h).any(axis=1)
+        state.fresh = ~moves & (not theta)
         return self.advance(problem, state, gamma, G, hhat, theta, calls)
