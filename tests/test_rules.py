@@ -25,7 +25,7 @@ import efbench
 from efbench.config import schema
 from efbench.config.legacy import current
 from efbench.core.compressors import Compressor, HardThreshold
-from efbench.core.rules import PROB, Num, Rule, rule_of, ruled
+from efbench.core.rules import PROB, Choice, Num, Rule, rule_of, ruled
 from efbench.errors import ConfigError
 from efbench.methods.base import ErrorCompensated, Method
 
@@ -256,8 +256,8 @@ def _bad_values(rule: Rule) -> list[object]:
         if rule.kind == "int":
             bad.append(1.5)
     elif rule.kind == "choice":
-        # true is 1 to Python: a choice among 1 and 2 takes it as 1
-        bad += ["abc", 3.5] + ([] if True in rule.choices else [True])
+        # true is 1 to Python, but not an option among 1 and 2
+        bad += ["abc", 3.5] + ([] if any(isinstance(c, bool) for c in rule.choices) else [True])
     return bad
 
 
@@ -304,3 +304,11 @@ def test_every_bound_by_the_dimension_is_checked_above():
         if rule_of(f) is not None and rule_of(f).by_d is not None
     }
     assert bounded == set(BY_D)
+
+
+def test_true_is_not_an_option_among_numbers():
+    """Python has True == 1: FedNL's option (1 or 2) set to true is refused, not run as 1."""
+    with pytest.raises(ConfigError, match=r"method\.option: got True \(allowed: 1, 2\)"):
+        Choice(1, 2).check("method.option", True)
+    Choice(True, False, "auto").check("x", True)  # where a bool is a choice, it is taken
+    Choice(1, 2).check("method.option", 1)

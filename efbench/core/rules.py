@@ -76,7 +76,10 @@ class Rule:
         elif self.kind == "str":
             ok = isinstance(v, str) and v != ""
         elif self.kind == "choice":
-            ok = v in self.choices and not (isinstance(v, bool) and True not in self.choices)
+            # true == 1 to Python: a bool only where a bool is a choice (not FedNL's option 1)
+            ok = v in self.choices and (
+                not isinstance(v, bool) or any(isinstance(c, bool) for c in self.choices)
+            )
         elif self.kind in ("int", "num"):
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             ok = number and (self.kind == "num" or isinstance(v, int)) and math.isfinite(v)
