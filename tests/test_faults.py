@@ -495,3 +495,22 @@ def test_an_output_a_tool_cannot_write_is_one_line(finished, tmp_path, command):
         line for line in r.stderr.splitlines() if line.startswith(f"{command}: error:")
     ]
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_a_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C while Hydra imports can land in OmegaConf's cleanup, which raises its own error
+    while handling it (and leaves the import half done): still 'interrupted', exit 130."""
+    from types import SimpleNamespace
+
+    from efbench.app import entry
+
+    def command():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+
+    monkeypatch.setattr(entry.importlib, "import_module", lambda name: SimpleNamespace(main=command))
+    with pytest.raises(SystemExit) as exit_:
+        entry._run("efbench", "efbench.app.cli:main", lambda exc: None)
+    assert exit_.value.code == 130 and capsys.readouterr().err == "efbench: interrupted\n"
