@@ -20,7 +20,9 @@ def _run(command: str, target: str, explain: Callable[[Exception], str | None] |
         sys.stderr.write(f"{command}: interrupted\n")
         sys.exit(130)
     except Exception as exc:
-        if _interrupted(exc):  # Ctrl-C inside a library's cleanup, re-raised as its own error
+        from efbench.engine.signals import interrupted_by  # stdlib only: cheap here
+
+        if interrupted_by(exc):  # Ctrl-C inside a library's cleanup, re-raised as its own error
             sys.stderr.write(f"{command}: interrupted\n")
             sys.exit(130)
         text = explain(exc) if explain else None
@@ -31,19 +33,6 @@ def _run(command: str, target: str, explain: Callable[[Exception], str | None] |
             raise
         sys.stderr.write(f"{command}: error: {text}\n")
         sys.exit(2)
-
-
-def _interrupted(exc: BaseException | None) -> bool:
-    """Whether a KeyboardInterrupt is behind ``exc``: a Ctrl-C while a library is mid-way
-    (OmegaConf restoring a flag while Hydra imports) can surface as another error raised
-    while handling it, or an import left half done."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _config_error(exc: Exception) -> str | None:
