@@ -265,20 +265,7 @@ THREEPC_CASES = {
 }
 
 
-V1_ROUNDING = pytest.mark.xfail(
-    strict=True,
-    raises=CountsDiffer,
-    reason="3PCv1 charges a rounding residue as a coordinate: V1 forms g_i = y + C(x - y) in floating "
-    "point, so on a coordinate C kept in the last round h_j = y_j + (x_j - y_j) can miss the new "
-    "y_j by an ulp, and M - h, exactly zero there in the paper's message, is -3.5e-18: round 3, "
-    "worker 3 (of 0..3) is charged 6 coordinates dense (192 bits) for a message with 5 nonzeros (166 bits). "
-    "CLAG lands such coordinates on x (threepc._land); V1 does not. The iterates agree.",
-)
-
-
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, marks=V1_ROUNDING) if c == "3pcv1_rand2" else c for c in THREEPC_CASES]
-)
+@pytest.mark.parametrize("case", THREEPC_CASES)
 def test_threepc_mechanisms(problem, case):
     settings, comp, mech = THREEPC_CASES[case]
     p, x0 = problem

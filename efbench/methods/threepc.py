@@ -217,7 +217,10 @@ class V1(Mechanism):
     """3PCv1: M = y + C(x - y). A = 1, B = 1 - alpha. The server knows h = g_i^t but not
     y = grad f_i(x^t), so the worker sends M - h = (y - h) + C(x - y) exactly: its nonzeros,
     or F d bits dense, whichever is cheaper (in general dense; the authors' experiments count
-    only the K values of C(x - y))."""
+    only the K values of C(x - y)). A coordinate C sends whole lands on x_j exactly
+    (:func:`_land`): y_j + (x_j - y_j) can miss x_j by an ulp, and next round that rounding
+    would be a nonzero of M - h that the paper's message does not have, charged as a sent
+    coordinate."""
 
     key: ClassVar[str] = "3pcv1"
 
@@ -228,7 +231,8 @@ class V1(Mechanism):
         return "A = 1, B = 1 - alpha"
 
     def __call__(self, h, y, x, rng):
-        g = y + self.compressor(x - y, rng).values
+        diff = x - y
+        g = _land(y, x, diff, self.compressor(diff, rng).values)
         bits, nnz = _delta_bits(self.compressor, g - h)
         return Sent(g, bits, nnz, _everyone(len(h)))
 
