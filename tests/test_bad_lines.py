@@ -267,10 +267,13 @@ def applied(line: Line) -> Iterator[tuple[DictConfig, dict[str, str], object]]:
                 node[leaf] = old
 
 
+INFINITE = ("compressor.norm",)  # natural dithering's p: inf is the max norm
+
+
 def confused(key: str, value: object, default: object) -> str | None:
     """Why taking ``value`` for a key whose default is ``default`` is silent acceptance (a
     value of another kind, empty, or not a finite number), or None."""
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value) and not (value == math.inf and key in INFINITE):
         return f"{value!r} is not a finite number"
     if value == "":
         return "an empty string"

@@ -188,7 +188,7 @@ def test_zero_vector_is_safe(rng):
 
 @pytest.mark.parametrize("k", [0, -1, 11, 2.5])
 def test_k_out_of_range_names_the_key(k):
-    with pytest.raises(ConfigError, match=r"compressor\.k.*(1 <= K <= 10|1\.\.10)"):
+    with pytest.raises(ConfigError, match=r"compressor\.k.*(1 <= K <= 10|an integer >= 1)"):
         TopK(k=k).validate(10)
     with pytest.raises(ConfigError, match=r"compressor\.k"):
         RandK(k=k).validate(10)

@@ -72,30 +72,43 @@ def test_help_names_efbench_and_lists_every_option_and_setting(tmp_path):
     assert "  ec_sgd_is*" in r.stdout and "  ht*" in r.stdout  # the defaults, marked
     assert "paper_exp1 (sweep)" in r.stdout and "paper_reference (sweep)" not in r.stdout
     assert "figures" in section(r.stdout, "hydra/callbacks:")
-    # every setting of config.yaml by its dotted key, with its comment
+    # every setting of config.yaml by its dotted key, with its default, meaning and rule
     config = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
     del config["defaults"], config["hydra"]
     keys = list(leaves(config))
     assert {"seed", "budget.iters", "problem.l2_mode", "data.dir", "progress"} <= set(keys)
     for key in keys:
         assert f"  {key}=" in r.stdout, key
-    joined = " ".join(r.stdout.split())  # wrapped to the terminal's width; the engine comment
-    assert "the run's randomness (sampling, random compressors, coins)" in joined  # spans two
-    assert "a progress bar while a run steps (on a terminal only)" in joined  # lines of config.yaml
-    assert "ec_sgd*/ec_lsvrg (batch 1; identity, ht, topk); auto uses it where it applies" in joined
+    from efbench.config.schema import TOP
+
+    assert [k for k in keys if not TOP[k].doc] == []  # each declared with what it means
+    joined = " ".join(r.stdout.split())  # wrapped to the terminal's width
+    assert "seed=0 the run's randomness (sampling, random compressors, coins) [an integer >= 0]" in joined
+    assert "a progress bar while a run steps (on a terminal only) [true, false]" in joined
+    assert "ec_sgd*/ec_lsvrg (batch 1; identity, ht, topk); auto uses it where it applies [auto," in joined
+    # a method's and a compressor's keys with the rules their classes declare
+    assert "[zeta: a number >= 0]" in section_text(r.stdout, "method:")
+    assert "[lam: a number >= 0]" in section_text(r.stdout, "compressor:")
 
 
-def test_help_is_generated_from_the_config_files(tmp_path, monkeypatch):
+def section_text(text: str, head: str) -> str:
+    return " ".join(" ".join(text.split("\n" + head, 1)[1].split("\n\n", 1)[0].splitlines()).split())
+
+
+def test_help_is_generated_from_the_option_files_and_the_declared_rules(tmp_path, monkeypatch):
+    from efbench.config import schema
+    from efbench.core.rules import Int
+
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
     (conf / "method" / "zz_new.yaml").write_text("# ZZ (Someone et al. 2030): a new method. More.\nrate: 1\n")
-    text = (conf / "config.yaml").read_text().replace("seed: 0 ", "seed: 0  # ZZ seed note ", 1)
-    (conf / "config.yaml").write_text(text)
+    (conf / "config.yaml").write_text((conf / "config.yaml").read_text() + "zz_steps: 3\n")
     monkeypatch.setattr(importlib.resources, "files", lambda package: conf)
+    monkeypatch.setitem(schema.TOP, "zz_steps", Int(2).described("ZZ steps note"))
     generated = cli.help_text(width=100)
     assert "zz_new" in section(generated, "method:")
     assert "ZZ (Someone et al. 2030): a new method. [keys: rate]" in " ".join(generated.split())
-    assert "ZZ seed note" in generated
+    assert "zz_steps=3 ZZ steps note [an integer >= 2]" in " ".join(generated.split())
 
 
 def test_run_logs_to_efbench_log_and_ends_with_its_folder(tmp_path):

@@ -36,7 +36,8 @@ PAPER = ("+paper.breast_cancer.topk_k=2", "+paper.breast_cancer.ht_lam=0.01")
 
 # Every declared rule, where it is declared, as it reads (with its bound by d): the ranges
 # that efbench.config.schema.FIELD_RANGES and DIMENSION_BOUNDS held by field name before
-# they moved onto the fields (and NaturalDithering.norm's, which its annotation gave).
+# they moved onto the fields (and NaturalDithering.norm's, which its annotation gave), and the
+# choices that were checked inside their classes before (issue 22).
 DECLARED = {
     "Method.ec_form": "scaled, plain",
     "DIANA.alpha": "a number > 0 and <= 1 or null",
@@ -58,7 +59,12 @@ DECLARED = {
     "Scaffnew.p": "a number > 0 and <= 1 or null",
     "GradSkip.q": "a number > 0 and <= 1 or null",
     "MARINA.p": "a number > 0 and <= 1 or null",
-    "ThreePC.zeta": "a number >= 0",
+    "ThreePC.zeta": "a number >= 0 or null",  # null: a mechanism that takes none (was refused)
+    "ThreePC.mechanism": "ef21, clag, lag, 3pcv1, 3pcv2, 3pcv3, 3pcv4, 3pcv5",
+    "ThreePC.inner": "ef21, clag, lag, 3pcv1, 3pcv2, 3pcv4, 3pcv5 or null",
+    "TopK.ties": "index, keep",
+    "Compose.outer": "topk, randk",
+    "Compose.inner": "natural, qsgd, natural_dithering",
     "ThreePC.k2": "an integer >= 1 or null; K <= d",
     "ThreePC.p": "a number > 0 and <= 1 or null",
     "CLAG.zeta": "a number >= 0",
@@ -70,7 +76,7 @@ DECLARED = {
     "QSGD.s": "an integer >= 1",
     "Rounding.delta": "a number > 0",
     "NaturalDithering.s": "an integer >= 1",
-    "NaturalDithering.norm": "a number",
+    "NaturalDithering.norm": "a number >= 1 or inf",  # p = inf was refused from the command line
     "LowRank.rank": "an integer >= 1",
     "Compose.k": "an integer >= 1",
     "Compose.s": "an integer >= 1",
@@ -247,7 +253,7 @@ def _bad_values(rule: Rule) -> list[object]:
     """Values ``rule`` refuses: past each bound, of a wrong type, null when it takes none."""
     bad: list[object] = [] if rule.null else [None]
     if rule.kind in ("int", "num"):
-        bad += ["abc", True, math.nan, math.inf]
+        bad += ["abc", True, math.nan, -math.inf, *([] if rule.infinite else [math.inf])]
         if rule.lo > -math.inf:
             below = rule.lo if rule.lo_open else rule.lo - 1
             bad.append(int(below) if rule.kind == "int" else below)

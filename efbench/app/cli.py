@@ -111,12 +111,10 @@ def config_error_line(exc: BaseException) -> str | None:
 
 
 HELP_WIDTH = (80, 120)  # the help's line width: the terminal's, within these bounds
-KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
-DEFAULT = re.compile(r"^\s*-\s+(?P<group>[\w/]+):\s*(?P<option>[\w-]+)\s*(?:#\s?(?P<comment>.*))?$")
 
 
 def _first_sentence(text: str) -> str:
-    """The leading comment of a config file (its ``# @package`` line aside), up to the end
+    """The leading comment of an option file (its ``# @package`` line aside), up to the end
     of its first sentence: the option's description."""
     lines = []
     for line in text.splitlines():
@@ -130,47 +128,44 @@ def _first_sentence(text: str) -> str:
     return words[: end.start() + 1] if end else words
 
 
-def _top_keys(text: str) -> list[str]:
-    return [m["key"] for m in map(KEY.match, text.splitlines()) if m and not m["indent"]]
+def _bases(option: dict) -> list[str]:
+    """The options of the same group an option's defaults list names."""
+    return [b for b in option.get("defaults", []) if isinstance(b, str) and b != "_self_"]
 
 
-def _is_sweep(group: dict[str, str], option: str, seen: frozenset[str] = frozenset()) -> bool:
-    """Whether the experiment ``option`` sets hydra.sweeper.params, itself or through the
+def _is_sweep(group: dict[str, dict], name: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether the experiment ``name`` sets hydra.sweeper.params, itself or through the
     experiments its defaults list names."""
-    text = group.get(option, "")
-    if re.search(r"^\s+sweeper:\s*\n\s+params:", text, re.M):
+    option = group.get(name) or {}
+    if (option.get("hydra") or {}).get("sweeper", {}).get("params"):
         return True
-    bases = re.findall(r"^\s*-\s+([\w-]+)\s*$", text, re.M)
-    return any(_is_sweep(group, b, seen | {option}) for b in bases if b not in seen | {option})
+    seen = seen | {name}
+    return any(_is_sweep(group, b, seen) for b in _bases(option) if b not in seen)
 
 
-def _settings(config_text: str) -> list[tuple[str, str, str]]:
-    """(dotted key, default, comment) of every setting of the primary config, its
-    ``defaults`` and ``hydra`` sections aside. A comment line indented under a key's own
-    comment continues it; other comment lines describe the key that follows them."""
-    rows: list[tuple[str, str, str]] = []
-    stack: list[tuple[int, str]] = []  # the enclosing keys and their indents
-    pending: list[str] = []
-    for line in config_text.splitlines():
-        m = KEY.match(line)
-        text = line.lstrip(" #")
-        if m:
-            while stack and stack[-1][0] >= len(m["indent"]):
-                stack.pop()
-            stack.append((len(m["indent"]), m["key"]))
-            if stack[0][1] not in ("defaults", "hydra"):
-                key = ".".join(k for _, k in stack)
-                rows.append((key, m["value"].strip(), m["comment"] or " ".join(pending)))
-            pending = []
-        elif line.lstrip().startswith("#"):
-            under = stack and len(line) - len(line.lstrip()) > stack[-1][0]
-            if under and rows and rows[-1][0] == ".".join(k for _, k in stack) and rows[-1][2]:
-                rows[-1] = (*rows[-1][:2], f"{rows[-1][2]} {text}")
-            else:
-                pending.append(text)
-        elif not line.strip():
-            pending = []
-    return rows
+def _target(group: dict[str, dict], name: str) -> str | None:
+    """The ``_target_`` of an option, its own or the one it inherits from its defaults list."""
+    option = group.get(name) or {}
+    if "_target_" in option:
+        return option["_target_"]
+    return next((t for t in map(lambda b: _target(group, b), _bases(option)) if t), None)
+
+
+def _option_keys(group: str, options: dict[str, dict], name: str) -> str:
+    """The keys that set an option apart (those at most half the group's options set): for a
+    method or a compressor with the rule its class declares on the field (a long list of
+    choices aside)."""
+    from efbench.config import schema
+
+    counts = Counter(k for o in options.values() for k in o)
+    own = [k for k in options[name] if k not in ("_target_", "name", "defaults", "hydra")]
+    own = [k for k in own if counts[k] <= len(options) / 2]
+    target = _target(options, name)
+    if group in schema.SET_BY_RUN and target:
+        rules, _ = schema._fields(target, group)
+        rules = {k: r for k, r in rules.items() if isinstance(r, schema.Rule) and len(r.choices) <= 4}
+        return f"[{'; '.join(f'{k}: {rules[k].allowed()}' if k in rules else k for k in own)}]" if own else ""
+    return f"[keys: {', '.join(own)}]" if own else ""
 
 
 def _columns(rows: list[tuple[str, str]], width: int, indent: int = 2, limit: int = 30) -> list[str]:
@@ -187,27 +182,56 @@ def _columns(rows: list[tuple[str, str]], width: int, indent: int = 2, limit: in
     return out
 
 
+def _settings(config: dict, groups: set[str]) -> list[tuple[str, str]]:
+    """(key=default, meaning and allowed values) of every setting outside the config groups,
+    from the rules that check them (:data:`efbench.config.schema.TOP`) and the defaults of
+    ``config.yaml``."""
+    from efbench.config import schema
+
+    rows, seen = [], set()
+    for key, rule in schema.TOP.items():
+        head, *rest = key.split(".")
+        if head in groups:
+            continue
+        if rest and head not in seen and head in schema.GROUP_DOCS:
+            rows.append((f"{head}.*", schema.GROUP_DOCS[head]))
+        seen.add(head)
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        shown = OmegaConf.to_yaml({"v": value}).strip()[3:] if value is not None else "null"
+        rows.append((f"{key}={shown}", f"{rule.doc} [{rule.allowed()}]" if rule.doc else rule.allowed()))
+    return rows
+
+
 def help_text(width: int | None = None) -> str:
-    """``efbench --help``, generated from the config files (``efbench.conf``): every config
-    group with each option's description (its file's first comment sentence) and its
-    distinctive keys, the experiments (the sweeps marked), efbench's Hydra callbacks, and
-    every setting of ``config.yaml`` with its default and comment. A new option, key or
-    comment shows up by itself."""
+    """``efbench --help``: every config group with each option's description (its file's
+    first comment sentence) and the keys that set it apart, a method's and a compressor's
+    with the rules their classes declare; the experiments (the sweeps marked); efbench's
+    Hydra launchers; and every setting with its default, meaning and allowed values, from
+    the rules that check it (:data:`efbench.config.schema.TOP`). A new option, field or
+    setting shows up by itself."""
+    from efbench.config import schema
+
     width = width or min(max(shutil.get_terminal_size((100, 24)).columns, HELP_WIDTH[0]), HELP_WIDTH[1])
     conf = importlib.resources.files("efbench.conf")
-    config_text = (conf / "config.yaml").read_text()
-    groups: dict[str, dict[str, str]] = {}
+    config = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
+    groups: dict[str, tuple[dict[str, str], dict[str, dict]]] = {}  # name: (texts, loaded)
     dirs = [(f"hydra/{d.name}", d) for d in (conf / "hydra").iterdir()] if (conf / "hydra").is_dir() else []
     dirs += [(d.name, d) for d in conf.iterdir() if d.name != "hydra"]  # efbench's Hydra options, above
     for name, sub in dirs:
         if sub.is_dir():
-            files = sorted((f for f in sub.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
-            if files:
-                groups[name] = {f.name[: -len(".yaml")]: f.read_text() for f in files}
+            found = sorted((f for f in sub.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+            if found:
+                texts = {f.name[: -len(".yaml")]: f.read_text() for f in found}
+                loaded = {o: OmegaConf.to_container(OmegaConf.create(t)) or {} for o, t in texts.items()}
+                groups[name] = (texts, loaded)
     defaults = {
-        m["group"]: (m["option"], m["comment"] or "")
-        for m in map(DEFAULT.match, config_text.splitlines())
-        if m and not m["group"].startswith("hydra/")
+        group: option
+        for entry in config.get("defaults", [])
+        if isinstance(entry, dict)
+        for group, option in entry.items()
+        if not group.startswith(("hydra/", "override hydra/"))
     }
     lines = [
         "efbench: simulated distributed optimization with compressed and error-feedback methods",
@@ -230,32 +254,30 @@ def help_text(width: int | None = None) -> str:
         "",
         "== Config groups: group=option (* the default), then group.key=value ==",
     ]
-    for group, options in sorted(groups.items(), key=lambda g: (g[0].startswith("hydra/"), g[0])):
+    for group, (texts, loaded) in sorted(groups.items(), key=lambda g: (g[0].startswith("hydra/"), g[0])):
         if group not in defaults and not group.startswith("hydra/"):  # presets: +group=option
             lines += ["", f"+{group}=NAME:"]
-            if len(options) <= 5:  # a few presets (tune): each with its description
-                lines += _columns([(o, _first_sentence(t)) for o, t in options.items()], width)
+            if len(texts) <= 5:  # a few presets (tune): each with its description
+                lines += _columns([(o, _first_sentence(t)) for o, t in texts.items()], width)
                 continue
-            names = [f"{o}\xa0(sweep)" if _is_sweep(options, o) else o for o in options]  # kept whole
+            names = [f"{o}\xa0(sweep)" if _is_sweep(loaded, o) else o for o in texts]  # kept whole
             wrapped = textwrap.wrap(", ".join(names), width, initial_indent="  ", subsequent_indent="  ")
             lines += [line.replace("\xa0", " ") for line in wrapped]
             continue
-        default, comment = defaults.get(group, ("", ""))
-        lines += ["", f"{group}:" + (f" {comment}" if comment else "")]
-        keys = {
-            o: [k for k in _top_keys(t) if k not in ("_target_", "name", "defaults")]
-            for o, t in options.items()
-        }
-        counts = Counter(k for ks in keys.values() for k in ks)
+        about = schema.GROUP_DOCS.get(group, "")
+        lines += ["", f"{group}:" + (f" {about}" if about else "")]
         rows = []
-        for option, text in options.items():
-            own = [k for k in keys[option] if counts[k] <= len(options) / 2]  # what sets it apart
-            own = [] if group.startswith("hydra/") else own  # a Hydra option's key is its package
-            about = " ".join([_first_sentence(text), f"[keys: {', '.join(own)}]" if own else ""])
-            rows.append((option + ("*" if option == default else ""), about.strip()))
+        for option, text in texts.items():
+            keys = "" if group.startswith("hydra/") else _option_keys(group, loaded, option)
+            rows.append(
+                (
+                    option + ("*" if option == defaults.get(group) else ""),
+                    f"{_first_sentence(text)} {keys}".strip(),
+                )
+            )
         lines += _columns(rows, width)
-    rows = [(f"{k}={v}" if v else f"{k}.*", c) for k, v, c in _settings(config_text) if v or c]
-    lines += ["", "== Settings: key=value (the default; efbench/conf/config.yaml) ==", *_columns(rows, width)]
+    rows = _settings(config, set(groups))
+    lines += ["", "== Settings: key=default, what it sets [what it takes] ==", *_columns(rows, width)]
     return "\n".join(lines).replace("$", "$$")  # Hydra's template: $$ is a dollar sign
 
 

@@ -40,36 +40,63 @@ EPS = sys.float_info.epsilon
 # log-spaced logging multiplies the step by 10^(1/log_per_decade), which must be a float
 LOG_PER_DECADE_MIN = 1.0 / math.log10(sys.float_info.max)
 
+# Every key outside the method and compressor groups, with its rule and its meaning (the
+# settings part of efbench --help is generated from this table, efbench.app.cli.help_text)
 TOP: dict[str, Rule] = {
-    "seed": Int(0),
-    "seeds": Rule("any", null=True, text="a list of distinct integers >= 0 or null"),
-    "budget.iters": Int(1, null=True),
-    "budget.bits": Num(0, lo_open=True, null=True),
-    "budget.epochs": Num(0, lo_open=True, null=True),
-    "log_every": Int(1, null=True),
+    "seed": Int(0).described("the run's randomness (sampling, random compressors, coins)"),
+    "seeds": Rule("any", null=True, text="a list of distinct integers >= 0 or null").described(
+        "a list, e.g. [0,1,2]: those seeds batched in one process (seed=<s>/ subdirs)"
+    ),
+    "budget.iters": Int(1, null=True).described(
+        "the method's steps (local_sgd: rounds; asynchronous methods: server updates)"
+    ),
+    "budget.bits": Num(0, lo_open=True, null=True).described(
+        "mean cumulative uplink bits per worker (alone: a run silent for max(10000, its steps "
+        "before) steps ends stalled)"
+    ),
+    "budget.epochs": Num(0, lo_open=True, null=True).described("gradient-oracle calls / (n m)"),
+    "log_every": Int(1, null=True).described("log metrics every this many steps; null: at log-spaced steps"),
     "log_per_decade": Rule(
         "num",
         lo=LOG_PER_DECADE_MIN,
         lo_open=True,
         text=f"a number > {LOG_PER_DECADE_MIN:.4g}, so that 10^(1/log_per_decade), the growth of "
         "the logged steps, is a finite float",
+    ).described("log-spaced: steps 1..10, then about 10^(1/10) = 1.26 times the last"),
+    "x0": Choice("zero", "shift").described(
+        "the start: zero, or shift (x* + dataset.x0_shift * ones, the authors' choice)"
     ),
-    "x0": Choice("zero", "shift"),
-    "diverge_factor": Num(1, lo_open=True),
-    "diverge_level": Num(1, lo_open=True),
-    "progress": BOOL,
-    "engine": Choice("auto", "numpy", "numba"),
-    "problem.l2": Num(0),
-    "problem.l2_mode": Choice("relative", "absolute"),
-    "problem.regularizer": Choice("l2", "nonconvex"),
-    "problem.lam_nc": POSITIVE,
-    "bits.float_bits": Choice(16, 32, 64),
-    "bits.index_bits": BOOL,
-    "data.dir": STR,
-    "data.mirror": Rule("str", null=True),
-    "data.split": Choice("shuffle", "file", "label_sorted", "dirichlet", "head_shuffle", "norm_sorted"),
-    "data.seed": Int(0),
-    "data.alpha": POSITIVE,
+    "diverge_factor": Num(1, lo_open=True).described(
+        "diverged at once when f(x) > factor * f(x0), or nan/inf"
+    ),
+    "diverge_level": Num(1, lo_open=True).described(
+        "diverged when f(x) > level * f(x0) at every log point of the run's last half (from step "
+        "1000 on, and at its end)"
+    ),
+    "progress": BOOL.described("a progress bar while a run steps (on a terminal only)"),
+    "engine": Choice("auto", "numpy", "numba").described(
+        "numba = a compiled fused step for ec_sgd*/ec_lsvrg (batch 1; identity, ht, topk); auto "
+        "uses it where it applies"
+    ),
+    "problem.l2": Num(0).described(
+        "relative: l2 * L_data (SPEC.md default); absolute: the number itself; 0: convex, mu = 0"
+    ),
+    "problem.l2_mode": Choice("relative", "absolute").described("how problem.l2 is read"),
+    "problem.regularizer": Choice("l2", "nonconvex").described(
+        "nonconvex: lam_nc sum_j x_j^2/(1 + x_j^2) instead (EF21, 3PC; l2 unused, no x*, f*)"
+    ),
+    "problem.lam_nc": POSITIVE.described("the nonconvex regularizer's weight (regularizer=nonconvex)"),
+    "bits.float_bits": Choice(16, 32, 64).described(
+        "the bits a float costs in the counts only; values are computed and sent in float64, never rounded"
+    ),
+    "bits.index_bits": BOOL.described("false: charge values only (the authors' reference code)"),
+    "data.dir": STR.described("download + parsed-array cache; relative: to where efbench is launched"),
+    "data.mirror": Rule("str", null=True).described("local folder with <name>.bz2: no network"),
+    "data.split": Choice(
+        "shuffle", "file", "label_sorted", "dirichlet", "head_shuffle", "norm_sorted"
+    ).described("how rows go to workers: head_shuffle is the authors'; norm_sorted spreads L_i"),
+    "data.seed": Int(0).described("permutation of the rows, independent of the run's seed"),
+    "data.alpha": POSITIVE.described("Dirichlet concentration for split=dirichlet"),
     "dataset.name": STR,
     "dataset.source": Choice("libsvm", "synthetic", "sklearn", "counterexample"),
     "dataset.libsvm_name": STR,
@@ -118,6 +145,18 @@ OPTIONAL = (
 )
 # the groups of keys a config is made of: each a mapping, never a value
 GROUPS = ("budget", "problem", "bits", "data", "dataset", "sampling", "stepsize", "method", "compressor")
+# what each config group chooses (efbench --help)
+GROUP_DOCS = {
+    "dataset": "the data, split over dataset.n_workers workers of dataset.m rows",
+    "method": "the distributed method",
+    "compressor": "what a worker's message goes through (methods that compress)",
+    "sampling": "a stochastic gradient's rows (methods that sample)",
+    "stepsize": "gamma: theory (the method's paper), reference (1/L), constant, decreasing",
+    "topology": "graph of the decentralized methods",
+    "network": "simulated time (time_sim)",
+    "participation": "which workers take part in a round (methods that allow it)",
+    "budget": "stop at whichever comes first; null = no limit",
+}
 OPTIONAL_GROUPS = ("topology", "network", "participation", "tune")
 STEPSIZE: dict[str, dict[str, Rule]] = {  # by stepsize.rule
     "theory": {"multiplier": POSITIVE},

@@ -32,7 +32,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from efbench.core import blocks
-from efbench.core.rules import POSITIVE, Int, Num, ruled
+from efbench.core.rules import POSITIVE, Choice, Int, Num, Rule, check_fields, ruled
 from efbench.errors import ConfigError, check_positive
 
 KINDS = ("identity", "contractive", "unbiased", "absolute")
@@ -81,6 +81,7 @@ class Compressor:
     def __post_init__(self) -> None:
         if self.float_bits not in (16, 32, 64):
             raise ConfigError("bits.float_bits", f"got {self.float_bits}", (16, 32, 64))
+        check_fields(self, "compressor")
 
     def validate(self, d: int) -> None:
         """Check parameters against the dimension; raise ConfigError naming the key."""
@@ -181,12 +182,10 @@ class TopK(Compressor):
     label: ClassVar[str] = "Top-{k}"  # as figures and tables show it: its fields by name
 
     k: int = ruled(1, Int(1))
-    ties: str = "index"
+    ties: str = ruled("index", Choice(*TIES))
 
     def validate(self, d):
         _check_k(self.k, d)
-        if self.ties not in TIES:
-            raise ConfigError("compressor.ties", f"got {self.ties!r}", TIES)
 
     @property
     def code(self) -> int:
@@ -440,15 +439,13 @@ class NaturalDithering(Compressor):
     label: ClassVar[str] = "NatDith s={s}"  # as figures and tables show it: its fields by name
 
     s: int = ruled(4, Int(1))
-    norm: float = ruled(2.0, Num())  # the p of ||x||_p; p >= 1 is checked by validate
+    norm: float = ruled(2.0, Rule("num", lo=1, infinite=True))  # the p of ||x||_p
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
     def validate(self, d):
         if int(self.s) != self.s or self.s < 1:
             raise ConfigError("compressor.s", f"number of levels must be an integer >= 1, got {self.s}")
-        if not self.norm >= 1:
-            raise ConfigError("compressor.norm", f"got {self.norm}", "a number >= 1 (the p of ||x||_p)")
 
     def omega(self, d):
         t = d ** (1.0 / min(self.norm, 2.0)) * 2.0 ** (1 - self.s)
@@ -565,9 +562,9 @@ class Compose(Compressor):
 
     label: ClassVar[str] = "{outer}-{k} ∘ {inner}"  # as figures and tables show it: its fields by name
 
-    outer: str = "topk"
+    outer: str = ruled("topk", Choice("topk", "randk"))
     k: int = ruled(1, Int(1))
-    inner: str = "natural"
+    inner: str = ruled("natural", Choice(*INNER))
     s: int = ruled(4, Int(1))  # levels of a qsgd or natural_dithering inner
     randomized: ClassVar[bool] = True
 
@@ -588,15 +585,11 @@ class Compose(Compressor):
 
     def quantizer(self) -> Compressor:
         """The inner compressor Q."""
-        cls = INNER.get(self.inner)
-        if cls is None:
-            raise ConfigError("compressor.inner", f"got {self.inner!r}", tuple(INNER))
+        cls = INNER[self.inner]
         levels = {} if cls is Natural else {"s": self.s}
         return cls(float_bits=self.float_bits, index_bits=self.index_bits, **levels)
 
     def validate(self, d):
-        if self.outer not in ("topk", "randk"):
-            raise ConfigError("compressor.outer", f"got {self.outer!r}", ("topk", "randk"))
         _check_k(self.k, d)
         self.quantizer().validate(self.k)
 

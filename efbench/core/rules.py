@@ -45,6 +45,12 @@ class Rule:
     null: bool = False
     text: str = ""
     by_d: Bound | None = None
+    infinite: bool = False  # a number rule that takes inf too (the p of ||x||_p)
+    doc: str = ""  # what the key means, for efbench --help
+
+    def described(self, doc: str) -> Rule:
+        """This rule with the key's meaning ``doc``, shown by ``efbench --help``."""
+        return dataclasses.replace(self, doc=doc)
 
     def allowed(self) -> str:
         if self.text:
@@ -60,7 +66,7 @@ class Rule:
                 parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
             if self.hi < math.inf:
                 parts.append(f"<= {self.hi:g}")
-            out = noun + (" " + " and ".join(parts) if parts else "")
+            out = noun + (" " + " and ".join(parts) if parts else "") + (" or inf" if self.infinite else "")
         else:
             out = "a non-empty string" if self.kind == "str" else "anything"
         return out + (" or null" if self.null else "")
@@ -82,7 +88,8 @@ class Rule:
             )
         elif self.kind in ("int", "num"):
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            ok = number and (self.kind == "num" or isinstance(v, int)) and math.isfinite(v)
+            finite = math.isfinite(v) or (self.infinite and v == math.inf) if number else False
+            ok = number and (self.kind == "num" or isinstance(v, int)) and finite
             ok = ok and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
             if ok and 0 < abs(v) < TINY:
                 raise ConfigError(
@@ -131,3 +138,12 @@ def ruled(default: Any, rule: Rule) -> Any:
 def rule_of(f: dataclasses.Field) -> Rule | None:
     """The rule declared on a dataclass field with :func:`ruled`, or None."""
     return f.metadata.get("rule")
+
+
+def check_fields(obj: Any, group: str) -> None:
+    """Apply the rule declared on each field of the dataclass ``obj`` to its value, naming the
+    key ``group.field``: the checks the config walker makes, for an object built in Python."""
+    for f in dataclasses.fields(obj):
+        rule = rule_of(f)
+        if rule is not None and f.init:
+            rule.check(f"{group}.{f.name}", getattr(obj, f.name))

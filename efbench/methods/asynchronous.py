@@ -40,7 +40,7 @@ from efbench.core import blocks
 from efbench.core.rules import Choice, Num, Rule, ruled
 from efbench.core.stepsize import theory_gamma
 from efbench.errors import ConfigError, check_choice, check_positive
-from efbench.methods.base import Method, Round, State
+from efbench.methods.base import EC_FORMS, Method, Round, State
 from efbench.problems.base import Problem
 
 TIMES = ("fixed", "random", "heterogeneous")
@@ -260,6 +260,8 @@ class AsyncQSGD(AsyncSGD):
     worker sends Q(g) and the server steps x^{k+1} = x^k - gamma Q(g) (``ec_form=scaled``;
     ``plain``: Q(gamma g))."""
 
+    ec_forms: ClassVar[tuple[str, ...]] = EC_FORMS
+
     labels: ClassVar[dict[str, str]] = {"async_qsgd": "Async-QSGD"}
 
     compressed: ClassVar[bool] = True
@@ -292,6 +294,8 @@ class AsyncECSGD(AsyncSGD):
     Karimireddy 2020 analyse error feedback and delays in one framework). Any compressor, as
     for EC-SGD; the theory stepsize is the asynchronous rule, which the compressor does not
     enter (as EC-SGD's rule in efbench). ``err2`` = (1/n) sum_i ||e_i||^2."""
+
+    ec_forms: ClassVar[tuple[str, ...]] = EC_FORMS
 
     labels: ClassVar[dict[str, str]] = {"async_ec_sgd": "Async-EC-SGD"}
 

@@ -17,10 +17,10 @@ from efbench.core import blocks
 from efbench.core.compressors import Compressor, HardThreshold, Identity, Sign, TopK
 from efbench.core.estimation import EstimatorSpec
 from efbench.core.participation import Participation
-from efbench.core.rules import POSITIVE, PROB_OR_NULL, Choice, Num, ruled
+from efbench.core.rules import POSITIVE, PROB_OR_NULL, Choice, Num, check_fields, ruled
 from efbench.core.stepsize import Schedule
 from efbench.core.topology import mixing_matrix, spectral_gap
-from efbench.errors import ConfigError, check_choice, check_positive
+from efbench.errors import ConfigError, check_positive
 from efbench.methods.estimators import LSVRG, make_estimator
 from efbench.methods.memory import ErrorFeedback, compress
 from efbench.problems.base import Problem
@@ -101,13 +101,22 @@ class Method:
     estimator: dict = field(default_factory=lambda: {"kind": "full"})
     compressor: Compressor = field(default_factory=Identity)
     participation: Participation = field(default_factory=Participation)
-    ec_form: str = ruled("scaled", Choice("scaled", "plain"))
+    ec_form: str = ruled("scaled", Choice(*EC_FORMS))
+    # the ec_form values it computes (SPEC.md section 4), where it compresses a step gamma g
+    # (:meth:`compress_step`, :meth:`memory`): another than the default is refused
+    ec_forms: ClassVar[tuple[str, ...]] = ()
     compressed: ClassVar[bool] = True
     partial: ClassVar[bool] = False  # its analysis covers partial participation
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased", "absolute")
 
     def __post_init__(self) -> None:
-        check_choice("method.ec_form", self.ec_form, EC_FORMS)
+        check_fields(self, "method")
+        if self.ec_form != "scaled" and self.ec_form not in self.ec_forms:
+            raise ConfigError(
+                "method.ec_form",
+                f"method {self.name!r} computes {' or '.join(self.ec_forms) or 'no error-feedback form'}",
+                ("scaled", *self.ec_forms) if self.ec_forms else "scaled, the default",
+            )
         if not self.compressed:
             self.compressor = Identity(float_bits=self.compressor.float_bits)
         if not (self.participation.full or self.partial):
@@ -211,6 +220,8 @@ class CompressedGD(Method):
     """CGD: x^{k+1} = x^k - (1/n) sum_i gamma C(g_i^k), no error feedback. Known to diverge
     with biased compressors (Beznosikov et al. 2020): shown, not hidden."""
 
+    ec_forms: ClassVar[tuple[str, ...]] = EC_FORMS
+
     def step(self, problem, state, gamma, rng):
         g, state.est, calls = state.estimator(problem, state.est, state.x, rng)
         v, msg = self.compress_step(gamma, gamma * g, rng)
@@ -230,6 +241,8 @@ class ErrorCompensated(Method):
     With the full, SGD or L-SVRG estimator this is EC-GD, EC-SGD or EC-LSVRG. The memory rule
     is :class:`efbench.methods.memory.ErrorFeedback` with c = gamma g_i^k.
     """
+
+    ec_forms: ClassVar[tuple[str, ...]] = EC_FORMS
 
     metrics: ClassVar[tuple[str, ...]] = ("err2",)
 
@@ -406,6 +419,7 @@ class MemSGD(ErrorCompensated):
     """
 
     labels: ClassVar[dict[str, str]] = {"mem_sgd": "Mem-SGD"}
+    ec_forms: ClassVar[tuple[str, ...]] = ("plain",)  # m_t + eta_t g_t
 
     a: float = ruled(2.0, POSITIVE)
     b: float | None = ruled(None, Num(0, lo_open=True, null=True))
@@ -466,6 +480,7 @@ class EFSignSGD(ErrorCompensated):
     e_i = p_i - v_i, x -= mean_i v_i. The compressor is always the scaled sign."""
 
     labels: ClassVar[dict[str, str]] = {"ef_signsgd": "EF-signSGD"}
+    ec_forms: ClassVar[tuple[str, ...]] = ("plain",)  # p_i = gamma g_i + e_i
 
     def __post_init__(self) -> None:
         self.compressor = Sign(float_bits=self.compressor.float_bits)
@@ -490,6 +505,8 @@ class DoubleSqueeze(Method):
     (``ec_form=scaled`` compresses in gradient units: gamma C(. / gamma)). Both are
     :class:`efbench.methods.memory.ErrorFeedback`.
     """
+
+    ec_forms: ClassVar[tuple[str, ...]] = EC_FORMS
 
     labels: ClassVar[dict[str, str]] = {"double_squeeze": "DoubleSqueeze"}
 
@@ -593,6 +610,7 @@ class DeepSqueeze(Decentralized):
     """
 
     labels: ClassVar[dict[str, str]] = {"deep_squeeze": "DeepSqueeze"}
+    ec_forms: ClassVar[tuple[str, ...]] = ("plain",)
 
     eta: float = ruled(0.05, Num(0))  # > 0: DeepSqueeze's own check
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from efbench.core.compressors import Compressor, Identity, RandK, TopK, sparse_bits
-from efbench.core.rules import PROB_OR_NULL, Bound, Int, Num, ruled
+from efbench.core.rules import PROB_OR_NULL, Bound, Choice, Int, Num, Rule, ruled
 from efbench.errors import ConfigError, check_choice, check_positive
 from efbench.methods.base import Method, Round, State, _dense_message
 from efbench.problems.base import Problem
@@ -361,6 +361,10 @@ def _check_k2(k2: object, d: int) -> None:
         )
 
 
+# the mechanisms 3PCv3 takes as its M1: those without an inner mechanism of their own
+INNER_MECHANISMS = [k for k, c in MECHANISMS.items() if "inner" not in c.settings()]
+
+
 def build_mechanism(key: str, compressor: Compressor, values: dict[str, Any]) -> Mechanism:
     """The mechanism ``key`` with the settings it takes from ``values`` (3PCv3's ``inner``
     names another mechanism, built with the same settings). Raises ConfigError naming the
@@ -373,7 +377,7 @@ def build_mechanism(key: str, compressor: Compressor, values: dict[str, Any]) ->
         if v is None:
             raise ConfigError(f"method.{name}", f"mechanism {key} needs it, got null")
         if name == "inner":
-            check_choice("method.inner", v, [k for k, c in MECHANISMS.items() if "inner" not in c.settings()])
+            check_choice("method.inner", v, INNER_MECHANISMS)
             v = build_mechanism(v, compressor, values)
         kwargs[name] = v
     return cls(compressor=compressor, **kwargs)
@@ -504,18 +508,21 @@ class ThreePC(ThreePointMethod):
         "3pcv5": "3PCv5",
     }
 
-    mechanism: str = "ef21"
-    zeta: float | None = ruled(None, Num(0))
+    mechanism: str = ruled("ef21", Choice(*MECHANISMS))
+    zeta: float | None = ruled(None, Num(0, null=True))
     k2: int | None = ruled(None, Int(1, null=True, by_d=Bound("K", lambda d: d, "d")))  # of d entries
     p: float | None = ruled(None, PROB_OR_NULL)
-    inner: str | None = None
+    inner: str | None = ruled(
+        None,
+        Rule(
+            "choice",
+            choices=tuple(k for k, c in MECHANISMS.items() if "inner" not in c.settings()),
+            null=True,
+        ),
+    )
     metrics: ClassVar[tuple[str, ...]] = ("skipped_frac",)
 
     def __post_init__(self) -> None:
-        if self.zeta is not None:
-            check_positive("method.zeta", self.zeta, allow_zero=True)
-        if self.p is not None and not 0.0 < self.p <= 1.0:
-            raise ConfigError("method.p", f"must be in (0, 1], got {self.p}")
         super().__post_init__()
         taken = _taken(self.make_mechanism())
         for name in ("zeta", "k2", "p", "inner"):
