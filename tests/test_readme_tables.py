@@ -1,8 +1,8 @@
 """The README's tables of options are checked against the registries they describe: every
-option file of a config group is named in its row of the "group | options" table, and every method is in exactly one row
-of "Methods and the compressors they take", whose "takes" column is what its class accepts
-(``Method.accepts``, ``Method.compressed``). A new option or a changed rule fails here until
-the README says it."""
+option file of a config group is named in its row of the "group | options" table, and every
+method is in exactly one row of "Methods and the compressors they take", whose "takes"
+column is what its class accepts (``Method.accepts``, ``Method.compressed``). A new option
+or a changed rule fails here until the README says it."""
 
 from __future__ import annotations
 
