@@ -35,6 +35,7 @@ from efbench.config.legacy import current
 from efbench.core.estimation import KINDS as ESTIMATOR_KINDS
 from efbench.core.rules import BOOL, POSITIVE, PROB, STR, TINY, Choice, Int, Num, Rule, rule_of
 from efbench.errors import ConfigError
+from efbench.problems.sources import SOURCE_KEYS, SOURCES
 
 EPS = sys.float_info.epsilon
 # log-spaced logging multiplies the step by 10^(1/log_per_decade), which must be a float
@@ -98,7 +99,7 @@ TOP: dict[str, Rule] = {
     "data.seed": Int(0).described("permutation of the rows, independent of the run's seed"),
     "data.alpha": POSITIVE.described("Dirichlet concentration for split=dirichlet"),
     "dataset.name": STR,
-    "dataset.source": Choice("libsvm", "synthetic", "sklearn", "counterexample"),
+    "dataset.source": Choice(*SOURCES),
     "dataset.libsvm_name": STR,
     "dataset.n_workers": Int(1),
     "dataset.m": Int(1),
@@ -126,6 +127,8 @@ TOP: dict[str, Rule] = {
     "participation.size": Int(1, null=True),
     "participation.p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
 }
+# dataset keys a source that does not read them refuses unless null (the others: deleted)
+TOP_KEYS_NULL = ("synthetic_of",)
 # keys a run does without: a default in the code, or needed only by some data (the
 # dataset rules below) or some settings (participation.size/p: by kind)
 OPTIONAL = (
@@ -429,17 +432,7 @@ def _batch_within_m(c: dict, choices: Mapping[str, str]) -> None:
 
 def _shape(ds: dict) -> tuple[int | None, int | None]:
     """The dataset's rows and features as its config and the known files tell them."""
-    from efbench.problems.datasets import BREAST_CANCER_FEATURES, BREAST_CANCER_ROWS, LIBSVM_FILES
-
-    if ds["source"] == "synthetic":
-        syn = ds.get("synthetic", {})
-        return syn.get("rows") or ds["n_workers"] * ds["m"], syn.get("features")
-    if ds["source"] == "sklearn":
-        return BREAST_CANCER_ROWS, BREAST_CANCER_FEATURES
-    if ds["source"] == "counterexample":
-        return 3, 3
-    spec = LIBSVM_FILES.get(ds.get("libsvm_name"))
-    return (spec.rows, spec.features) if spec else (None, None)
+    return SOURCES[ds["source"]].shape(ds)
 
 
 def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
@@ -455,20 +448,20 @@ def _rows_enough(c: dict, choices: Mapping[str, str]) -> None:
 
 
 def _dataset_keys(c: dict, choices: Mapping[str, str]) -> None:
-    """The keys the dataset's source reads, and only those: ``libsvm_name`` for a LIBSVM
-    file, ``synthetic`` (with what its generator reads) for synthetic data; the
-    counterexample is 3 workers of one row each (Beznosikov et al. 2020's 3 quadratics)."""
+    """The keys the dataset's source reads, and only those
+    (:data:`efbench.problems.sources.SOURCES`): ``libsvm_name`` for a LIBSVM file,
+    ``synthetic`` (with what its generator reads) for synthetic data; and the workers a
+    source is made of (the counterexample: 3 workers of one row each)."""
     ds = c["dataset"]
     source = ds["source"]
     if source == "libsvm" and "libsvm_name" not in ds:
         raise ConfigError(
             "dataset.libsvm_name", "missing: a LIBSVM dataset needs it", TOP["dataset.libsvm_name"].allowed()
         )
-    for key, used in (("libsvm_name", source == "libsvm"), ("synthetic", source == "synthetic")):
-        if not used and ds.get(key) is not None:
-            raise ConfigError(f"dataset.{key}", f"is not read from {source} data", f"~dataset.{key}")
-    if source != "synthetic" and ds.get("synthetic_of") is not None:
-        raise ConfigError("dataset.synthetic_of", f"is not read from {source} data", "null")
+    for key in SOURCE_KEYS:
+        if key not in SOURCES[source].reads and ds.get(key) is not None:
+            allowed = "null" if key in TOP_KEYS_NULL else f"~dataset.{key}"
+            raise ConfigError(f"dataset.{key}", f"is not read from {source} data", allowed)
     if source == "synthetic":
         keys = SYNTHETIC_KEYS[ds.get("synthetic_of")]
         syn = ds.get("synthetic", {})
@@ -485,12 +478,14 @@ def _dataset_keys(c: dict, choices: Mapping[str, str]) -> None:
         for k in syn:
             if k not in keys:
                 raise ConfigError(f"dataset.synthetic.{k}", f"is not read by {what}", ", ".join(keys))
-    if source == "counterexample":
-        for key, want in (("n_workers", 3), ("m", 1)):
+    workers = SOURCES[source].workers
+    if workers is not None:
+        for key, want in zip(("n_workers", "m"), workers, strict=True):
             if ds[key] != want:
                 raise ConfigError(
                     f"dataset.{key}",
-                    f"the counterexample is 3 workers of one row each, got {ds[key]}",
+                    f"{SOURCES[source].what(ds)} is {workers[0]} workers of {workers[1]} row(s) each, "
+                    f"got {ds[key]}",
                     (want,),
                 )
 
@@ -502,13 +497,7 @@ def _dataset_name(c: dict, choices: Mapping[str, str]) -> None:
     preset = options("dataset").get(ds["name"])
     keys = ("source", "libsvm_name", "synthetic_of")
     if preset is not None and any(preset.get(k) != ds.get(k) for k in keys):
-        what = {
-            "libsvm": f"the LIBSVM file {ds.get('libsvm_name')!r}",
-            "synthetic": "synthetic data"
-            + (f" shaped like {ds['synthetic_of']}" if ds.get("synthetic_of") else ""),
-            "sklearn": "scikit-learn's breast cancer data",
-            "counterexample": "the counterexample",
-        }[ds["source"]]
+        what = SOURCES[ds["source"]].what(ds)
         raise ConfigError(
             "dataset.name",
             f"{ds['name']!r} is another dataset's name, and these data are {what}",
@@ -704,8 +693,9 @@ def _method_rules(c: dict, choices: Mapping[str, str], d: int | None) -> None:
         )
     if c["engine"] == "numba":
         why = method.unfused()
-        if why is None and ds["source"] == "counterexample":
-            why = "the counterexample's quadratic problem has no compiled step"
+        source = SOURCES[ds["source"]]
+        if why is None and not source.logistic:
+            why = f"{source.what(ds)}'s {source.problem} problem has no compiled step"
         if why is not None:
             raise ConfigError("engine", f"numba cannot run this: {why}", ("auto", "numpy"))
 
@@ -719,8 +709,11 @@ def _fednl(method: Any, c: dict, d: int | None) -> None:
     if not isinstance(method, FedNL):
         return
     p, n = c["problem"], c["dataset"]["n_workers"]
-    if c["dataset"]["source"] == "counterexample":
-        raise ConfigError("dataset", "FedNL's Hessians are the logistic loss's, not the counterexample's")
+    source = SOURCES[c["dataset"]["source"]]
+    if not source.logistic:
+        raise ConfigError(
+            "dataset", f"FedNL's Hessians are the logistic loss's, not {source.what(c['dataset'])}'s"
+        )
     if p["regularizer"] != "l2":
         raise ConfigError(
             "problem.regularizer", "FedNL's Hessians are the l2-regularized logistic loss's", ("l2",)
@@ -754,7 +747,7 @@ def _stepsize_on_stand_ins(method: Any, c: dict, d: int) -> None:
     from efbench.core.stepsize import make_schedule
 
     ds = c["dataset"]
-    no_mu = ds["source"] != "counterexample" and (
+    no_mu = SOURCES[ds["source"]].logistic and (
         c["problem"]["regularizer"] == "nonconvex" or c["problem"]["l2"] == 0
     )
     mu = math.nan if no_mu else 1.0
@@ -781,8 +774,11 @@ def _regularizer(c: dict, choices: Mapping[str, str]) -> None:
     data, started at zero (it has no x*), on the numpy engine."""
     if c["problem"]["regularizer"] != "nonconvex":
         return
-    if c["dataset"]["source"] == "counterexample":
-        raise ConfigError("problem.regularizer", "the counterexample is a problem of its own", ("l2",))
+    source = SOURCES[c["dataset"]["source"]]
+    if not source.logistic:
+        raise ConfigError(
+            "problem.regularizer", f"{source.what(c['dataset'])} is a problem of its own", ("l2",)
+        )
     if c["x0"] == "shift":
         raise ConfigError(
             "x0", "shift starts from x* + x0_shift, and the nonconvex problem has no x*", ("zero",)

@@ -39,6 +39,7 @@ from efbench.methods.samplers import sampling_of
 from efbench.problems.datasets import data_dir, load_dataset, partition
 from efbench.problems.logistic import LogisticProblem, QuadraticProblem, load_spectra, optimum
 from efbench.problems.nonconvex import NonconvexLogisticProblem, optimum_without_mu
+from efbench.problems.sources import SOURCES
 from efbench.run import results
 from efbench.run.provenance import provenance
 
@@ -46,7 +47,6 @@ log = logging.getLogger("efbench")
 
 _NAMED_CACHES: set[str] = set()  # the data caches this process has named in its log
 X0_CHOICES = ("zero", "shift")
-SOURCES = ("libsvm", "sklearn", "synthetic", "counterexample")
 L2_MODES = ("relative", "absolute")
 REGULARIZERS = ("l2", "nonconvex")
 
@@ -103,7 +103,7 @@ def build_setup(cfg: DictConfig) -> Setup:
 
 def _build_setup(cfg: DictConfig) -> Setup:
     check_choice("dataset.source", cfg.dataset.source, SOURCES)
-    if cfg.dataset.source == "counterexample":
+    if SOURCES[cfg.dataset.source].problem == "quadratic":  # the counterexample's, fixed
         problem = QuadraticProblem.counterexample()
         constants = problem.constants()
         constants["f_star"] = 0.0
