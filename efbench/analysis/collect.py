@@ -29,6 +29,7 @@ from efbench.config.legacy import current
 from efbench.config.schema import options
 from efbench.config.tune import TuneSpec
 from efbench.core.compressors import Compressor
+from efbench.core.estimation import EstimatorSpec
 from efbench.core.network import COUNTS, Profile, simulated_time
 from efbench.errors import ConfigError
 from efbench.run.results import ERROR, UNREADABLE, verified
@@ -170,13 +171,13 @@ def _compressor_options() -> dict[str, str]:
 def _run_row(path: Path, root: Path, summ: dict) -> dict[str, object]:
     cfg = flatten(summ.get("config", {}))
     choices = summ.get("choices") or {}
-    est = summ.get("config", {}).get("method", {}).get("estimator", {})
+    est = EstimatorSpec.of(summ.get("config", {}).get("method", {}).get("estimator", {}))
     row: dict[str, object] = {
         "run": str(path.parent.relative_to(root)) if path.parent != root else ".",
         "dataset": cfg.get("dataset.name"),
         "method": cfg.get("method.name"),
         "compressor": _compressor_name(summ, cfg),
-        "sampling": est.get("sampling") if est.get("kind", "full") != "full" else "full",
+        "sampling": est.sampling if est.stochastic else "full",
         "stepsize": cfg.get("stepsize.rule"),
         "seed": cfg.get("seed"),
         "status": summ.get("status"),

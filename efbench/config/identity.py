@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,10 @@ BATCHABLE = (
     "network",  # simulated time only: any network.<key>
 )
 BATCH_KEY = "efbench_batch"  # a grouped job's runs, as each run's own overrides (JSON)
-# the batchable keys that are leaves of the config's top level (the others are dotted;
-# a bare group name such as ``stepsize=constant`` changes the defaults list: not batchable)
-TOP_LEVEL = ("seed", "x0")
+# the batchable keys that are leaves of the config's top level, not config groups (the
+# others are dotted; a bare group name such as ``stepsize=constant`` changes the defaults
+# list: not batchable)
+TOP_LEVEL = tuple(b for b in BATCHABLE if "." not in b and not files("efbench.conf").joinpath(b).is_dir())
 
 
 # keys added after results existed, hashed only when set to something else than the value

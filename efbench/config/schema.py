@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from efbench.config.identity import BATCH_KEY
 from efbench.config.legacy import current
 from efbench.core.estimation import KINDS as ESTIMATOR_KINDS
+from efbench.core.estimation import EstimatorSpec
 from efbench.core.rules import BOOL, POSITIVE, PROB, STR, TINY, Choice, Int, Num, Rule, rule_of
 from efbench.errors import ConfigError
 from efbench.problems.sources import SOURCE_KEYS, SOURCES
@@ -423,11 +424,9 @@ def _some_budget(c: dict, choices: Mapping[str, str]) -> None:
 
 def _batch_within_m(c: dict, choices: Mapping[str, str]) -> None:
     batch, m = c["sampling"]["batch"], c["dataset"]["m"]
-    est = c["method"].get("estimator", {})
-    if est.get("kind", "full") != "full" and est.get("batch", batch) > m:
-        raise ConfigError(
-            "sampling.batch", f"{est.get('batch', batch)} draws from m = {m} rows per worker", f"1..{m}"
-        )
+    est = EstimatorSpec.of({"batch": batch, **c["method"].get("estimator", {})})
+    if est.stochastic and est.batch > m:
+        raise ConfigError("sampling.batch", f"{est.batch} draws from m = {m} rows per worker", f"1..{m}")
 
 
 def _shape(ds: dict) -> tuple[int | None, int | None]:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from efbench.config import schema
 from efbench.config.build import build_method
 from efbench.config.identity import BATCHABLE, config_hash, group_key
+from efbench.core.estimation import EstimatorSpec
 from efbench.core.network import Profile, measured_c_grad, simulated_time
 from efbench.core.stepsize import make_schedule
 from efbench.engine import signals
@@ -262,9 +263,12 @@ def new_summary(cfg: DictConfig, chash: str, choices: dict[str, str] | None) -> 
     config.pop("hydra", None)
     choices = dict(choices or {})
     if "sampling" in choices:
-        est = config.get("method", {}).get("estimator", {})
-        est = est if isinstance(est, dict) else {}  # an invalid one (schema.validate says why)
-        choices["sampling"] = est.get("sampling", "none") if est.get("kind", "full") != "full" else "none"
+        block = config.get("method", {}).get("estimator", {})
+        try:
+            est = EstimatorSpec.of(block)
+        except (AttributeError, TypeError):  # an invalid block (schema.validate says why)
+            est = EstimatorSpec()
+        choices["sampling"] = est.sampling if est.stochastic else "none"
     return {
         "status": "running",
         "config_hash": chash,
