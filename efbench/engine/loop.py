@@ -18,19 +18,19 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from efbench.core import blocks, network
-from efbench.core.compressors import index_width
 from efbench.core.network import Profile
 from efbench.core.stepsize import Schedule
 from efbench.engine import signals
-from efbench.engine.fused import SNAPSHOT_COLUMNS, ec_advance
+from efbench.engine.counts import Counters, Points
+from efbench.engine.fused import Budget, FusedBatch
 from efbench.errors import ConfigError
-from efbench.methods.base import FusedSpec, Method, Round, State
+from efbench.methods.base import FusedSpec, Method
 from efbench.problems.base import Problem
 
 log = logging.getLogger("efbench")
@@ -160,121 +160,6 @@ class Outcome:
 
     def __len__(self) -> int:
         return len(self.columns["step"])
-
-
-@dataclass
-class Points:
-    """Log points of the runs of a batch, as columns: each point's run, step, model and
-    cumulative counts (one entry per point; ``net`` and ``X`` have a row per point)."""
-
-    run: np.ndarray  # (S,) index of the point's run in the batch
-    step: np.ndarray  # (S,) int64
-    X: np.ndarray  # (S, d) the run's model there
-    bits_sum: np.ndarray  # uplink bits summed over the workers
-    bits_max: np.ndarray  # the largest worker's uplink bits
-    nnz_sum: np.ndarray
-    calls: np.ndarray  # oracle calls per worker
-    net: np.ndarray  # (S, len(network.COUNTS))
-    rounds: np.ndarray
-    rounds_down: np.ndarray
-    bits_down: np.ndarray
-    skipped: np.ndarray
-    measured: dict[str, np.ndarray]  # the method's measured metrics
-    time: np.ndarray  # wall seconds since the batch started, when the run was there
-
-    @staticmethod
-    def concat(parts: list[Points]) -> Points:
-        """The points of ``parts`` in order (they share their measured metrics' names)."""
-        return Points(
-            **{
-                f.name: (
-                    {k: np.concatenate([p.measured[k] for p in parts]) for k in parts[0].measured}
-                    if f.name == "measured"
-                    else np.concatenate([getattr(p, f.name) for p in parts])
-                )
-                for f in fields(Points)
-            }
-        )
-
-
-class Counters:
-    """Per-run cumulative counts of a batch: uplink bits and coordinates per worker (R, n),
-    downlink bits, oracle calls per worker, skipped messages, rounds, rounds with a
-    broadcast, the latest rounds in a row without uplink bits (R,), and the per-round network
-    quantities (R, len(network.COUNTS))."""
-
-    def __init__(self, R: int, n: int, m: int):
-        self.m, self.n = m, n
-        self.bits = np.zeros((R, n), dtype=np.int64)
-        self.nnz = np.zeros((R, n), dtype=np.int64)
-        self.bits_down = np.zeros(R, dtype=np.int64)
-        self.calls = np.zeros(R)
-        self.skipped = np.zeros(R, dtype=np.int64)
-        self.rounds = np.zeros(R, dtype=np.int64)
-        self.rounds_down = np.zeros(R, dtype=np.int64)
-        self.silent = np.zeros(R, dtype=np.int64)
-        self.net = np.zeros((R, len(network.COUNTS)))
-
-    def add(self, r: int, rnd: Round) -> None:
-        self.skipped[r] += rnd.skipped
-        self.rounds[r] += 1
-        self.rounds_down[r] += rnd.bits_down > 0
-        self.silent[r] = 0 if rnd.bits_up.any() else self.silent[r] + 1
-        link = rnd.bits_up if rnd.link_bits is None else rnd.link_bits
-        network.add_round(
-            self.net[r],
-            float(rnd.bits_up.max()),
-            float(rnd.bits_up.min()),
-            float(np.max(link)),
-            bool(rnd.bits_up.any()),
-            float(np.max(rnd.calls)),
-        )
-        self.bits[r] += rnd.bits_up
-        self.bits_down[r] += rnd.bits_down
-        self.nnz[r] += rnd.nnz
-        self.calls[r] += rnd.calls if np.isscalar(rnd.calls) else float(rnd.calls.mean())
-
-    def point(self, r: int, step: int, x: np.ndarray, measured: dict[str, float], time: float) -> Points:
-        """Run r's counts now, with its model x and its method's measured metrics."""
-        one = _column_of_one
-        return Points(
-            np.array([r]),
-            np.array([step], dtype=np.int64),
-            x[None].copy(),
-            one(self.bits[r].sum()),
-            one(self.bits[r].max()),
-            one(self.nnz[r].sum()),
-            one(self.calls[r]),
-            self.net[r][None].copy(),
-            one(self.rounds[r]),
-            one(self.rounds_down[r]),
-            one(self.bits_down[r]),
-            one(self.skipped[r]),
-            {k: one(v) for k, v in measured.items()},
-            one(time),
-        )
-
-    def over_budget(self, r: int, lim: Limits) -> bool:
-        """Checked before each step, as the compiled step checks it (bits are integers, so the
-        mean is exact in any summation order)."""
-        return (
-            self.bits[r].sum() / self.n >= lim.bits
-            or self.calls[r] / self.m >= lim.epochs
-            or self.stalled(r, lim)
-        )
-
-    def stalled(self, r: int, lim: Limits) -> bool:
-        """Run r, on a bits-only budget, has sent no uplink bits in its last s rounds, s >=
-        max(STALL_STEPS, the rounds before them): it stops, as the compiled step stops it.
-        A silence that lasts as long as the whole run before it is not a lazy method's pause
-        (LAG's skipped rounds, a hard threshold filling its error memory): the bits would reach
-        the budget never, or only after as many steps again."""
-        s = self.silent[r]
-        return bool(s >= max(lim.stall_floor, self.rounds[r] - s))
-
-
-def _column_of_one(v: float) -> np.ndarray:
-    return np.array([v], dtype=np.float64)
 
 
 def choose_engine(engine: str, runs: list[RunSpec], problem: Problem) -> list[FusedSpec] | None:
@@ -446,7 +331,8 @@ class _Batch:
                 marks.append(T)  # the last step: its row comes with the others
             t0 = time.perf_counter()
             if fused is not None:
-                took, snaps = fused.advance(live, T, self.rngs, self.counters, lim, self.step_time, marks)
+                budget = Budget(float(lim.bits), float(lim.epochs), lim.stall_floor)
+                took, snaps = fused.advance(live, T, self.rngs, self.counters, budget, self.step_time, marks)
             else:
                 took = _numpy_advance(
                     self.problem,
@@ -546,121 +432,3 @@ def _numpy_advance(problem, runs, states, rngs, live, k, T, counters, lim, step_
         states[r] = state
         step_time[r] += time.perf_counter() - t0
     return took
-
-
-class FusedBatch:
-    """The batch's arrays as the compiled step takes them: models X (R, d), error memories
-    E (R, n, d) and L-SVRG points (R, n, d), each run's State holding views of its rows."""
-
-    def __init__(self, problem: Problem, specs: list[FusedSpec], runs: list[RunSpec], states: list[State]):
-        self.p, self.spec = problem, specs[0]
-        self.X = np.stack([s.x for s in states])
-        self.E = np.stack([s.e for s in states])
-        lsvrg = self.spec.lsvrg
-        self.W = np.stack([s.est.w for s in states]) if lsvrg else self.E[:, :0]
-        self.GW = np.stack([s.est.gw for s in states]) if lsvrg else self.E[:, :0]
-        for r, s in enumerate(states):
-            s.x, s.e = self.X[r], self.E[r]
-            if lsvrg:
-                s.est.w, s.est.gw = self.W[r], self.GW[r]
-        self.lam = np.array([s.lam for s in specs])
-        self.k = np.array([s.k for s in specs], dtype=np.int64)
-        self.prob = np.array([s.p for s in specs])
-        self.schedules = [r.schedule for r in runs]
-        self.down = np.array([r.method.downlink(problem.d) for r in runs], dtype=np.int64)
-        self.coins = {0: 0, 1: 1, 2: problem.n}[self.spec.coin]
-        self.csr = problem.csr_arrays
-        self.index_width = index_width(problem.d)
-        if not ec_advance.signatures:  # first call in this process: compile or load from disk
-            t0 = time.perf_counter()
-            self.advance(
-                [], 1, [], Counters(len(runs), problem.n, problem.m), Limits(1, 0, 0, 1, 1), np.zeros(1)
-            )
-            log.info(
-                "compiled step ready in %.2f s (compiled once, then loaded from numba's cache)",
-                time.perf_counter() - t0,
-            )
-
-    def advance(
-        self,
-        live: list[int],
-        T: int,
-        rngs,
-        counters: Counters,
-        lim: Limits,
-        step_time: np.ndarray,
-        marks: list[int] = (),
-    ) -> tuple[np.ndarray, Callable[[int, float, float], Points]]:
-        """Up to T steps of the live runs in one compiled call, keeping each run's model and
-        counts after the steps ``marks`` (counted from this call's start): returns the steps
-        each live run took, and ``points(k, start, duration)``: the :class:`Points` the live
-        runs reached (see there)."""
-        p, s, n = self.p, self.spec, self.p.n
-        R = self.X.shape[0]
-        draws = np.zeros((R, T, n + self.coins))
-        gammas = np.zeros((R, T))
-        mask = np.zeros(R, dtype=bool)
-        mask[live] = True
-        for r in live:
-            draws[r] = rngs[r].random((T, n + self.coins))
-            gammas[r] = self.schedules[r].values(int(counters.rounds[r]), T)
-        steps = np.zeros(R, dtype=np.int64)
-        at = np.asarray(marks, dtype=np.int64)
-        SX = np.empty((R, at.size, self.X.shape[1]))
-        SC = np.empty((R, at.size, SNAPSHOT_COLUMNS))
-        before = counters.rounds.copy(), counters.rounds_down.copy(), counters.bits_down.copy()
-        t0 = time.perf_counter()
-        ec_advance(
-            (p.flat, p.yflat, *self.csr, p.m, s.cdf, s.weights),
-            (self.X, self.E, self.W, self.GW),
-            draws,
-            gammas,
-            (self.lam, self.k, self.prob),
-            (s.comp, s.scaled, p.l2, s.float_bits, self.index_width, s.index_bits, s.lsvrg, s.coin),
-            (float(lim.bits), float(lim.epochs), lim.stall_floor),
-            (
-                mask,
-                counters.bits,
-                counters.nnz,
-                counters.calls,
-                steps,
-                counters.net,
-                counters.silent,
-                counters.rounds,
-            ),
-            (at, SX, SC),
-        )
-        elapsed = time.perf_counter() - t0
-        counters.rounds += steps
-        counters.bits_down += steps * self.down
-        counters.rounds_down += steps * (self.down > 0)
-        if live:
-            step_time[live] += elapsed / len(live)
-
-        took = steps[live]
-
-        def points(k: int, start: float, duration: float) -> Points:
-            """The live runs' points at the marks they reached, for a call that started at
-            step k, ``start`` seconds into the batch, and took ``duration`` seconds."""
-            t, j = np.nonzero(at[None, :] <= took[:, None])  # by run, then mark
-            r = np.asarray(live, dtype=np.int64)[t]
-            mk = at[j]
-            c = SC[r, j]
-            return Points(
-                r,
-                k + mk,
-                SX[r, j],
-                c[:, 0],
-                c[:, 1],
-                c[:, 2],
-                c[:, 3],
-                c[:, 4 : 4 + len(network.COUNTS)],
-                (before[0][r] + mk).astype(np.float64),
-                (before[1][r] + mk * (self.down[r] > 0)).astype(np.float64),
-                (before[2][r] + mk * self.down[r]).astype(np.float64),
-                np.zeros(r.size),
-                {"err2": c[:, -1]},
-                start + mk / T * duration,
-            )
-
-        return took, points
