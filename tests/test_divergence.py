@@ -1,5 +1,5 @@
 """Divergence for every loss (efbench.engine.loop.divergence) and bits-only budgets that stop
-when the messages stop (efbench.engine.loop.Counters.stalled), on both engines."""
+when the messages stop (efbench.engine.counts.Counters.stalled), on both engines."""
 
 from __future__ import annotations
 
