@@ -42,13 +42,13 @@ def margin_coef(y: float, z: float) -> float:
     return y * loss_and_dloss(y * z)[1]
 
 
-@vectorize(["float64(float64, float64)"], cache=True)
+@vectorize(cache=True)  # compiled at its first call: no compiling at import
 def margin_coef_ufunc(y: float, z: float) -> float:  # pragma: no cover - compiled
     """:func:`margin_coef` element-wise over arrays."""
     return margin_coef(y, z)
 
 
-@vectorize(["float64(float64)"], cache=True)
+@vectorize(cache=True)  # compiled at its first call: no compiling at import
 def margin_loss_ufunc(t: float) -> float:  # pragma: no cover - compiled
     """log(1 + e^-t) element-wise (:func:`loss_and_dloss`)."""
     return loss_and_dloss(t)[0]
@@ -192,7 +192,7 @@ def message_bits(count: int, d: int, value_bits: int, index_width: int, index_bi
     return count * value_bits + min(count * index_width, d)
 
 
-@vectorize(["int64(int64, int64, int64, int64, boolean)"], cache=True)
+@vectorize(cache=True)  # compiled at its first call: no compiling at import
 def message_bits_ufunc(count, d, value_bits, index_width, index_bits):  # pragma: no cover - compiled
     """:func:`message_bits` element-wise."""
     return message_bits(count, d, value_bits, index_width, index_bits)
