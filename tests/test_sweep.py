@@ -9,6 +9,7 @@ from test_cli import cfg_of, efbench
 from efbench.analysis import plots
 from efbench.analysis.collect import collect
 from efbench.analysis.collect import main as collect_main
+from efbench.engine.threads import cores
 from efbench.reports import paper
 from efbench.run.runner import run
 
@@ -158,6 +159,12 @@ def test_joblib_launcher_runs_batched_groups_in_parallel_processes(tmp_path):
     assert r.returncode == 0, r.stderr
     out = r.stderr + r.stdout
     assert "Joblib" in out and "launching 2 jobs" in out
+    # each job process computes with its share of the cores (efbench.engine.threads)
+    share = max(1, cores() // 2)
+    logs = [p.read_text() for p in (root / ".batches").rglob("*.log")]
+    assert logs and all(
+        f"threads: {share} per process (2 jobs at once on {cores()} cores)" in t for t in logs
+    )
     _, runs = collect(root)
     assert sorted(runs.seed) == [0, 0, 1, 1] and set(runs.status) == {"completed"}
     assert (

@@ -381,6 +381,19 @@ def settle_record(hc: DictConfig, run_dirs: list[Path], before: dict[Path, objec
             h.baseFilename = str(target.absolute())
 
 
+def parallel_jobs(hc: DictConfig) -> int:
+    """How many of a sweep's jobs run at once on this machine: the joblib launcher's n_jobs
+    (joblib's negative counts: cores + 1 + n_jobs), else 1 (a job per process elsewhere, or
+    one machine's share given by the cluster: SLURM's cpus_per_task, Ray's num_cpus)."""
+    from efbench.engine.threads import cores
+
+    launcher = hc.get("launcher") or {}
+    if "JoblibLauncher" not in str(launcher.get("_target_", "")) or hc.mode != RunMode.MULTIRUN:
+        return 1
+    n = launcher.get("n_jobs") or 1
+    return max(1, cores() + 1 + n if n < 0 else n)
+
+
 @hydra.main(config_path="pkg://efbench.conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one configuration (or a sweep's group of runs); in a multirun a failing job is
@@ -388,6 +401,7 @@ def main(cfg: DictConfig) -> float | None:
     # imported here: Hydra's launchers pickle this function by value (efbench.app.cli.main is its
     # decorated wrapper), and with it the globals it names; an Event does not pickle
     from efbench.engine.signals import busy, terminate_like_interrupt
+    from efbench.engine.threads import share_cores
 
     terminate_like_interrupt()
     hc = HydraConfig.get()
@@ -395,6 +409,7 @@ def main(cfg: DictConfig) -> float | None:
     worker = sweep_worker()  # a launcher's worker process
     if worker == "orphan":  # its sweep was stopped before this job began: nobody to compute for
         os._exit(128 + signal.SIGTERM)
+    share_cores(parallel_jobs(hc))
     try:
         busy.set()
         return _main(cfg, hc, tag, worker is not None)
