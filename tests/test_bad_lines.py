@@ -405,9 +405,11 @@ def tally(lines: list[Line]) -> tuple[Counter, dict[str, list[tuple[str, str]]]]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the valid lines that overflow, as asked
-def test_generated_bad_lines_are_refused_in_one_line_or_run_as_asked():
+def test_generated_bad_lines_are_refused_in_one_line_or_run_as_asked(tmp_path, monkeypatch):
     """Every generated line: refused by the schema in one line, or run as asked; the tally
-    is printed (``pytest -s``): tried, clean refusals, accepted and run."""
+    is printed (``pytest -s``): tried, clean refusals, accepted and run. In a folder of its
+    own: a line such as ``data.dir=abc`` writes its data cache there."""
+    monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     lines = generated()
     counts, found = tally(lines)

@@ -416,3 +416,28 @@ def test_norm_sorted_split_spreads_the_workers_smoothness():
     assert sp.issparse(S) and (S.toarray().reshape(5, 60, 6) == D).all()
     shuffled, _ = partition(X, y, 5, 60, "shuffle", 3)  # the same rows, in the shuffled order
     assert sorted(np.linalg.norm(shuffled.reshape(300, 6), axis=1)) == pytest.approx(sorted(norms.ravel()))
+
+
+def test_breast_cancer_is_kept_in_the_data_cache_and_read_without_scikit_learn(tmp_path):
+    """The default dataset's scaled arrays are cached under data.dir: the next process reads
+    them without importing scikit-learn (half a second of every default run), and gets the
+    same arrays as scikit-learn's."""
+    import subprocess
+    import sys
+
+    from efbench.problems.datasets import load_breast_cancer_scaled
+
+    X, y = load_breast_cancer_scaled(tmp_path)
+    assert (tmp_path / "breast_cancer.npz").is_file()
+    probe = (
+        "import sys, numpy as np; from efbench.problems.datasets import load_breast_cancer_scaled as f; "
+        f"X, y = f({str(tmp_path)!r}); np.save(sys.argv[1], np.c_[X, y]); print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "xy.npy")], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+    np.testing.assert_array_equal(np.load(tmp_path / "xy.npy"), np.c_[X, y])
+    fresh_X, fresh_y = load_breast_cancer_scaled()  # no cache: from scikit-learn
+    np.testing.assert_array_equal(X, fresh_X)
+    np.testing.assert_array_equal(y, fresh_y)

@@ -254,7 +254,7 @@ def test_on_disk_finds_a_file_in_the_mirror_or_the_cache_without_network(tmp_pat
 
 def test_stand_ins_cache_their_constants_and_optimum(tmp_path):
     """The runner caches L, L_i and x* of a stand-in under data.dir (content-keyed, as for the
-    LIBSVM files); the plain synthetic data are not cached."""
+    LIBSVM files), and of any other data too (issue 23: every source)."""
     from efbench.run.runner import build_setup
 
     small = ["dataset.n_workers=2", "dataset.m=40", "dataset.synthetic.features=50", f"data.dir={tmp_path}"]
@@ -263,4 +263,4 @@ def test_stand_ins_cache_their_constants_and_optimum(tmp_path):
     assert len(list((tmp_path / "cache").glob("xstar-*.npz"))) == 1
     assert len(list((tmp_path / "cache").glob("spectra-*.npz"))) == 1
     build_setup(_cfg("dataset=synthetic", f"data.dir={tmp_path / 'plain'}"))
-    assert not (tmp_path / "plain").exists()
+    assert len(list((tmp_path / "plain" / "cache").glob("xstar-*.npz"))) == 1

@@ -110,9 +110,9 @@ def _build_setup(cfg: DictConfig) -> Setup:
         constants["f_star"] = 0.0
         return Setup(problem, constants, np.zeros(problem.d), 0.0)
     cache_dir = data_dir(cfg)
-    # the LIBSVM files and their synthetic stand-ins are worth caching constants and x* for
-    cached = cfg.dataset.source == "libsvm" or cfg.dataset.get("synthetic_of") is not None
-    if cached and str(cache_dir.absolute()) not in _NAMED_CACHES:
+    # constants and x* are kept by the data's fingerprint, whatever the source: a rerun, a
+    # sweep's next job or another seed's process reads them instead of solving again
+    if str(cache_dir.absolute()) not in _NAMED_CACHES:
         _NAMED_CACHES.add(str(cache_dir.absolute()))
         log.info("data cache: %s", cache_dir.absolute())
     t0 = time.perf_counter()
@@ -137,7 +137,7 @@ def _build_setup(cfg: DictConfig) -> Setup:
         "sparse" if problem.csr is not None else "dense",
         t1 - t0,
     )
-    cache = cache_dir / "cache" if cached else None
+    cache = cache_dir / "cache"
     load_spectra(problem, cache)
     if regularizer == "nonconvex":  # no x*, no f*: gap, rel_gap and dist2 are NaN, grad_norm2 is the metric
         constants = {**problem.constants(), "f_star": math.nan}
@@ -164,7 +164,7 @@ def _build_setup(cfg: DictConfig) -> Setup:
         "constants in %.2f s, x* in %.2f s%s",
         t2 - t1,
         time.perf_counter() - t2,
-        " (cached on disk)" if cache is not None else "",
+        " (cached on disk)",
     )
     return Setup(problem, constants, xstar, fstar)
 
