@@ -426,6 +426,20 @@ def plot_curves(
     runs_per_line = frame.groupby(by, observed=True, dropna=False)["run"].nunique()
     names, extras = _per_panel(_run_names(trace, panel_col, hue))
     diverged = _diverged(trace, panel_col, hue)
+    lines, panels, entries, hue_values = _in_legend_order(lines, panel_col, hue, names)
+    style = _resolve_styles(entries, hue_values, styles)
+    # every panel's curves and y top before drawing: whether a line leaves the plot decides the legend's size
+    drawings = _panel_curves(lines, panels, panel_col, by, x, cols, band, names, diverged, ytop)
+    legend_title = _legend_title(runs_per_line, center, band)
+    fig = _draw_figure(drawings, entries, style, extras, x, y, cols[0], logx, width, title, legend_title)
+    _DRAWN[fig] = lines
+    return fig
+
+
+def _in_legend_order(
+    lines: pd.DataFrame, panel_col: str | None, hue: str, names: dict[tuple, str]
+) -> tuple[pd.DataFrame, list, list[str], dict[str, list[str]]]:
+    """The lines sorted for drawing, the panels, the legend entries and the hue values each entry names."""
     keys = (
         list(zip(lines[panel_col], lines[hue], strict=True)) if panel_col else [(None, h) for h in lines[hue]]
     )
@@ -441,10 +455,22 @@ def plot_curves(
     hue_values: dict[str, list[str]] = {}
     for k, e in dict.fromkeys(zip(keys, shown, strict=True)):
         hue_values.setdefault(e, []).append(str(k[1]))
-    style = _resolve_styles(entries, hue_values, styles)
+    return lines, panels, entries, hue_values
 
-    # each panel's lines (legend entry, x, center, band, diverged) and y top, before
-    # drawing: whether a line leaves the plot decides the legend's size
+
+def _panel_curves(
+    lines: pd.DataFrame,
+    panels: list,
+    panel_col: str | None,
+    by: list[str],
+    x: str,
+    cols: tuple[str, ...],
+    band: str,
+    names: dict[tuple, str],
+    diverged: set[tuple],
+    ytop: float | None,
+) -> list[tuple]:
+    """Per panel: its value, lines, curves (entry, x, center, band low, high, shaded, diverged) and y top."""
     drawings = []
     for pv in panels:
         sub = lines if pv is None else lines[lines[panel_col] == pv]
@@ -458,23 +484,51 @@ def plot_curves(
             curves.append((names[k], line[x].to_numpy(dtype=float), ys, lo, hi, shade, gone))
         top = ytop if ytop is not None else _auto_top(curves)
         drawings.append((pv, sub, curves, top))
+    return drawings
+
+
+def _grid_shape(n: int, width: str | float | None) -> tuple[float, int, int, float]:
+    """The figure's width in inches, and the columns, rows and height of a grid of ``n`` panels."""
+    if width is None:
+        width = WIDTHS["column"] if n == 1 else WIDTHS["full"]
+    width = WIDTHS[width] if isinstance(width, str) and width in WIDTHS else float(width)
+    ncols = min(n, max(1, int(width // 2.2)))
+    nrows = math.ceil(n / ncols)
+    panel_h = min(max(width / ncols * 0.72, 1.7), 2.5)
+    return width, ncols, nrows, panel_h
+
+
+def _legend_shape(legend: list[str], width: float) -> tuple[int, float]:
+    """The columns and height in inches of a legend of these entries across ``width`` inches."""
+    entry_w = 0.6 + 0.065 * max((len(e) for e in legend), default=1)  # handle + text at 8 pt
+    leg_cols = max(1, min(len(legend), int(width // entry_w)))
+    legend_h = 0.2 + 0.17 * math.ceil(len(legend) / leg_cols) + 0.17
+    return leg_cols, legend_h
+
+
+def _draw_figure(
+    drawings: list[tuple],
+    entries: list[str],
+    style: dict[str, dict],
+    extras: dict[object, list[str]],
+    x: str,
+    y: str,
+    center_col: str,
+    logx: bool,
+    width: str | float | None,
+    title: str | None,
+    legend_title: str | None,
+) -> plt.Figure:
+    """The figure of the panels' curves (:func:`_panel_curves`), sized for a paper, with one legend."""
     exits = [
         c[6]
         for _, _, curves, top in drawings
         for c in curves
         if _exit_point(c[1], c[2], top, logx) is not None
     ]
-
-    if width is None:
-        width = WIDTHS["column"] if len(panels) == 1 else WIDTHS["full"]
-    width = WIDTHS[width] if isinstance(width, str) and width in WIDTHS else float(width)
-    ncols = min(len(panels), max(1, int(width // 2.2)))
-    nrows = math.ceil(len(panels) / ncols)
-    panel_h = min(max(width / ncols * 0.72, 1.7), 2.5)
+    width, ncols, nrows, panel_h = _grid_shape(len(drawings), width)
     legend = entries + (["diverged: leaves the plot" if all(exits) else "leaves the plot"] if exits else [])
-    entry_w = 0.6 + 0.065 * max((len(e) for e in legend), default=1)  # handle + text at 8 pt
-    leg_cols = max(1, min(len(legend), int(width // entry_w)))
-    legend_h = 0.2 + 0.17 * math.ceil(len(legend) / leg_cols) + 0.17
+    leg_cols, legend_h = _legend_shape(legend, width)
     title = textwrap.fill(title, int(width / 0.075)) if title else None  # 9 pt: about 0.075 in a character
     with plt.rc_context(STYLE):
         fig = plt.figure(
@@ -484,59 +538,59 @@ def plot_curves(
         axes = fig.subplots(nrows, ncols, squeeze=False)
         handles: dict[str, object] = {}
         for i, (ax, (pv, sub, curves, top)) in enumerate(zip(axes.flat, drawings, strict=False)):
-            finite_x = sub.loc[sub[cols[0]].notna(), x].to_numpy(dtype=float)
-            finite_x = np.log10(finite_x[finite_x > 0]) if logx else finite_x
-            span = (float(finite_x.min()), float(finite_x.max())) if finite_x.size else (math.nan, math.nan)
-            for e, xs, ys, lo, hi, shade, _ in curves:
-                j = entries.index(e)
-                (handles[e],) = ax.plot(
-                    xs, ys, **style[e], markevery=_marks(xs, ys, span, j, len(entries), logx)
-                )
-                if shade:
-                    ok = np.isfinite(lo) & np.isfinite(hi)
-                    ax.fill_between(xs, lo, hi, where=ok, color=style[e]["color"], alpha=0.18, lw=0)
-            for e, xs, ys, *_ in curves:  # after the lines: ax.lines[:n] are the lines
-                at = _exit_point(xs, ys, top, logx)
-                if at is not None:
-                    ax.plot(
-                        [at],
-                        [top],
-                        ls="none",
-                        marker="x",
-                        ms=6,
-                        mew=1.4,
-                        color=style[e]["color"],
-                        clip_on=False,
-                    )
-            ax.set_yscale("log")
-            if math.isfinite(top):
-                ax.set_ylim(top=top)
-            if logx:
-                ax.set_xscale("log")
-            _x_axis(ax, x, float(sub[x].max()) if len(sub) else math.nan, logx)
+            handles.update(_draw_panel(ax, sub, curves, top, x, center_col, logx, entries, style))
             if pv is not None:
                 ax.set_title(str(pv) + (f" ({', '.join(extras[pv])})" if extras.get(pv) else ""))
             ax.grid(True, which="major", alpha=0.3)
             if i % ncols == 0:
                 ax.set_ylabel(Y_LABELS.get(y, y))
-        for ax in axes.flat[len(panels) :]:
+        for ax in axes.flat[len(drawings) :]:
             ax.set_visible(False)
         if entries:
             marks = [handles[e] for e in entries]
             if exits:
                 marks.append(Line2D([], [], ls="none", marker="x", ms=6, mew=1.4, color="0.25"))
             fig.legend(
-                marks,
-                legend,
-                loc="outside lower center",
-                ncols=leg_cols,
-                frameon=False,
-                title=_legend_title(runs_per_line, center, band),
+                marks, legend, loc="outside lower center", ncols=leg_cols, frameon=False, title=legend_title
             )
         if title:
             fig.suptitle(title)
-    _DRAWN[fig] = lines
     return fig
+
+
+def _draw_panel(
+    ax: plt.Axes,
+    sub: pd.DataFrame,
+    curves: list[tuple],
+    top: float,
+    x: str,
+    center_col: str,
+    logx: bool,
+    entries: list[str],
+    style: dict[str, dict],
+) -> dict[str, object]:
+    """Draws a panel's lines, bands and exit marks and scales its axes; returns each line's legend handle."""
+    finite_x = sub.loc[sub[center_col].notna(), x].to_numpy(dtype=float)
+    finite_x = np.log10(finite_x[finite_x > 0]) if logx else finite_x
+    span = (float(finite_x.min()), float(finite_x.max())) if finite_x.size else (math.nan, math.nan)
+    handles: dict[str, object] = {}
+    for e, xs, ys, lo, hi, shade, _ in curves:
+        j = entries.index(e)
+        (handles[e],) = ax.plot(xs, ys, **style[e], markevery=_marks(xs, ys, span, j, len(entries), logx))
+        if shade:
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            ax.fill_between(xs, lo, hi, where=ok, color=style[e]["color"], alpha=0.18, lw=0)
+    for e, xs, ys, *_ in curves:  # after the lines: ax.lines[:n] are the lines
+        at = _exit_point(xs, ys, top, logx)
+        if at is not None:
+            ax.plot([at], [top], ls="none", marker="x", ms=6, mew=1.4, color=style[e]["color"], clip_on=False)
+    ax.set_yscale("log")
+    if math.isfinite(top):
+        ax.set_ylim(top=top)
+    if logx:
+        ax.set_xscale("log")
+    _x_axis(ax, x, float(sub[x].max()) if len(sub) else math.nan, logx)
+    return handles
 
 
 def _runs_away(ys: np.ndarray) -> bool:

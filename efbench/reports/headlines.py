@@ -581,119 +581,9 @@ def squeeze(rep: Report) -> list[str]:
     for p in parts:
         if p.trace.empty:
             continue
-        trace, runs = p.trace, p.runs
-        timed = {net: retimed(trace, runs, net) for net in PROFILES}
-        both = stack([t.assign(network=net) for net, t in timed.items()])
-        title = f"SGD vs squeezed and decentralized ({p.part.about})"
-        rep.figure(trace, f"squeeze_{p.part.name}_vs_iterations", x="step", title=title)
-        rep.figure(both, f"squeeze_{p.part.name}_vs_time", x="time_sim", panel="network", logx=True)
-        collective = runs.groupby("arm")["collective"].first().astype(str)
-        fin = finals(trace)
-        alive = [a for a, v in fin.items() if np.isfinite(v).all()]
-        target = common_target(trace, alive, "step", GAPS, "rel_gap")
-        shares = {net: time_shares(trace, runs, net) for net in PROFILES}
-        its = per_seed(trace, "step", target)
-        secs = {net: per_seed(t, "time_sim", target) for net, t in timed.items()}
-        lines += [
-            f"### {p.part.about}",
-            "",
-            f"Target: rel. gap {fmt(target)}, the tightest of {', '.join(f'{g:g}' for g in GAPS)} every seed "
-            "of every arm that did not diverge reaches. Iterations and simulated seconds to it (median over "
-            "seeds, range), and the shares of latency / bandwidth / compute in each arm's simulated time:",
-            "",
-        ]
-        table = []
-        for arm in sorted(fin):
-            row = {
-                "arm": arm,
-                "collective": collective[arm],
-                "final rel. gap": spread_text(fin[arm]),
-                "iterations": its[arm].text() if arm in its else "n/a",
-            }
-            for net in PROFILES:
-                s = shares[net].loc[arm]
-                took = secs[net][arm].text() if arm in secs[net] else "n/a"
-                row[f"s on {net} (lat/bw/comp)"] = (
-                    f"{took} ({s.latency:.0%}/{s.bandwidth:.0%}/{s.compute:.0%})"
-                )
-            table.append(row)
-        lines += [pd.DataFrame(table).to_markdown(index=False), ""]
-
-        def vals(
-            arm: str, other: str, net: str, timed: dict = timed, trace: pd.DataFrame = trace
-        ) -> tuple[np.ndarray, np.ndarray, float]:
-            """Seconds of each seed of ``arm`` and ``other`` to the tightest target both reach."""
-            t = common_target(trace, [arm, other], "step", GAPS, "rel_gap")
-            return (
-                per_seed_values(timed[net], "time_sim", t, arm),
-                per_seed_values(timed[net], "time_sim", t, other),
-                t,
-            )
-
-        def fastest(arms: list[str], net: str, secs: dict = secs) -> str | None:
-            finite = [a for a in arms if a in secs[net] and math.isfinite(secs[net][a].median)]
-            return min(finite, key=lambda a: secs[net][a].median) if finite else None
-
-        setup = f"{p.part.about}; n = 20; each arm at its best multiplier by final gap"
-        gossip = [a for a in fin if collective[a] == "gossip"]
-        central = [a for a in fin if collective[a] != "gossip"]
-        for net, what in (
-            ("lan_high_latency", "high latency (20 ms)"),
-            ("wan_slow", "low bandwidth (the slides' 5 Mbit/s, 20 ms)"),
-            ("narrowband", "low bandwidth (1 Mbit/s, 1 ms: bandwidth-bound)"),
-        ):
-            pairs = [("d_psgd", "sgd_ps", "dense D-PSGD (ring) vs dense SGD (parameter server)")]
-            d, c = fastest(gossip, net), fastest(central, net)
-            if d is not None and c is not None:
-                pairs.append(
-                    (d, c, f"fastest gossip arm {d} vs fastest centralized arm {c} ({collective[c]})")
-                )
-            for d, c, where in pairs:
-                if d not in fin or c not in fin:
-                    continue
-                bw = shares[net]["bandwidth"]
-                claim = f"Decentralized training wins at {what}"
-                where = f"{where} on {net}"
-                if what.startswith("low") and min(bw[d], bw[c]) < 0.5:
-                    measured = f"bandwidth is {bw[d]:.0%} of {d}'s and {bw[c]:.0%} of {c}'s time"
-                    rows.append(
-                        (claim, f"{setup}; {where}", measured, "not testable here (not bandwidth-bound)")
-                    )
-                    continue
-                a, b, t = vals(d, c, net)
-                measured = f"seconds to rel. gap {fmt(t)}: {d} {spread_text(a)}, {c} {spread_text(b)}"
-                rows.append((claim, f"{setup}; {where}", measured, verdict(a, b, d, c) if p.ok else NOT_READ))
-        for (comp, base), net in itertools.product(
-            (("double_squeeze", "sgd_ps"), ("deep_squeeze", "d_psgd"), ("dcd_psgd_4bit", "d_psgd")),
-            ("wan_slow", "narrowband"),
-        ):
-            if comp not in fin or base not in fin:
-                continue
-            share = shares[net].loc[base, "bandwidth"]
-            a, b, t = vals(comp, base, net)
-            rows.append(
-                (
-                    f"Compression ({comp}) saves time over {base} on one collective ({collective[comp]})",
-                    f"{setup}; on {net}, where bandwidth is {share:.0%} of {base}'s time",
-                    f"seconds to rel. gap {fmt(t)}: {comp} {spread_text(a)}, {base} {spread_text(b)}",
-                    (verdict(a, b, comp, base) if p.ok else NOT_READ)
-                    if share >= 0.5
-                    else "not testable here (not bandwidth-bound)",
-                )
-            )
-        if "dcd_psgd_2bit" in fin and "deep_squeeze_2bit" in fin:
-            a, b = fin["deep_squeeze_2bit"], fin["dcd_psgd_2bit"]
-            gone = np.isinf(a).all() and np.isinf(b).all()
-            rows.append(
-                (
-                    "Error compensation makes 2-bit compression work where DCD-PSGD does not (DeepSqueeze)",
-                    f"{p.part.about}; QSGD s = 1 (2 bits a coordinate) in both; final rel. gap (lower wins)",
-                    f"DeepSqueeze {spread_text(a)}, DCD-PSGD {spread_text(b)}",
-                    "does not hold (both diverge at every multiplier tried)"
-                    if gone
-                    else (verdict(a, b, "DeepSqueeze", "DCD-PSGD") if p.ok else NOT_READ),
-                )
-            )
+        part_lines, part_rows = _squeeze_part(rep, p)
+        lines += part_lines
+        rows += part_rows
     lines += ["### Claims", "", *claims(rows)] if rows else ["(not run)"]
     lines += [
         "Differences from the seed material: logistic regression on a9a and on epsilon-shaped synthetic data "
@@ -708,6 +598,162 @@ def squeeze(rep: Report) -> list[str]:
         *tuning_lines(parts),
     ]
     return lines
+
+
+def _squeeze_part(rep: Report, p: Loaded) -> tuple[list[str], list[tuple[str, str, str, str]]]:
+    """Draws a part's figures; returns its table of arms and the rows of its claims."""
+    trace, runs = p.trace, p.runs
+    timed = {net: retimed(trace, runs, net) for net in PROFILES}
+    both = stack([t.assign(network=net) for net, t in timed.items()])
+    title = f"SGD vs squeezed and decentralized ({p.part.about})"
+    rep.figure(trace, f"squeeze_{p.part.name}_vs_iterations", x="step", title=title)
+    rep.figure(both, f"squeeze_{p.part.name}_vs_time", x="time_sim", panel="network", logx=True)
+    collective = runs.groupby("arm")["collective"].first().astype(str)
+    fin = finals(trace)
+    alive = [a for a, v in fin.items() if np.isfinite(v).all()]
+    target = common_target(trace, alive, "step", GAPS, "rel_gap")
+    shares = {net: time_shares(trace, runs, net) for net in PROFILES}
+    its = per_seed(trace, "step", target)
+    secs = {net: per_seed(t, "time_sim", target) for net, t in timed.items()}
+    lines = [
+        f"### {p.part.about}",
+        "",
+        f"Target: rel. gap {fmt(target)}, the tightest of {', '.join(f'{g:g}' for g in GAPS)} every seed "
+        "of every arm that did not diverge reaches. Iterations and simulated seconds to it (median over "
+        "seeds, range), and the shares of latency / bandwidth / compute in each arm's simulated time:",
+        "",
+        *_squeeze_table(fin, collective, its, secs, shares),
+    ]
+    setup = f"{p.part.about}; n = 20; each arm at its best multiplier by final gap"
+    rows = _decentralized_rows(p, timed, fin, collective, shares, secs, setup)
+    rows += _compression_rows(p, timed, fin, collective, shares, setup)
+    rows += _two_bit_rows(p, fin)
+    return lines, rows
+
+
+def _squeeze_table(
+    fin: dict[str, np.ndarray],
+    collective: pd.Series,
+    its: dict[str, Spread],
+    secs: dict[str, dict[str, Spread]],
+    shares: dict[str, pd.DataFrame],
+) -> list[str]:
+    """Markdown: per arm its final gap, and its iterations and seconds per network to the target."""
+    table = []
+    for arm in sorted(fin):
+        row = {
+            "arm": arm,
+            "collective": collective[arm],
+            "final rel. gap": spread_text(fin[arm]),
+            "iterations": its[arm].text() if arm in its else "n/a",
+        }
+        for net in PROFILES:
+            s = shares[net].loc[arm]
+            took = secs[net][arm].text() if arm in secs[net] else "n/a"
+            row[f"s on {net} (lat/bw/comp)"] = f"{took} ({s.latency:.0%}/{s.bandwidth:.0%}/{s.compute:.0%})"
+        table.append(row)
+    return [pd.DataFrame(table).to_markdown(index=False), ""]
+
+
+def _seconds_to(
+    trace: pd.DataFrame, timed: pd.DataFrame, arm: str, other: str
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Seconds of each seed of ``arm`` and ``other`` to the tightest target both reach."""
+    t = common_target(trace, [arm, other], "step", GAPS, "rel_gap")
+    return per_seed_values(timed, "time_sim", t, arm), per_seed_values(timed, "time_sim", t, other), t
+
+
+def _fastest(arms: list[str], secs: dict[str, Spread]) -> str | None:
+    """The arm of ``arms`` with the fewest median seconds to the target (None: none reaches it)."""
+    finite = [a for a in arms if a in secs and math.isfinite(secs[a].median)]
+    return min(finite, key=lambda a: secs[a].median) if finite else None
+
+
+def _decentralized_rows(
+    p: Loaded,
+    timed: dict[str, pd.DataFrame],
+    fin: dict[str, np.ndarray],
+    collective: pd.Series,
+    shares: dict[str, pd.DataFrame],
+    secs: dict[str, dict[str, Spread]],
+    setup: str,
+) -> list[tuple[str, str, str, str]]:
+    """The claims that decentralized training wins at high latency and at low bandwidth."""
+    gossip = [a for a in fin if collective[a] == "gossip"]
+    central = [a for a in fin if collective[a] != "gossip"]
+    rows = []
+    for net, what in (
+        ("lan_high_latency", "high latency (20 ms)"),
+        ("wan_slow", "low bandwidth (the slides' 5 Mbit/s, 20 ms)"),
+        ("narrowband", "low bandwidth (1 Mbit/s, 1 ms: bandwidth-bound)"),
+    ):
+        pairs = [("d_psgd", "sgd_ps", "dense D-PSGD (ring) vs dense SGD (parameter server)")]
+        d, c = _fastest(gossip, secs[net]), _fastest(central, secs[net])
+        if d is not None and c is not None:
+            pairs.append((d, c, f"fastest gossip arm {d} vs fastest centralized arm {c} ({collective[c]})"))
+        for d, c, where in pairs:
+            if d not in fin or c not in fin:
+                continue
+            bw = shares[net]["bandwidth"]
+            claim = f"Decentralized training wins at {what}"
+            where = f"{where} on {net}"
+            if what.startswith("low") and min(bw[d], bw[c]) < 0.5:
+                measured = f"bandwidth is {bw[d]:.0%} of {d}'s and {bw[c]:.0%} of {c}'s time"
+                rows.append((claim, f"{setup}; {where}", measured, "not testable here (not bandwidth-bound)"))
+                continue
+            a, b, t = _seconds_to(p.trace, timed[net], d, c)
+            measured = f"seconds to rel. gap {fmt(t)}: {d} {spread_text(a)}, {c} {spread_text(b)}"
+            rows.append((claim, f"{setup}; {where}", measured, verdict(a, b, d, c) if p.ok else NOT_READ))
+    return rows
+
+
+def _compression_rows(
+    p: Loaded,
+    timed: dict[str, pd.DataFrame],
+    fin: dict[str, np.ndarray],
+    collective: pd.Series,
+    shares: dict[str, pd.DataFrame],
+    setup: str,
+) -> list[tuple[str, str, str, str]]:
+    """The claims that compression saves time over the same collective uncompressed on a slow network."""
+    rows = []
+    for (comp, base), net in itertools.product(
+        (("double_squeeze", "sgd_ps"), ("deep_squeeze", "d_psgd"), ("dcd_psgd_4bit", "d_psgd")),
+        ("wan_slow", "narrowband"),
+    ):
+        if comp not in fin or base not in fin:
+            continue
+        share = shares[net].loc[base, "bandwidth"]
+        a, b, t = _seconds_to(p.trace, timed[net], comp, base)
+        rows.append(
+            (
+                f"Compression ({comp}) saves time over {base} on one collective ({collective[comp]})",
+                f"{setup}; on {net}, where bandwidth is {share:.0%} of {base}'s time",
+                f"seconds to rel. gap {fmt(t)}: {comp} {spread_text(a)}, {base} {spread_text(b)}",
+                (verdict(a, b, comp, base) if p.ok else NOT_READ)
+                if share >= 0.5
+                else "not testable here (not bandwidth-bound)",
+            )
+        )
+    return rows
+
+
+def _two_bit_rows(p: Loaded, fin: dict[str, np.ndarray]) -> list[tuple[str, str, str, str]]:
+    """The claim that error compensation makes 2-bit compression work (DeepSqueeze vs DCD-PSGD)."""
+    if "dcd_psgd_2bit" not in fin or "deep_squeeze_2bit" not in fin:
+        return []
+    a, b = fin["deep_squeeze_2bit"], fin["dcd_psgd_2bit"]
+    gone = np.isinf(a).all() and np.isinf(b).all()
+    return [
+        (
+            "Error compensation makes 2-bit compression work where DCD-PSGD does not (DeepSqueeze)",
+            f"{p.part.about}; QSGD s = 1 (2 bits a coordinate) in both; final rel. gap (lower wins)",
+            f"DeepSqueeze {spread_text(a)}, DCD-PSGD {spread_text(b)}",
+            "does not hold (both diverge at every multiplier tried)"
+            if gone
+            else (verdict(a, b, "DeepSqueeze", "DCD-PSGD") if p.ok else NOT_READ),
+        )
+    ]
 
 
 def memsgd(rep: Report) -> list[str]:

@@ -302,11 +302,36 @@ def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple
     they differ: stepsizes always, densities where ``bits_axis``), the x each seed needs to
     reach each target, who leads at EARLY of the shared x range and over its last EARLY, and
     where the clear leader changes (:func:`on_grid`, :func:`phases`)."""
-    A, B = a.name, b.name
     ca, cb = a.curves(x), b.curves(x)
     seeds = sorted({c[0] for c in ca} | {c[0] for c in cb})
-    lines = [f"- stepsizes: {A} {a.gammas()}; {B} {b.gammas()}."]
     da, db = a.densities(), b.densities()
+    lines = _setup_lines(a, b, ca, cb, da, db, unit)
+    confounds, confounded, longer = _confounds(a, b, da, db, bits_axis)
+    lines += confounds
+    if len(seeds) < 2 or min(len(ca), len(cb)) < 2:
+        lines.append("- one seed: the seed-to-seed noise is not measured, so no difference is called clear.")
+    names = {"a": a.name, "b": b.name}
+    target_lines, targets = _target_lines(ca, cb, names, unit)
+    lines += target_lines
+    live = [c for c in ca + cb if not c[3] and len(c[1])]
+    lo = max(c[1][0] for c in live) if live else 0.0
+    hi = min(c[1][-1] for c in live) if live else 0.0
+    two = min(len(ca), len(cb)) >= 2
+    grid = np.linspace(lo, hi, GRID)
+    La, Lb = on_grid(ca, grid), on_grid(cb, grid)
+    phase_lines, leaders = _phase_lines(La, Lb, grid, hi, two, names, unit)
+    lines += phase_lines
+    crossings = []
+    if two and hi > lo:
+        crossing_lines, crossings = _crossings(La, Lb, grid, names, longer, unit)
+        lines += crossing_lines
+    return lines, Comparison(targets, leaders["early"], leaders["end"], crossings, confounded)
+
+
+def _setup_lines(a: Arm, b: Arm, ca: list, cb: list, da: np.ndarray, db: np.ndarray, unit: str) -> list[str]:
+    """The lines on each arm's stepsizes, densities (``da``, ``db``) and diverged seeds."""
+    A, B = a.name, b.name
+    lines = [f"- stepsizes: {A} {a.gammas()}; {B} {b.gammas()}."]
     lines.append(
         f"- mean coordinates per round and worker over the run: {A} "
         f"{', '.join(f'{v:.3g}' for v in da)}; {B} {', '.join(f'{v:.3g}' for v in db)} (per seed)."
@@ -316,6 +341,15 @@ def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple
         if gone:
             where = ", ".join(f"seed {seed} at {unit} {end:.3g}" for seed, end in gone)
             lines.append(f"- **Diverged**: {arm} {where}: it never reaches what it had not reached by then.")
+    return lines
+
+
+def _confounds(
+    a: Arm, b: Arm, da: np.ndarray, db: np.ndarray, bits_axis: bool
+) -> tuple[list[str], bool, str]:
+    """The lines on unequal stepsizes and densities, whether they confound, and the longer stepsize's side."""
+    A, B = a.name, b.name
+    lines = []
     confounded = False
     ga, gb = a.runs.gamma0.astype(float), b.runs.gamma0.astype(float)
     longer = ""  # the side with the larger stepsize, where they differ
@@ -335,9 +369,15 @@ def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple
             )
         else:
             lines.append(f"- densities matched over the run: {A}/{B} = {r:.3g} (within {DENSITY_TOL:.0%}).")
-    if len(seeds) < 2 or min(len(ca), len(cb)) < 2:
-        lines.append("- one seed: the seed-to-seed noise is not measured, so no difference is called clear.")
-    names = {"a": A, "b": B}
+    return lines, confounded, longer
+
+
+def _target_lines(
+    ca: list, cb: list, names: dict[str, str], unit: str
+) -> tuple[list[str], dict[float, str | None]]:
+    """The lines on the x each seed needs to reach each of TARGETS, and who reaches each first."""
+    A, B = names["a"], names["b"]
+    lines = []
     targets: dict[float, str | None] = {}
     unreached = []
     for t in TARGETS:
@@ -348,45 +388,55 @@ def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple
             targets[t] = None
             unreached.append(f"{t:g}")
             continue
-        w = ""
-        if (
-            min(len(ba), len(bb)) >= 2
-        ):  # a clear lead holds wherever between its log points each seed got there
-            w = (
-                "a"
-                if clear_lead(ba[:, 1], bb[:, 0]) == "a"
-                else "b"
-                if clear_lead(ba[:, 0], bb[:, 1]) == "b"
-                else ""
-            )
+        w = _first_to_reach(ba, bb)
         targets[t] = w
         # printed: each seed's crossing interpolated between its log points (efbench.analysis.targets)
         ra = np.array([reach(xx, yy, t, diverged=dv).x for _, xx, yy, dv in ca])
         rb = np.array([reach(xx, yy, t, diverged=dv).x for _, xx, yy, dv in cb])
         per_seed = f"{A} {', '.join(map(_num, ra))}; {B} {', '.join(map(_num, rb))}"
-        verdict = "no clear difference (within the seed spread or between two log points)"
-        if w:
-            other, behind = (B, rb) if w == "a" else (A, ra)
-            r = _ratio(ra, rb)
-            how = (
-                f"{r} fewer"
-                if r
-                else f"{other} never gets there"
-                if np.isinf(behind).all()
-                else (f"{other} not in every seed")
-            )
-            verdict = f"{names[w]} first ({how})"
-        lines.append(f"- rel. gap {t:g}: {unit} to reach it per seed: {per_seed}: {verdict}.")
+        said = _reach_verdict(w, ra, rb, names)
+        lines.append(f"- rel. gap {t:g}: {unit} to reach it per seed: {per_seed}: {said}.")
     if unreached:
         lines.append(f"- rel. gap {', '.join(unreached)}: reached by neither.")
-    live = [c for c in ca + cb if not c[3] and len(c[1])]
-    lo = max(c[1][0] for c in live) if live else 0.0
-    hi = min(c[1][-1] for c in live) if live else 0.0
-    two = min(len(ca), len(cb)) >= 2
-    grid = np.linspace(lo, hi, GRID)
-    La, Lb = on_grid(ca, grid), on_grid(cb, grid)
+    return lines, targets
+
+
+def _first_to_reach(ba: np.ndarray, bb: np.ndarray) -> str:
+    """The side ('a', 'b' or '') that clearly reaches a target first, from each seed's (after, at) bounds."""
+    if min(len(ba), len(bb)) < 2:
+        return ""
+    # a clear lead holds wherever between its log points each seed got there
+    if clear_lead(ba[:, 1], bb[:, 0]) == "a":
+        return "a"
+    if clear_lead(ba[:, 0], bb[:, 1]) == "b":
+        return "b"
+    return ""
+
+
+def _reach_verdict(w: str, ra: np.ndarray, rb: np.ndarray, names: dict[str, str]) -> str:
+    """Who reaches a target first (``w``) and by how much, from each seed's x to reach it."""
+    if not w:
+        return "no clear difference (within the seed spread or between two log points)"
+    other, behind = (names["b"], rb) if w == "a" else (names["a"], ra)
+    r = _ratio(ra, rb)
+    how = (
+        f"{r} fewer"
+        if r
+        else f"{other} never gets there"
+        if np.isinf(behind).all()
+        else (f"{other} not in every seed")
+    )
+    return f"{names[w]} first ({how})"
+
+
+def _phase_lines(
+    La: np.ndarray, Lb: np.ndarray, grid: np.ndarray, hi: float, two: bool, names: dict[str, str], unit: str
+) -> tuple[list[str], dict[str, str]]:
+    """The lines on who leads at EARLY of the shared range and over its last EARLY, and those leaders."""
+    A, B = names["a"], names["b"]
     early = int(round(EARLY * (GRID - 1)))
     tail = slice(int(round((1 - EARLY) * (GRID - 1))), GRID)
+    lines = []
     leaders = {}
     for phase, va, vb in (
         ("early", 10 ** La[:, early], 10 ** Lb[:, early]),
@@ -407,23 +457,30 @@ def compare(a: Arm, b: Arm, x: str, unit: str, bits_axis: bool = False) -> tuple
             f"- at {where}: rel. gap {A} {_gaps(va)}; {B} {_gaps(vb)}: "
             + (f"{names[w]} ahead ({how})." if w else "no clear leader.")
         )
+    return lines, leaders
+
+
+def _crossings(
+    La: np.ndarray, Lb: np.ndarray, grid: np.ndarray, names: dict[str, str], longer: str, unit: str
+) -> tuple[list[str], list[tuple[str, float, str, float]]]:
+    """The lines on where the clear leader changes, and the changes (leader, until x, next leader, from x)."""
+    lines = []
     crossings = []
-    if two and hi > lo:
-        segs = [s for s in phases(La, Lb, grid) if s[0]]
-        for prev, nxt in zip(segs, segs[1:], strict=False):
-            if prev[0] != nxt[0]:
-                crossings.append((names[prev[0]], prev[2], names[nxt[0]], nxt[1]))
+    segs = [s for s in phases(La, Lb, grid) if s[0]]
+    for prev, nxt in zip(segs, segs[1:], strict=False):
+        if prev[0] != nxt[0]:
+            crossings.append((names[prev[0]], prev[2], names[nxt[0]], nxt[1]))
+            lines.append(
+                f"- **Crossing**: {names[prev[0]]} clearly ahead until {unit} {prev[2]:.3g}, "
+                f"{names[nxt[0]]} clearly ahead from {nxt[1]:.3g}."
+            )
+            if prev[0] == longer:
                 lines.append(
-                    f"- **Crossing**: {names[prev[0]]} clearly ahead until {unit} {prev[2]:.3g}, "
-                    f"{names[nxt[0]]} clearly ahead from {nxt[1]:.3g}."
+                    f"  The side with the larger stepsize ({names[longer]}) leads first and is "
+                    "overtaken: consistent with a faster start to a higher noise floor (the "
+                    "stochastic error scales with the stepsize), not with the compared choice alone."
                 )
-                if prev[0] == longer:
-                    lines.append(
-                        f"  The side with the larger stepsize ({names[longer]}) leads first and is "
-                        "overtaken: consistent with a faster start to a higher noise floor (the "
-                        "stochastic error scales with the stepsize), not with the compared choice alone."
-                    )
-    return lines, Comparison(targets, leaders["early"], leaders["end"], crossings, confounded)
+    return lines, crossings
 
 
 def verdict(kind: str, c: Comparison, a: str, b: str) -> str:
