@@ -73,8 +73,29 @@ def test_cached_kernels_are_dropped_when_a_building_block_changes(tmp_path):
     for f in (kernel, other):
         f.write_text("old")
     (tmp_path / "fused.sources").write_text("a hash of older sources")
-    fused.drop_stale_kernels(tmp_path)
+    assert fused.drop_stale_kernels(tmp_path)  # they compile anew: the runner says so
     assert not kernel.exists() and other.exists()  # blocks' own cache follows blocks.py itself
     kernel.write_text("new")
-    fused.drop_stale_kernels(tmp_path)  # the stamp is now the sources': nothing to drop
+    assert not fused.drop_stale_kernels(tmp_path)  # the stamp is now the sources': nothing to drop
     assert kernel.exists()
+
+
+def test_the_first_run_after_an_install_says_it_compiles(monkeypatch, caplog):
+    """When the kernels' sources are new to their cache (an install, an upgrade), the first
+    setup of a process says that numba compiles, once; otherwise nothing is said."""
+    import logging
+
+    from test_cli import cfg_of
+
+    from efbench.engine import fused
+    from efbench.run import runner
+
+    cfg = cfg_of("dataset=counterexample", "method=cgd", "compressor=topk")
+    for compiling, said in ((False, 0), (True, 1)):
+        monkeypatch.setattr(fused, "COMPILING", compiling)
+        monkeypatch.setattr(runner, "_SAID", set())
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="efbench"):
+            runner._build_setup(cfg)
+            runner._build_setup(cfg)
+        assert sum("numba compiles its kernels" in r.getMessage() for r in caplog.records) == said

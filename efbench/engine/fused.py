@@ -278,15 +278,15 @@ def ec_advance(data, arrays, draws, gammas, per_run, settings, budget, counts, s
 KERNEL_SOURCES = (Path(__file__), Path(blocks.__file__), Path(network.__file__))
 
 
-def drop_stale_kernels(cache: Path) -> None:
+def drop_stale_kernels(cache: Path) -> bool:
     """Remove this module's kernels cached in ``cache`` when any of KERNEL_SOURCES changed
     since they were compiled (a stamp of their hash beside numba's cache files), so they
-    compile anew."""
+    compile anew. Returns whether they will: the first run after an install or an upgrade."""
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in KERNEL_SOURCES)).hexdigest()
     stamp = cache / "fused.sources"
     try:
         if stamp.read_text() == digest:
-            return
+            return False
     except OSError:  # no stamp yet: kernels cached before it are of unknown sources
         pass
     try:
@@ -296,9 +296,13 @@ def drop_stale_kernels(cache: Path) -> None:
         stamp.write_text(digest)
     except OSError:  # a read-only install: numba then caches elsewhere or not at all
         pass
+    return True
 
 
-drop_stale_kernels(Path(getattr(ec_advance._cache, "_cache_path", Path(__file__).parent / "__pycache__")))
+# the kernels compile as they are first used in this process (the runner says so)
+COMPILING = drop_stale_kernels(
+    Path(getattr(ec_advance._cache, "_cache_path", Path(__file__).parent / "__pycache__"))
+)
 
 
 class FusedBatch:

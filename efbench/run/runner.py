@@ -32,7 +32,7 @@ from efbench.config.identity import BATCHABLE, config_hash, group_key
 from efbench.core.estimation import EstimatorSpec
 from efbench.core.network import Profile, measured_c_grad, simulated_time
 from efbench.core.stepsize import make_schedule
-from efbench.engine import signals
+from efbench.engine import fused, signals
 from efbench.engine.loop import Limits, Outcome, RunSpec, divergence, execute
 from efbench.errors import ConfigError, EfbenchError, check_choice, check_positive
 from efbench.methods.samplers import BUILTIN as BUILTIN_SAMPLINGS
@@ -47,6 +47,7 @@ from efbench.run.provenance import provenance
 log = logging.getLogger("efbench")
 
 _NAMED_CACHES: set[str] = set()  # the data caches this process has named in its log
+_SAID: set[str] = set()  # what this process has said once
 X0_CHOICES = ("zero", "shift")
 L2_MODES = ("relative", "absolute")
 REGULARIZERS = ("l2", "nonconvex")
@@ -103,6 +104,12 @@ def build_setup(cfg: DictConfig) -> Setup:
 
 
 def _build_setup(cfg: DictConfig) -> Setup:
+    if fused.COMPILING and not _SAID:  # once, by this process's first setup
+        _SAID.add("compiling")
+        log.info(
+            "first run since efbench was installed or changed: numba compiles its kernels as they "
+            "are first used (up to half a minute, once; later runs load them from its cache)"
+        )
     check_choice("dataset.source", cfg.dataset.source, SOURCES)
     if SOURCES[cfg.dataset.source].problem == "quadratic":  # the counterexample's, fixed
         problem = QuadraticProblem.counterexample()
