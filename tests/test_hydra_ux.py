@@ -95,6 +95,34 @@ def section_text(text: str, head: str) -> str:
     return " ".join(" ".join(text.split("\n" + head, 1)[1].split("\n\n", 1)[0].splitlines()).split())
 
 
+def test_help_alone_is_hydras_help_from_a_cache_keyed_by_the_sources(tmp_path, monkeypatch):
+    """``efbench --help`` alone prints, without starting Hydra, the text Hydra prints for
+    ``efbench <override> --help``; it is generated once into the user's cache, and a change
+    of any source or config file changes its key. An unwritable cache only costs time."""
+    from efbench.app import helpcache
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "100"}
+
+    def run(*args: str, **extra: str) -> str:
+        r = subprocess.run(
+            [str(EXE), *args], cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    fast = run("--help")
+    assert len(list((tmp_path / "cache" / "efbench").glob("help-*-100.txt"))) == 1
+    assert run("--help") == fast == run("seed=0", "--help")  # cached; Hydra's own
+    assert run("--help", XDG_CACHE_HOME="/proc/efbench-none") == fast
+    copy = tmp_path / "pkg"
+    shutil.copytree(helpcache.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(helpcache, "PACKAGE", copy)
+    key = helpcache.sources_key()
+    option = copy / "conf" / "method" / "ef21.yaml"
+    option.write_text(option.read_text() + "# a comment\n")
+    assert helpcache.sources_key() != key
+
+
 def test_help_is_generated_from_the_option_files_and_the_declared_rules(tmp_path, monkeypatch):
     from efbench.config import schema
     from efbench.core.rules import Int

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from efbench.app.helpcache import width as help_width
 from efbench.config.identity import BATCH_KEY, batch_configs, dirname_within_limits
 from efbench.engine.signals import stop_when_parent_dies, sweep_worker
 from efbench.errors import EfbenchError
@@ -112,7 +113,6 @@ def config_error_line(exc: BaseException) -> str | None:
 
 
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-HELP_WIDTH = (80, 120)  # the help's line width: the terminal's, within these bounds
 
 
 def _first_sentence(text: str) -> str:
@@ -215,7 +215,7 @@ def help_text(width: int | None = None) -> str:
     setting shows up by itself."""
     from efbench.config import schema
 
-    width = width or min(max(shutil.get_terminal_size((100, 24)).columns, HELP_WIDTH[0]), HELP_WIDTH[1])
+    width = width or help_width()
     conf = importlib.resources.files("efbench.conf")
     config = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
     groups: dict[str, tuple[dict[str, str], dict[str, dict]]] = {}  # name: (texts, loaded)

@@ -47,6 +47,8 @@ def efbench() -> object:
     here as one line naming the key, with exit code 2
     (:func:`efbench.app.cli.config_error_line`); a user who set HYDRA_FULL_ERROR=1 gets
     Hydra's full traceback."""
+    if sys.argv[1:] in (["--help"], ["-h"]):  # the help alone: from its cache, without Hydra
+        return _run("efbench", "efbench.app.helpcache:print_help")
     wanted = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
