@@ -161,9 +161,9 @@ def test_joblib_launcher_runs_batched_groups_in_parallel_processes(tmp_path):
     assert "Joblib" in out and "launching 2 jobs" in out
     # each job process computes with its share of the cores (efbench.engine.threads)
     share = max(1, cores() // 2)
-    logs = [p.read_text() for p in (root / ".batches").rglob("*.log")]
+    logs = [p.read_text() for p in (root / ".batches").rglob("efbench.log")]
     assert logs and all(
-        f"threads: {share} per process (2 jobs at once on {cores()} cores)" in t for t in logs
+        f"threads: BLAS {share} per process (2 jobs at once on {cores()} cores)" in t for t in logs
     )
     _, runs = collect(root)
     assert sorted(runs.seed) == [0, 0, 1, 1] and set(runs.status) == {"completed"}

@@ -19,30 +19,35 @@ import json, os, sys
 import numba, numpy
 from threadpoolctl import threadpool_info
 from efbench.engine.threads import share_cores
+if len(sys.argv) > 2:
+    os.environ["EFBENCH_THREADS"] = sys.argv[2]
 share = share_cores(int(sys.argv[1]))
 print(json.dumps({"share": share, "numba": numba.get_num_threads(),
-                  "pools": [p["num_threads"] for p in threadpool_info()],
+                  "pools": [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"],
                   "wait": os.environ.get("OMP_WAIT_POLICY")}))
 """
 
 
-def probe(jobs: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(jobs)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+def probe(jobs: int, *mode: str) -> dict:
+    cmd = [sys.executable, "-c", PROBE, str(jobs), *mode]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
 @pytest.mark.parametrize("jobs", [2, 3, 64])
-def test_jobs_at_once_each_compute_with_their_share(jobs):
+def test_jobs_at_once_each_use_their_share_of_blas_and_wait_passively(jobs):
     share = max(1, cores() // jobs)
     got = probe(jobs)
-    assert got["share"] == got["numba"] == share
+    assert got["share"] == share and got["numba"] == probe(1)["numba"]  # numba's pool: every core
     assert got["pools"] and set(got["pools"]) == {share}  # numpy's BLAS
     assert got["wait"] == "PASSIVE"
+    capped = probe(jobs, "numba")
+    assert capped["numba"] == share and set(capped["pools"]) == {share}
+    assert probe(jobs, "all") == probe(1)
 
 
 def test_one_job_keeps_every_core():
     got = probe(1)
-    assert got["share"] == cores() and got["wait"] is None
+    assert got["share"] == cores() and got["wait"] is None and set(got["pools"]) == {cores()}
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """The threads a process computes with. When several jobs run at once on one machine (a
 joblib sweep, ``efbench-paper --jobs N``), each process would otherwise size numba's pool
 and the BLAS / OpenMP pools to every core and spin-wait on them, so N processes run N
-times as many busy threads as there are cores. :func:`share_cores` caps each process to
-its share of the cores and makes idle OpenMP threads sleep instead of spin.
+times as many busy threads as there are cores. :func:`share_cores` caps each process's BLAS
+pools to its share of the cores and makes idle OpenMP threads sleep instead of spin.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ log = logging.getLogger("efbench")
 # idle OpenMP threads (numba's omp layer, OpenBLAS built with OpenMP) sleep at once: read
 # by the OpenMP runtime when it starts, so set before the first parallel call
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
-_SHARED: list[int] = []  # the share this process was given (logged once)
+ALL_ENV = "EFBENCH_THREADS"
 
 
 def cores() -> int:
@@ -25,20 +25,25 @@ def cores() -> int:
 
 
 def share_cores(jobs: int) -> int:
-    """Cap this process's numba, BLAS and OpenMP threads to cores // jobs (at least 1) when
-    ``jobs`` > 1 processes compute at once, with passive waiting; nothing changes for one
-    job. Returns the threads this process computes with."""
-    if jobs <= 1:
+    """When ``jobs`` > 1 processes compute at once: cap this process's BLAS pools to cores //
+    jobs (at least 1) and make idle OpenMP threads sleep. numba's pool keeps every core:
+    measured (benchmarks/threads.py, 2 cores), capping it too made a joblib sweep and
+    ``efbench-paper --quick --jobs 2`` 1.1-1.3x slower, as one process's compiled batch then
+    cannot use a core the other leaves idle. $EFBENCH_THREADS=numba caps numba's pool as
+    well, ``all`` changes nothing (the cases the benchmark compares). Returns the BLAS
+    threads of this process."""
+    mode = os.environ.get(ALL_ENV, "")
+    if jobs <= 1 or mode == "all":
         return cores()
-    import numba
     from threadpoolctl import threadpool_limits
 
     share = max(1, cores() // jobs)
     for key, value in PASSIVE.items():
         os.environ.setdefault(key, value)
-    numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(limits=share)  # the pools loaded by now (numpy's BLAS); numba's: above
-    if _SHARED != [share]:
-        _SHARED[:] = [share]
-        log.info("threads: %d per process (%d jobs at once on %d cores)", share, jobs, cores())
+    threadpool_limits(limits=share)  # the pools loaded by now: numpy's BLAS
+    if mode == "numba":
+        import numba
+
+        numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+    log.info("threads: BLAS %d per process (%d jobs at once on %d cores)", share, jobs, cores())
     return share
