@@ -26,10 +26,10 @@ def cores() -> int:
 
 def share_cores(jobs: int) -> int:
     """When ``jobs`` > 1 processes compute at once: cap this process's BLAS pools to cores //
-    jobs (at least 1) and make idle OpenMP threads sleep. numba's pool keeps every core:
-    measured (benchmarks/threads.py, 2 cores), capping it too made a joblib sweep and
-    ``efbench-paper --quick --jobs 2`` 1.1-1.3x slower, as one process's compiled batch then
-    cannot use a core the other leaves idle. $EFBENCH_THREADS=numba caps numba's pool as
+    jobs (at least 1) and make idle OpenMP threads sleep, so no BLAS thread spins on a core
+    another job computes on. numba's pool keeps every core, so a job's compiled batch can
+    use a core the other leaves idle: on 2 cores (benchmarks/threads.py) capping it too made
+    no difference beyond the machine's noise. $EFBENCH_THREADS=numba caps numba's pool as
     well, ``all`` changes nothing (the cases the benchmark compares). Returns the BLAS
     threads of this process."""
     mode = os.environ.get(ALL_ENV, "")
