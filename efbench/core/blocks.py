@@ -354,6 +354,22 @@ def csr_worker_grad(indptr, indices, data, y, x, i, m, out) -> None:  # pragma: 
             out[indices[q]] += c * data[q]
 
 
+@njit(cache=True, parallel=True)
+def csr_worker_grams(indptr, indices, data, w, m, out) -> None:  # pragma: no cover - compiled
+    """out[i] += sum_r w_r a_r a_r^T over worker i's m rows (flat i m .. i m + m - 1), for
+    CSR rows: only the pairs of a row's nonzeros are visited (nnz_r^2 a row, not d^2).
+    ``out`` (n, d, d); workers in parallel, each row in order."""
+    for i in prange(out.shape[0]):
+        H = out[i]
+        for r in range(i * m, i * m + m):
+            lo, hi = indptr[r], indptr[r + 1]
+            for p in range(lo, hi):
+                vp = w[r] * data[p]
+                row = H[indices[p]]
+                for q in range(lo, hi):
+                    row[indices[q]] += vp * data[q]
+
+
 @njit(cache=True)
 def dense_worker_grad(flat, y, x, i, m, out) -> None:  # pragma: no cover - compiled
     """:func:`csr_worker_grad` on dense rows."""
