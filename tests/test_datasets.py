@@ -441,3 +441,38 @@ def test_breast_cancer_is_kept_in_the_data_cache_and_read_without_scikit_learn(t
     fresh_X, fresh_y = load_breast_cancer_scaled()  # no cache: from scikit-learn
     np.testing.assert_array_equal(X, fresh_X)
     np.testing.assert_array_equal(y, fresh_y)
+
+
+@pytest.mark.parametrize("block", [1, 7, 256])
+def test_sparse_synthetic_built_as_csr_has_the_dense_builds_values(block):
+    """make_synthetic_csr draws what make_synthetic draws, a block of rows at a time, and
+    keeps the same values as CSR (memory with the nonzeros, not rows x features)."""
+    from efbench.problems.datasets import make_synthetic, make_synthetic_csr
+
+    X, y = make_synthetic(50, 40, seed=3, density=0.05)
+    S, ys = make_synthetic_csr(50, 40, seed=3, density=0.05, block=block)
+    assert sp.issparse(S) and S.nnz == np.count_nonzero(X)
+    np.testing.assert_array_equal(S.toarray(), X)
+    np.testing.assert_array_equal(ys, y)
+
+
+def test_synthetic_data_too_large_for_dense_runs_as_csr(monkeypatch):
+    """A sparse synthetic dataset whose dense build is over CSR_BUILD_BYTES is built as CSR
+    and split as CSR rows, and runs where its dense build is over the memory limit; a dense
+    one over the limit is still refused."""
+    from test_cli import cfg_of
+
+    from efbench.errors import ConfigError
+    from efbench.problems import datasets
+    from efbench.problems.datasets import MAX_DENSE_ENV, load_dataset, partition
+
+    monkeypatch.setenv(MAX_DENSE_ENV, "0.001")  # 1 MB: 2000 x 1000 dense floats are 16 MB
+    monkeypatch.setattr(datasets, "CSR_BUILD_BYTES", 1e6)
+    size = ["dataset=synthetic", "dataset.synthetic.rows=2000", "dataset.synthetic.features=1000"]
+    cfg = cfg_of(*size, "dataset.synthetic.density=0.002", "dataset.n_workers=4", "dataset.m=500")
+    X, y = load_dataset(cfg)
+    assert sp.issparse(X) and X.shape == (2000, 1000) and set(np.unique(y)) <= {-1.0, 1.0}
+    A, _ = partition(X, y, 4, 500)
+    assert sp.issparse(A)
+    with pytest.raises(ConfigError, match="dataset"):
+        load_dataset(cfg_of(*size, "dataset.synthetic.density=0.5", "dataset.n_workers=4", "dataset.m=500"))

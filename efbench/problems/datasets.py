@@ -476,6 +476,36 @@ def make_synthetic(
     return X, np.where(margin >= 0, 1.0, -1.0)
 
 
+# sparse synthetic data whose dense build would take more than this are built as CSR
+# (make_synthetic_csr): a fixed size, so the storage of a config is the same on every machine
+CSR_BUILD_BYTES = 256e6
+
+
+def make_synthetic_csr(
+    rows: int, features: int, seed: int, density: float, noise: float = 0.1, block: int = 256
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """:func:`make_synthetic`'s rows, the same values from the same draws, built as CSR a
+    block of rows at a time: memory grows with the nonzeros, not with rows x features. The
+    normals come first in its stream, so a second generator is moved past them (drawn and
+    dropped a block at a time) to draw the mask's uniforms, then w and the noise, while the
+    first draws the normals again. The labels use a sparse product (the dense one's sums in
+    another order: a label can differ only for a margin within rounding of 0)."""
+    scale = np.sqrt(features * density)
+    values, late = np.random.default_rng(seed), np.random.default_rng(seed)
+    for lo in range(0, rows, block):
+        late.standard_normal((min(block, rows - lo), features))
+    parts = []
+    for lo in range(0, rows, block):
+        shape = (min(block, rows - lo), features)
+        A = values.standard_normal(shape) / scale
+        A *= late.random(shape) < density
+        parts.append(sp.csr_matrix(A))
+    X = sp.vstack(parts, format="csr")
+    w = late.standard_normal(features)
+    margin = X @ w + noise * late.standard_normal(rows)
+    return X, np.where(margin >= 0, 1.0, -1.0)
+
+
 # Synthetic stand-ins for LIBSVM files too large to fetch or hold here (see SYNTHETIC_OF).
 EPSILON_LABEL_NOISE = 0.1  # the best linear classifiers err on about 10 % of epsilon's rows
 RCV1_LABEL_NOISE = 0.03  # and on about 3-4 % of rcv1.binary's
@@ -663,8 +693,13 @@ def load_dataset(cfg) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
     rows, d = int(s.rows or n * m), int(s.features)
     like = cfg.dataset.get("synthetic_of")
     if like is None:
+        density = float(s.density)
+        if density < SPARSE_DENSITY and 8.0 * rows * d > CSR_BUILD_BYTES:
+            # the same values, built as CSR: memory with the nonzeros, not with rows x d
+            check_memory(cfg.dataset.name, n, m, d, row_nnz=density * d)
+            return make_synthetic_csr(rows, d, int(s.seed), density)
         check_memory(cfg.dataset.name, n, m, d, rows)
-        return make_synthetic(rows, d, int(s.seed), float(s.density))
+        return make_synthetic(rows, d, int(s.seed), density)
     check_choice("dataset.synthetic_of", like, SYNTHETIC_OF)
     if like == "rcv1":
         check_memory(cfg.dataset.name, n, m, d, row_nnz=float(s.density) * d)
