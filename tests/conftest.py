@@ -65,3 +65,31 @@ def trajectory(method, p, gamma, steps, seed=0, x0=None):
         xs.append(state.x.copy())
         rounds.append(rnd)
     return np.array(xs), rounds, state
+
+
+def pytest_configure(config):
+    """Compile efbench's numba kernels once, in the controlling process, before the xdist
+    workers and the tests' efbench subprocesses start: on a fresh clone (numba's cache empty)
+    they would otherwise each compile the same kernels at the same time. A short run of each
+    engine on dense and on CSR rows (the mirror's a1a) writes them to numba's cache."""
+    workers = config.getoption("numprocesses", None)
+    if hasattr(config, "workerinput") or not workers or os.environ.get("EFBENCH_NO_PREWARM"):
+        return  # an xdist worker (the controller did it), or one process: it compiles as it goes
+    import tempfile
+
+    from hydra import compose, initialize_config_module
+
+    from efbench.run.runner import run_batch
+
+    lines = [["dataset=synthetic", "dataset.synthetic.rows=40", "dataset.n_workers=2", "dataset.m=20"]]
+    mirror = find_mirror()
+    if mirror is not None:
+        lines.append(["dataset=a1a", f"data.mirror={mirror}", "dataset.n_workers=2", "dataset.m=50"])
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_module("efbench.conf", version_base="1.3"):
+        for i, data in enumerate(lines):
+            for j, run in enumerate(
+                (["method=ec_lsvrg", "engine=numba"], ["method=ef21", "compressor=topk"])
+            ):
+                extra = ["budget.iters=3", "progress=false", f"data.dir={tmp}/data"]
+                cfg = compose("config", overrides=[*data, *run, *extra])
+                run_batch([cfg], [Path(tmp) / f"run{i}{j}"])
