@@ -85,11 +85,14 @@ def pytest_configure(config):
     mirror = find_mirror()
     if mirror is not None:
         lines.append(["dataset=a1a", f"data.mirror={mirror}", "dataset.n_workers=2", "dataset.m=50"])
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_module("efbench.conf", version_base="1.3"):
-        for i, data in enumerate(lines):
-            for j, run in enumerate(
-                (["method=ec_lsvrg", "engine=numba"], ["method=ef21", "compressor=topk"])
-            ):
-                extra = ["budget.iters=3", "progress=false", f"data.dir={tmp}/data"]
-                cfg = compose("config", overrides=[*data, *run, *extra])
-                run_batch([cfg], [Path(tmp) / f"run{i}{j}"])
+    runs = (["method=ec_lsvrg", "engine=numba"], ["method=ef21", "compressor=topk"])
+    config_module = initialize_config_module("efbench.conf", version_base="1.3")
+    try:
+        with tempfile.TemporaryDirectory() as tmp, config_module:
+            for i, data in enumerate(lines):
+                for j, run in enumerate(runs):
+                    extra = ["budget.iters=3", "progress=false", f"data.dir={tmp}/data"]
+                    cfg = compose("config", overrides=[*data, *run, *extra])
+                    run_batch([cfg], [Path(tmp) / f"run{i}{j}"])
+    except Exception as exc:  # only a head start: the tests compile what is missing themselves
+        print(f"conftest: kernels not compiled ahead ({exc!r})")
