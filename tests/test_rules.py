@@ -44,7 +44,7 @@ DECLARED = {
     "MemSGD.a": "a number > 0",
     "MemSGD.b": "a number > 0 or null",
     "Decentralized.topology": "ring, complete, torus",
-    "DeepSqueeze.eta": "a number >= 0",
+    "DeepSqueeze.eta": "a number > 0",  # its own check refused 0 beside a >= 0 rule (issue 22)
     "ChocoSGD.consensus_step": "a number > 0 or null",
     "AsyncSGD.times": "fixed, random, heterogeneous",
     "AsyncSGD.spread": "a number >= 0",

@@ -33,7 +33,7 @@ import numpy as np
 
 from efbench.core import blocks
 from efbench.core.rules import POSITIVE, Choice, Int, Num, Rule, check_fields, ruled
-from efbench.errors import ConfigError, check_positive
+from efbench.errors import ConfigError
 
 KINDS = ("identity", "contractive", "unbiased", "absolute")
 
@@ -250,9 +250,6 @@ class HardThreshold(Compressor):
     lam: float = ruled(0.01, Num(0))
     kind: ClassVar[str] = "absolute"
 
-    def validate(self, d):
-        check_positive("compressor.lam", self.lam, allow_zero=True)
-
     def Delta(self, d):
         return math.sqrt(d) * self.lam  # every dropped |x_j| < lambda
 
@@ -345,10 +342,6 @@ class QSGD(Compressor):
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
 
-    def validate(self, d):
-        if int(self.s) != self.s or self.s < 1:
-            raise ConfigError("compressor.s", f"number of levels must be an integer >= 1, got {self.s}")
-
     def omega(self, d):
         return min(d / self.s**2, np.sqrt(d) / self.s)
 
@@ -396,9 +389,6 @@ class Rounding(Compressor):
     kind: ClassVar[str] = "absolute"
     homogeneous: ClassVar[bool] = False
 
-    def validate(self, d):
-        check_positive("compressor.delta", self.delta)
-
     def Delta(self, d):
         return math.sqrt(d) * self.delta / 2.0  # |x_j - delta round(x_j / delta)| <= delta / 2
 
@@ -442,10 +432,6 @@ class NaturalDithering(Compressor):
     norm: float = ruled(2.0, Rule("num", lo=1, infinite=True))  # the p of ||x||_p
     randomized: ClassVar[bool] = True
     kind: ClassVar[str] = "unbiased"
-
-    def validate(self, d):
-        if int(self.s) != self.s or self.s < 1:
-            raise ConfigError("compressor.s", f"number of levels must be an integer >= 1, got {self.s}")
 
     def omega(self, d):
         t = d ** (1.0 / min(self.norm, 2.0)) * 2.0 ** (1 - self.s)

@@ -39,7 +39,7 @@ import numpy as np
 from efbench.core import blocks
 from efbench.core.rules import Choice, Num, Rule, ruled
 from efbench.core.stepsize import theory_gamma
-from efbench.errors import ConfigError, check_choice, check_positive
+from efbench.errors import ConfigError, check_positive
 from efbench.methods.base import EC_FORMS, Method, Round, State
 from efbench.problems.base import Problem
 
@@ -88,8 +88,6 @@ class AsyncSGD(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("method.times", self.times, TIMES)
-        check_positive("method.spread", self.spread, allow_zero=True)
         kind = self.estimator_spec.kind
         if kind not in ESTIMATORS:
             raise ConfigError(

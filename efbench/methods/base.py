@@ -20,7 +20,7 @@ from efbench.core.participation import Participation
 from efbench.core.rules import POSITIVE, PROB_OR_NULL, Choice, Num, check_fields, ruled
 from efbench.core.stepsize import Schedule
 from efbench.core.topology import mixing_matrix, spectral_gap
-from efbench.errors import ConfigError, check_positive
+from efbench.errors import ConfigError
 from efbench.methods.estimators import LSVRG, make_estimator
 from efbench.methods.memory import ErrorFeedback, compress
 from efbench.problems.base import Problem
@@ -428,9 +428,6 @@ class MemSGD(ErrorCompensated):
     def __post_init__(self) -> None:
         self.ec_form = "plain"
         super().__post_init__()
-        check_positive("method.a", self.a)
-        if self.b is not None:
-            check_positive("method.b", self.b)
 
     metrics: ClassVar[tuple[str, ...]] = ("err2", "gap_avg")
 
@@ -612,12 +609,8 @@ class DeepSqueeze(Decentralized):
     labels: ClassVar[dict[str, str]] = {"deep_squeeze": "DeepSqueeze"}
     ec_forms: ClassVar[tuple[str, ...]] = ("plain",)
 
-    eta: float = ruled(0.05, Num(0))  # > 0: DeepSqueeze's own check
+    eta: float = ruled(0.05, POSITIVE)  # the consensus step
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive("method.eta", self.eta)
 
     def measure(self, problem, state, fstar):
         return {**super().measure(problem, state, fstar), "err2": _mean_sq_norm(state.e)}

@@ -31,7 +31,6 @@ import numpy as np
 from efbench.core import blocks
 from efbench.core.rules import Num, ruled
 from efbench.core.topology import spectral_gap
-from efbench.errors import check_positive
 from efbench.methods.base import Decentralized, DecentralizedState
 
 log = logging.getLogger("efbench")
@@ -78,11 +77,6 @@ class ChocoSGD(Decentralized):
     consensus_step: float | None = ruled(None, Num(0, lo_open=True, null=True))  # the gossip step
     accepts: ClassVar[tuple[str, ...]] = ("identity", "contractive", "unbiased")
     metrics: ClassVar[tuple[str, ...]] = ("consensus", "err2")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.consensus_step is not None:
-            check_positive("method.consensus_step", self.consensus_step)
 
     def init(self, problem, x0, rng):
         state = super().init(problem, x0, rng)

@@ -36,7 +36,7 @@ import numpy as np
 
 from efbench.core.compressors import Compressor, Identity, RandK, TopK, sparse_bits
 from efbench.core.rules import PROB_OR_NULL, Bound, Choice, Int, Num, Rule, ruled
-from efbench.errors import ConfigError, check_choice, check_positive
+from efbench.errors import ConfigError, check_choice
 from efbench.methods.base import Method, Round, State, _dense_message
 from efbench.problems.base import Problem
 
@@ -614,10 +614,6 @@ class CLAG(ThreePointMethod):
 
     zeta: float = ruled(1.0, Num(0))
     metrics: ClassVar[tuple[str, ...]] = ("skipped_frac",)  # from the rounds' skipped counts
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive("method.zeta", self.zeta, allow_zero=True)
 
     def make_mechanism(self):
         return CLAGMechanism(compressor=self.compressor, zeta=self.zeta)
