@@ -1,7 +1,7 @@
 """``efbench --help`` without starting Hydra or importing the methods: the text
 :func:`efbench.app.cli.help_text` generates is kept in the user's cache, keyed by the
 package's sources (every ``.py`` and ``.yaml`` under ``efbench/``) and the line width, so
-it is generated once per install and change. Standard library only: a cached help costs
+it is generated once per install and change. Standard library and efbench.files only: a cached help costs
 the interpreter's start-up and a hash of the sources."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
+
+from efbench.files import atomic_write_bytes
 
 PACKAGE = Path(__file__).resolve().parents[1]
 HELP_WIDTH = (80, 120)  # the help's line width: the terminal's, within these bounds
@@ -46,10 +48,7 @@ def cached_help(cols: int | None = None) -> str:
 
     text = help_text(cols).replace("$$", "$")  # Hydra's template escape, undone as Hydra does
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode())
     except OSError:
         pass
     return text
