@@ -4,6 +4,7 @@ are process-wide), and how many jobs a launch runs at once (efbench.app.cli.para
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -28,6 +29,7 @@ print(json.dumps({"share": share, "numba": numba.get_num_threads(),
 """
 
 
+@functools.cache
 def probe(jobs: int, *mode: str) -> dict:
     cmd = [sys.executable, "-c", PROBE, str(jobs), *mode]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)

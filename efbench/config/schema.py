@@ -128,8 +128,8 @@ TOP: dict[str, Rule] = {
     "participation.size": Int(1, null=True),
     "participation.p": Rule("num", lo=0, lo_open=True, hi=1, null=True),
 }
-# dataset keys a source that does not read them refuses unless null (the others: deleted)
-TOP_KEYS_NULL = ("synthetic_of",)
+# dataset keys a source that does not read them takes as null (the others must be deleted)
+NULL_WHEN_UNREAD = ("synthetic_of",)
 # keys a run does without: a default in the code, or needed only by some data (the
 # dataset rules below) or some settings (participation.size/p: by kind)
 OPTIONAL = (
@@ -459,7 +459,7 @@ def _dataset_keys(c: dict, choices: Mapping[str, str]) -> None:
         )
     for key in SOURCE_KEYS:
         if key not in SOURCES[source].reads and ds.get(key) is not None:
-            allowed = "null" if key in TOP_KEYS_NULL else f"~dataset.{key}"
+            allowed = "null" if key in NULL_WHEN_UNREAD else f"~dataset.{key}"
             raise ConfigError(f"dataset.{key}", f"is not read from {source} data", allowed)
     if source == "synthetic":
         keys = SYNTHETIC_KEYS[ds.get("synthetic_of")]

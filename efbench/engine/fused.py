@@ -326,7 +326,7 @@ class FusedBatch:
         self.prob = np.array([s.p for s in specs])
         self.schedules = [r.schedule for r in runs]
         self.down = np.array([r.method.downlink(problem.d) for r in runs], dtype=np.int64)
-        self.coins = {0: 0, 1: 1, 2: problem.n}[self.spec.coin]
+        self.coins = {NO_COIN: 0, SHARED_COIN: 1, WORKER_COINS: problem.n}[self.spec.coin]
         self.csr = problem.csr_arrays
         self.index_width = index_width(problem.d)
         if not ec_advance.signatures:  # first call in this process: compile or load from disk
